@@ -1,0 +1,5 @@
+import sys
+
+from medplib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,136 @@
+"""Autoregressive decoding for MedPLIB from prompt embeddings (visual tokens already spliced in).
+
+Greedy by default; temperature + nucleus (top-p) sampling on request. Uses the transformers KV
+cache; `use_cache=False` recomputes the whole sequence each step and serves as the reference
+the cached path is tested against. Besides tokens it returns, for every generated token, the
+last-layer hidden state that predicted it (the `<SEG>` mask prompt) and the MoE routing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+import torch
+
+from medplib.modeling.language_model import collect_routing
+from medplib.modeling.medplib import MedPLIBForCausalLM
+from medplib.modeling.outputs import LayerRouting
+
+GREEDY_BELOW = 1e-5  # temperatures below this mean greedy decoding
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]  # generated ids, including the stop token when one ended decoding
+    predicting_hidden: torch.Tensor  # (n, D): hidden state that predicted each generated token
+    finish_reason: str  # "stop" (stop token), "stop_string" (stop_fn), or "length"
+    prompt_routing: list[LayerRouting] = field(default_factory=list)  # routing over the prompt (B=1)
+    token_experts: list[list[int]] = field(default_factory=list)  # [token][moe layer] expert that predicted it
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability mass reaches `top_p`; others → -inf.
+
+    logits (..., V). The most likely token always survives; top_p >= 1 returns logits unchanged.
+    """
+    if top_p >= 1.0:
+        return logits
+    if top_p <= 0.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs  # probability of strictly more likely tokens
+    drop_sorted = mass_before >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def choose_token(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> int:
+    """(V,) logits → next token id: argmax when temperature ≈ 0, else nucleus sampling."""
+    logits = logits.float()
+    if temperature < GREEDY_BELOW:
+        return int(torch.argmax(logits))
+    filtered = top_p_filter(logits / temperature, top_p)
+    probs = filtered.softmax(dim=-1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+def _experts_at(routing: list[LayerRouting], position: int) -> list[int]:
+    return [int(r.expert_index[0, position]) for r in routing]
+
+
+@torch.no_grad()
+def generate(
+    model: MedPLIBForCausalLM,
+    inputs_embeds: torch.Tensor,
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop_token_ids: Collection[int] = (),
+    stop_fn: Callable[[list[int]], bool] | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    on_token: Callable[[int, int], None] | None = None,
+) -> GenerationResult:
+    """Decode up to `max_new_tokens` after the (1, L, D) prompt embeddings.
+
+    Stops after a token in `stop_token_ids` or once `stop_fn(generated_ids)` is true.
+    `on_token(step, token_id)` is called after every generated token (progress reporting).
+    """
+    if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
+        raise ValueError(f"inputs_embeds must be (1, L, D), got {tuple(inputs_embeds.shape)}")
+    lm = model.language_model
+    embed = lm.get_input_embeddings()
+    stops = set(int(t) for t in stop_token_ids)
+    tokens: list[int] = []
+    hiddens: list[torch.Tensor] = []
+    experts: list[list[int]] = []
+    finish = "length"
+
+    t0 = time.perf_counter()
+    out = lm.model(inputs_embeds=inputs_embeds, use_cache=use_cache)
+    prompt_routing = collect_routing(lm)
+    past = out.past_key_values if use_cache else None
+    h = out.last_hidden_state[0, -1]  # (D,)
+    step_routing = prompt_routing
+    prefill_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    seq = inputs_embeds
+    for step in range(max_new_tokens):
+        logits = lm.lm_head(h)  # (V,)
+        tok = choose_token(logits, temperature, top_p, generator)
+        tokens.append(tok)
+        hiddens.append(h)
+        experts.append(_experts_at(step_routing, -1))
+        if on_token is not None:
+            on_token(step, tok)
+        if tok in stops:
+            finish = "stop"
+            break
+        if stop_fn is not None and stop_fn(tokens):
+            finish = "stop_string"
+            break
+        if step == max_new_tokens - 1:
+            break
+        tok_emb = embed(torch.tensor([[tok]], device=inputs_embeds.device))  # (1, 1, D)
+        if use_cache:
+            out = lm.model(inputs_embeds=tok_emb, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+        else:
+            seq = torch.cat([seq, tok_emb.to(seq.dtype)], dim=1)
+            out = lm.model(inputs_embeds=seq, use_cache=False)
+        h = out.last_hidden_state[0, -1]
+        step_routing = collect_routing(lm)
+    decode_s = time.perf_counter() - t1
+    hidden = torch.stack(hiddens) if hiddens else inputs_embeds.new_zeros((0, inputs_embeds.shape[-1]))
+    return GenerationResult(tokens, hidden, finish, prompt_routing, experts, prefill_s, decode_s)

@@ -1,0 +1,322 @@
+"""Configuration dataclasses for MedPLIB: one per component plus the composite `MedPLIBConfig`.
+
+Every config is a plain dataclass that round-trips through JSON (`to_dict` / `from_dict`).
+The transformers sub-model configs (CLIP vision, LLaMA) and the SAM-Med2D config are held as
+plain dicts so `config.json` stays readable and independent of library versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from transformers import CLIPVisionConfig, LlamaConfig
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} got unknown keys {unknown}; is the config from a newer version?")
+    return cls(**data)
+
+
+@dataclass
+class VisionTowerConfig:
+    """CLIP vision encoder feeding the LLM (visual tokens) and the region encoder."""
+
+    # transformers CLIPVisionConfig kwargs; CLIP ViT-L/14 @ 336 in the official model.
+    clip: dict[str, Any] = field(default_factory=dict)
+    # LLaVA-v1.5 reads the penultimate layer: the last one is tuned to the contrastive head.
+    select_layer: int = -2
+    # "patch" drops CLS so the tokens map 1:1 onto the patch grid used by region pooling.
+    select_feature: str = "patch"
+    # CLIP's own normalisation statistics (OpenAI CLIP), applied after centre padding.
+    image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    def clip_config(self) -> CLIPVisionConfig:
+        return CLIPVisionConfig(**self.clip)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.clip_config().image_size)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.clip_config().patch_size)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.clip_config().hidden_size)
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["image_mean"], d["image_std"] = list(self.image_mean), list(self.image_std)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VisionTowerConfig:
+        data = dict(data)
+        for key in ("image_mean", "image_std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return _from_dict(cls, data)
+
+
+@dataclass
+class ProjectorConfig:
+    """Maps CLIP patch features to LLM token embeddings."""
+
+    # LLaVA-v1.5's projector: Linear -> GELU -> Linear.
+    type: str = "mlp2x_gelu"
+    in_features: int = 1024  # CLIP ViT-L hidden size
+    out_features: int = 4096  # LLaMA-7B hidden size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProjectorConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class RegionEncoderConfig:
+    """Pools one LLM-sized feature per region mask from the raw CLIP patch features."""
+
+    in_features: int = 1024  # CLIP hidden size: the adapter reads raw patches, not the projector output
+    out_features: int = 4096  # LLM hidden size
+    # At most this many grid cells (the highest-coverage ones) enter the weighted mean; the
+    # official sampler subsamples 512 points. 0 keeps every covered cell.
+    max_sample_points: int = 512
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegionEncoderConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class LanguageModelConfig:
+    """LLaMA decoder (transformers `LlamaForCausalLM`)."""
+
+    # transformers LlamaConfig kwargs; LLaMA-7B (Vicuna-1.5 / LLaVA-1.5) with 32267 tokens officially.
+    llama: dict[str, Any] = field(default_factory=dict)
+    # SDPA is exact attention, available on every device, and faster than eager.
+    attn_implementation: str = "sdpa"
+
+    def llama_config(self) -> LlamaConfig:
+        cfg = LlamaConfig(**self.llama)
+        cfg._attn_implementation = self.attn_implementation
+        return cfg
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.llama_config().hidden_size)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.llama_config().vocab_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.llama_config().num_hidden_layers)
+
+    @property
+    def max_position_embeddings(self) -> int:
+        return int(self.llama_config().max_position_embeddings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LanguageModelConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class MoEConfig:
+    """Mixture-of-experts FFN settings (official stage IV: DeepSpeed MoE, 2 experts, top-1)."""
+
+    # 2 = MedPLIB's grounding + VL experts; 1 = a plain dense LLaMA FFN (stages II and III).
+    num_experts: int = 2
+    # Each token runs exactly one expert, so compute per token equals the dense model.
+    top_k: int = 1
+    # Training capacity: an expert takes at most ceil(tokens / experts * 1.5) tokens.
+    capacity_factor: float = 1.5
+    # Eval capacity: with 2 experts and factor 2 the capacity equals the token count (no drops).
+    eval_capacity_factor: float = 2.0
+    # DeepSpeed default: no floor under the computed capacity.
+    min_capacity: int = 0
+    # The released stage-IV script sets 0.0, i.e. no load-balancing loss.
+    router_aux_loss_coef: float = 0.0
+    # "all" = every decoder layer (official `moe_mode dense`), or explicit layer indices.
+    layers: str | list[int] = "all"
+    # DeepSpeed top-1 combine weights multiply the expert output by its router probability.
+    scale_by_router_prob: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_experts < 1:
+            raise ValueError(f"num_experts must be at least 1, got {self.num_experts}")
+        if self.top_k != 1:
+            raise ValueError(f"only top-1 routing is implemented, got top_k={self.top_k}")
+        if isinstance(self.layers, str) and self.layers != "all":
+            raise ValueError(f"layers must be 'all' or a list of indices, got {self.layers!r}")
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 1
+
+    def layer_indices(self, num_layers: int) -> list[int]:
+        if not self.is_moe:
+            return []
+        if self.layers == "all":
+            return list(range(num_layers))
+        indices = sorted({int(i) % num_layers for i in self.layers})
+        return indices
+
+    def capacity(self, num_tokens: int, training: bool) -> int:
+        factor = self.capacity_factor if training else self.eval_capacity_factor
+        cap = math.ceil(num_tokens / self.num_experts * factor)
+        return max(cap, self.min_capacity)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MoEConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class SegHeadConfig:
+    """Projects the hidden state that predicts `<SEG>` into one SAM prompt token."""
+
+    in_features: int = 4096  # LLM hidden size
+    hidden_features: int = 4096  # official `text_hidden_fcs` keeps the width
+    out_features: int = 256  # SAM prompt embedding dim
+    dropout: float = 0.0  # official value; kept as a knob
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegHeadConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class LossConfig:
+    """Weights of the training losses (official stage-IV values)."""
+
+    ce_weight: float = 1.0  # next-token cross-entropy on answer tokens
+    bce_weight: float = 2.0  # per-mask mean BCE with logits (stage III: 1.0)
+    dice_weight: float = 0.5  # soft Dice (stage III: 5.0)
+    focal_weight: float = 0.0  # focal loss (stage III: 1.0)
+    focal_alpha: float = 0.25  # RetinaNet defaults, as in the official code
+    focal_gamma: float = 2.0
+    dice_eps: float = 1e-6  # smoothing of the soft Dice ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LossConfig:
+        return _from_dict(cls, data)
+
+
+@dataclass
+class MedPLIBConfig:
+    """The whole model: component configs plus model-level settings."""
+
+    name: str = "tiny"  # preset or checkpoint name, shown to users
+    trained: bool = False  # False marks random or placeholder weights
+    vision: VisionTowerConfig = field(default_factory=VisionTowerConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    region: RegionEncoderConfig = field(default_factory=RegionEncoderConfig)
+    language: LanguageModelConfig = field(default_factory=LanguageModelConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    seg_head: SegHeadConfig = field(default_factory=SegHeadConfig)
+    # SamMed2DConfig.to_dict(); SAM-Med2D ViT-B with adapters at 256 px officially.
+    sam: dict[str, Any] = field(default_factory=dict)
+    losses: LossConfig = field(default_factory=LossConfig)
+    seg_token: str = "<SEG>"  # the grounding token; each occurrence in an answer yields a mask
+    # Id of `seg_token` in the paired tokenizer (set when model and tokenizer are built together).
+    seg_token_id: int | None = None
+    # Official binarisation threshold on sigmoid(logits); 0.5 is the other common choice.
+    mask_threshold: float = 0.1
+    # Image tokens are wrapped as <im_start><image><im_end> (LLaVA `use_mm_start_end`).
+    use_im_start_end: bool = True
+    format_version: int = 1  # bump when the checkpoint layout changes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "trained": self.trained,
+            "vision": self.vision.to_dict(),
+            "projector": self.projector.to_dict(),
+            "region": self.region.to_dict(),
+            "language": self.language.to_dict(),
+            "moe": self.moe.to_dict(),
+            "seg_head": self.seg_head.to_dict(),
+            "sam": dict(self.sam),
+            "losses": self.losses.to_dict(),
+            "seg_token": self.seg_token,
+            "seg_token_id": self.seg_token_id,
+            "mask_threshold": self.mask_threshold,
+            "use_im_start_end": self.use_im_start_end,
+            "format_version": self.format_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MedPLIBConfig:
+        data = dict(data)
+        parts = {
+            "vision": VisionTowerConfig,
+            "projector": ProjectorConfig,
+            "region": RegionEncoderConfig,
+            "language": LanguageModelConfig,
+            "moe": MoEConfig,
+            "seg_head": SegHeadConfig,
+            "losses": LossConfig,
+        }
+        for key, part in parts.items():
+            if key in data:
+                data[key] = part.from_dict(data[key])  # type: ignore[attr-defined]
+        return _from_dict(cls, data)
+
+    def validate(self) -> None:
+        """Check that the component widths agree; raises ValueError naming the mismatch."""
+        d_clip, d_llm = self.vision.hidden_size, self.language.hidden_size
+        checks = [
+            ("projector.in_features", self.projector.in_features, d_clip),
+            ("projector.out_features", self.projector.out_features, d_llm),
+            ("region.in_features", self.region.in_features, d_clip),
+            ("region.out_features", self.region.out_features, d_llm),
+            ("seg_head.in_features", self.seg_head.in_features, d_llm),
+        ]
+        for name, got, want in checks:
+            if got != want:
+                raise ValueError(f"{name} is {got} but must be {want} to match the model widths")
+        if self.vision.select_feature != "patch":
+            # Region pooling maps tokens 1:1 onto the patch grid, so CLS must be dropped.
+            raise ValueError(f"vision.select_feature must be 'patch', got {self.vision.select_feature!r}")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")

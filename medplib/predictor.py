@@ -1,0 +1,470 @@
+"""MedPLIBPredictor: encode an image once, then ask many questions about it.
+
+Like segment-anything's `SamPredictor`: `set_image` runs both image encoders (CLIP for the
+LLM, SAM-Med2D for masks) and caches the results; `ask` renders the conversation, splices in
+visual tokens and region features, decodes an answer and turns every `<SEG>` in it into a
+binary mask at the original image resolution.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medplib.checkpoint import (
+    checkpoint_id as make_checkpoint_id,
+)
+from medplib.checkpoint import (
+    default_checkpoint_dir,
+    load_pretrained,
+    read_fingerprint,
+    weights_fingerprint,
+)
+from medplib.conversation import encode_conversation, normalize_region_tags
+from medplib.errors import UserInputError
+from medplib.generation import GenerationResult, generate
+from medplib.masks import mask_bbox_xyxy_px
+from medplib.modeling.batching import clip_and_sam_inputs
+from medplib.modeling.image_processing import ImageGeometry, region_patch_weights, to_rgb_uint8
+from medplib.modeling.medplib import MedPLIBForCausalLM
+from medplib.modeling.outputs import LayerRouting
+from medplib.tokenization import IMAGE_SENTINEL, REGION_END, REGION_START, SpecialTokenIds
+
+Progress = Callable[[str, float], None]
+MAX_NEW_TOKENS_LIMIT = 4096  # hard cap on one answer (the official worker caps at 1024)
+_REGION_ANY = re.compile(f"{re.escape(REGION_START)}.*?{re.escape(REGION_END)}|{re.escape(REGION_START)}|{re.escape(REGION_END)}", re.DOTALL)
+
+
+@dataclass
+class PredictedMask:
+    """One mask per `<SEG>` in the answer."""
+
+    mask: np.ndarray  # (H, W) bool at the original image resolution
+    score: float  # mean sigmoid probability inside the mask (0.0 for an empty mask)
+    iou_prediction: float  # SAM-Med2D IoU head's estimate for this mask
+    area_px: int  # number of True pixels
+    bbox_xyxy_px: tuple[int, int, int, int] | None  # half-open box in original pixels; None if empty
+    seg_index: int  # 0-based index of the `<SEG>` among the answer's `<SEG>` tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (the pixel array is left out; encode it with medplib.masks)."""
+        return {
+            "score": self.score,
+            "iou_prediction": self.iou_prediction,
+            "area_px": self.area_px,
+            "bbox_xyxy_px": list(self.bbox_xyxy_px) if self.bbox_xyxy_px else None,
+            "seg_index": self.seg_index,
+            "height_px": int(self.mask.shape[0]),
+            "width_px": int(self.mask.shape[1]),
+        }
+
+
+@dataclass
+class RoutingStats:
+    """Which MoE expert handled which tokens (official expert order: 0 = grounding, 1 = VL).
+
+    Shares are fractions of tokens per expert, one list per MoE layer. Prompt shares are over
+    every prompt token (also split into image and text tokens); answer shares and
+    `answer_experts` use, for each generated token, the position whose hidden state predicted
+    it (so the first answer token is attributed to the last prompt position).
+    """
+
+    layers: list[int] = field(default_factory=list)  # decoder layer index of each MoE layer
+    num_experts: int = 1
+    prompt_share: list[list[float]] = field(default_factory=list)  # [layer][expert]
+    prompt_image_share: list[list[float]] = field(default_factory=list)
+    prompt_text_share: list[list[float]] = field(default_factory=list)
+    answer_share: list[list[float]] = field(default_factory=list)
+    answer_experts: list[list[int]] = field(default_factory=list)  # [generated token][layer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": list(self.layers),
+            "num_experts": self.num_experts,
+            "prompt_share": self.prompt_share,
+            "prompt_image_share": self.prompt_image_share,
+            "prompt_text_share": self.prompt_text_share,
+            "answer_share": self.answer_share,
+            "answer_experts": self.answer_experts,
+        }
+
+
+@dataclass
+class Prediction:
+    answer: str  # readable answer: special tokens (incl. <SEG>) removed, whitespace tidied
+    raw_answer: str  # decoded answer with special tokens, without the final </s>
+    masks: list[PredictedMask]
+    routing: RoutingStats
+    timings: dict[str, float]  # seconds: encode_image, prefill, decode, masks, total
+    warnings: list[str]
+    checkpoint_id: str
+    finish_reason: str = "stop"  # "stop", "stop_string" or "length"
+    num_prompt_tokens: int = 0  # LLM positions in the prompt (visual tokens included)
+    answer_token_ids: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "raw_answer": self.raw_answer,
+            "masks": [m.to_dict() for m in self.masks],
+            "routing": self.routing.to_dict(),
+            "timings": dict(self.timings),
+            "warnings": list(self.warnings),
+            "checkpoint_id": self.checkpoint_id,
+            "finish_reason": self.finish_reason,
+            "num_prompt_tokens": self.num_prompt_tokens,
+        }
+
+
+@dataclass
+class _EncodedImage:
+    original_hw: tuple[int, int]
+    clip_geometry: ImageGeometry
+    patches: torch.Tensor  # (N, C) raw CLIP patch features
+    visual_tokens: torch.Tensor  # (N, D) projected
+    sam_embedding: torch.Tensor  # (1, C', h, w)
+    sam_input_hw: tuple[int, int]
+    encode_s: float
+
+
+def clean_answer(text: str) -> str:
+    """Collapse whitespace and drop spaces before punctuation left by removed tokens."""
+    text = re.sub(r"\s+", " ", text).strip()
+    return re.sub(r"\s+([.,;:!?])", r"\1", text)
+
+
+def _check_region(mask: Any, hw: tuple[int, int], i: int) -> np.ndarray:
+    arr = np.asarray(mask)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.shape != hw:
+        raise UserInputError(
+            f"Region {i + 1} has shape {arr.shape} but the image is {hw[0]}x{hw[1]}; draw regions on the same image."
+        )
+    arr = arr.astype(bool) if arr.dtype != bool else arr
+    if not arr.any():
+        raise UserInputError(f"Region {i + 1} is empty; draw a point, box or shape on the image before asking.")
+    return arr
+
+
+class MedPLIBPredictor:
+    """Stateful question answering and grounding over one image at a time."""
+
+    def __init__(self, model: MedPLIBForCausalLM, tokenizer, *, checkpoint_id: str | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.special = SpecialTokenIds.from_tokenizer(tokenizer, self.config.seg_token)
+        if self.config.seg_token_id is None:
+            self.config.seg_token_id = self.special.seg
+        if self.config.seg_token_id != self.special.seg:
+            raise ValueError(f"model expects <SEG> id {self.config.seg_token_id}, tokenizer has {self.special.seg}")
+        if checkpoint_id is None:
+            checkpoint_id = make_checkpoint_id(self.config, weights_fingerprint(model.state_dict()))
+        self.checkpoint_id = checkpoint_id
+        self._image: _EncodedImage | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> MedPLIBPredictor:
+        """Load a checkpoint directory (None: the default demo / untrained tiny checkpoint)."""
+        directory = Path(path) if path is not None else default_checkpoint_dir()
+        model, tokenizer, config = load_pretrained(directory, device=device, dtype=dtype)
+        fp = read_fingerprint(directory) or weights_fingerprint(model.state_dict())
+        return cls(model, tokenizer, checkpoint_id=make_checkpoint_id(config, fp))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._image is not None
+
+    @property
+    def image_hw(self) -> tuple[int, int] | None:
+        return None if self._image is None else self._image.original_hw
+
+    def reset_image(self) -> None:
+        self._image = None
+
+    # ------------------------------------------------------------------------------ encoding
+    @torch.no_grad()
+    def _encode(self, images: Sequence[Any]) -> list[_EncodedImage]:
+        rgbs = [to_rgb_uint8(im) for im in images]
+        t0 = time.perf_counter()
+        prepared = [clip_and_sam_inputs(rgb, self.config) for rgb in rgbs]
+        clip = torch.stack([p[0] for p in prepared])  # (B, 3, S, S)
+        sam = torch.stack([p[2] for p in prepared])  # (B, 3, S', S')
+        patches, visual = self.model.encode_clip(clip.to(self.device))  # (B, N, C), (B, N, D)
+        sam_emb = self.model.encode_sam(sam.to(self.device))  # (B, C', h, w)
+        per = (time.perf_counter() - t0) / len(rgbs)
+        return [
+            _EncodedImage(rgb.shape[:2], p[1], patches[b], visual[b], sam_emb[b : b + 1], p[3], per)
+            for b, (rgb, p) in enumerate(zip(rgbs, prepared, strict=True))
+        ]
+
+    def set_image(self, image: Any) -> None:
+        """Encode (H, W, 3) uint8 RGB (or (H, W) grayscale / any mode `to_rgb_uint8` takes) once."""
+        self._image = self._encode([image])[0]
+
+    # ------------------------------------------------------------------------------ asking
+    def ask(
+        self,
+        question: str,
+        regions: Sequence[np.ndarray] = (),
+        history: Sequence[tuple] = (),
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        progress: Progress | None = None,
+        seed: int | None = None,
+    ) -> Prediction:
+        """Answer `question` about the current image.
+
+        Arguments:
+          question: text; `<region>` tags refer to `regions` in order (missing tags are appended).
+          regions: bool (H, W) masks in original pixels (points / boxes / sketches as masks).
+          history: earlier (question, answer) pairs, oldest first; a third item may hold that
+            turn's region masks. Region tags of turns without masks are dropped (with a warning).
+          max_new_tokens, temperature, top_p, stop: decoding; greedy when temperature is 0.
+          progress: optional `progress(phase, fraction)` callback.
+          seed: seeds sampling (temperature > 0) for reproducible answers.
+        """
+        if self._image is None:
+            raise UserInputError("No image is set; call set_image(image) before ask(question).")
+        return self._answer(
+            self._image, question, regions, history, max_new_tokens, temperature, top_p, stop, progress, seed
+        )
+
+    def predict_batch(
+        self,
+        images: Sequence[Any],
+        questions: Sequence[str],
+        regions: Sequence[Sequence[np.ndarray]] | None = None,
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | None = None,
+        batch_size: int = 8,
+        seed: int | None = None,
+    ) -> list[Prediction]:
+        """One answer per (image, question[, regions]); images are encoded in batches of `batch_size`.
+
+        The predictor's current image (from `set_image`) is left untouched.
+        """
+        if len(images) != len(questions) or (regions is not None and len(regions) != len(images)):
+            raise UserInputError("Give exactly one question (and one list of regions, if any) per image.")
+        results: list[Prediction] = []
+        for start in range(0, len(images), max(1, batch_size)):
+            encoded = self._encode(images[start : start + batch_size])
+            for k, enc in enumerate(encoded):
+                i = start + k
+                regs = regions[i] if regions is not None else ()
+                results.append(
+                    self._answer(enc, questions[i], regs, (), max_new_tokens, temperature, top_p, stop, None, seed)
+                )
+        return results
+
+    # ------------------------------------------------------------------------------ internals
+    def _validate_options(self, question: str, max_new_tokens: int, temperature: float, top_p: float) -> None:
+        if not isinstance(question, str) or not question.strip():
+            raise UserInputError("The question is empty; type a question about the image.")
+        if not 1 <= int(max_new_tokens) <= MAX_NEW_TOKENS_LIMIT:
+            raise UserInputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens}.")
+        if not temperature >= 0.0:
+            raise UserInputError(f"temperature must be 0 or more, got {temperature}.")
+        if not 0.0 < top_p <= 1.0:
+            raise UserInputError(f"top_p must be in (0, 1], got {top_p}.")
+
+    def _build_turns(self, question, regions, history, hw, warn):
+        """(turns, region masks in sentinel order)."""
+        turns: list[tuple[str, str | None]] = []
+        masks: list[np.ndarray] = []
+        for j, item in enumerate(history):
+            if len(item) not in (2, 3):
+                raise UserInputError(f"History item {j + 1} must be (question, answer) or (question, answer, regions).")
+            q, a = str(item[0]), str(item[1])
+            turn_regions = list(item[2]) if len(item) == 3 and item[2] is not None else []
+            if turn_regions:
+                checked = [_check_region(m, hw, i) for i, m in enumerate(turn_regions)]
+                q = self._normalize(q, len(checked))
+                masks.extend(checked)
+            elif _REGION_ANY.search(q):
+                q = _REGION_ANY.sub("", q)
+                warn(f"History turn {j + 1} mentions a region without its mask; the region tag was dropped.")
+            turns.append((q, a))
+        checked = [_check_region(m, hw, i) for i, m in enumerate(regions)]
+        turns.append((self._normalize(question, len(checked)), None))
+        masks.extend(checked)
+        return turns, masks
+
+    @staticmethod
+    def _normalize(question: str, n: int) -> str:
+        try:
+            return normalize_region_tags(question, n)
+        except ValueError as exc:
+            raise UserInputError(f"The question has more <region> tags than regions were given: {exc}.") from exc
+
+    def _fit_context(self, turns, masks, max_new_tokens, warn):
+        """Drop the oldest history turns until prompt + answer fit the context window."""
+        n_vis = self.config.vision.num_patches
+        limit = self.config.language.max_position_embeddings
+        from medplib.conversation import count_region_tags
+
+        while True:
+            ids, _ = encode_conversation(self.tokenizer, turns, use_im_start_end=self.config.use_im_start_end)
+            length = len(ids) - 1 + n_vis
+            if length + max_new_tokens <= limit:
+                return turns, masks, ids, max_new_tokens
+            if len(turns) > 1:
+                dropped = count_region_tags(turns[0][0])
+                turns, masks = turns[1:], masks[dropped:]
+                warn("The conversation was too long for the model; the oldest turn was left out.")
+                continue
+            if length < limit:
+                warn(f"The answer was limited to {limit - length} tokens to fit the model's context window.")
+                return turns, masks, ids, limit - length
+            raise UserInputError(
+                f"The question needs {length} tokens with the image but the model reads at most {limit}; shorten it."
+            )
+
+    @torch.no_grad()
+    def _answer(self, enc, question, regions, history, max_new_tokens, temperature, top_p, stop, progress, seed):
+        t_start = time.perf_counter()
+        notes: list[str] = []
+        report = progress or (lambda phase, frac: None)
+        self._validate_options(question, max_new_tokens, temperature, top_p)
+        turns, masks = self._build_turns(question, regions, history, enc.original_hw, notes.append)
+        turns, masks, ids, max_new = self._fit_context(turns, masks, int(max_new_tokens), notes.append)
+        report("prefill", 0.0)
+        model = self.model
+        weights = [region_patch_weights(m, enc.clip_geometry, self.config.vision.patch_size) for m in masks]
+        feats = None
+        if weights:
+            w = torch.from_numpy(np.stack(weights)).to(self.device)  # (R, N)
+            feats = [model.region_encoder(enc.patches, w)]
+        ids_t = torch.tensor([ids], dtype=torch.long, device=self.device)
+        embeds, _, token_ids, _ = model.assemble_embeddings(ids_t, None, enc.visual_tokens[None], feats)
+        stop_strings = [s for s in (stop or []) if s]
+
+        def stop_fn(tokens: list[int]) -> bool:
+            text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+            return any(s in text for s in stop_strings)
+
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        result = generate(
+            model,
+            embeds,
+            max_new_tokens=max_new,
+            temperature=temperature,
+            top_p=top_p,
+            stop_token_ids=[self.special.eos],
+            stop_fn=stop_fn if stop_strings else None,
+            generator=generator,
+            on_token=lambda step, tok: report("decode", (step + 1) / max_new),
+        )
+        tokens = list(result.token_ids)
+        if result.finish_reason == "stop":
+            tokens = tokens[:-1]
+        raw = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        readable = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if result.finish_reason == "stop_string":
+            cut = min((raw.find(s) for s in stop_strings if s in raw), default=len(raw))
+            raw = raw[:cut]
+            readable = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            for s in stop_strings:
+                if s in readable:
+                    readable = readable[: readable.find(s)]
+        t_masks = time.perf_counter()
+        report("masks", 0.0)
+        pred_masks = self._masks(enc, tokens, result, report)
+        masks_s = time.perf_counter() - t_masks
+        if not pred_masks and result.finish_reason == "length" and self.special.seg not in tokens:
+            notes.append("The answer hit max_new_tokens before finishing.")
+        report("done", 1.0)
+        timings = {
+            "encode_image": enc.encode_s,
+            "prefill": result.prefill_s,
+            "decode": result.decode_s,
+            "masks": masks_s,
+            "total": enc.encode_s + (time.perf_counter() - t_start),
+        }
+        return Prediction(
+            answer=clean_answer(readable),
+            raw_answer=raw.strip(),
+            masks=pred_masks,
+            routing=self._routing(result, token_ids),
+            timings=timings,
+            warnings=notes,
+            checkpoint_id=self.checkpoint_id,
+            finish_reason=result.finish_reason,
+            num_prompt_tokens=int(embeds.shape[1]),
+            answer_token_ids=tokens,
+        )
+
+    def _masks(self, enc: _EncodedImage, tokens: list[int], result: GenerationResult, report: Progress):
+        seg_steps = [k for k, t in enumerate(tokens) if t == self.special.seg]
+        out: list[PredictedMask] = []
+        threshold = self.config.mask_threshold
+        for n, k in enumerate(seg_steps):
+            logits, iou = self.model.decode_masks(
+                result.predicting_hidden[k : k + 1],
+                enc.sam_embedding,
+                torch.zeros(1, dtype=torch.long),
+                [enc.sam_input_hw],
+                [enc.original_hw],
+            )
+            prob = logits[0].float().sigmoid()  # (H, W)
+            binary = prob > threshold
+            area = int(binary.sum())
+            score = float(prob[binary].mean()) if area else 0.0
+            mask = binary.cpu().numpy()
+            out.append(PredictedMask(mask, score, float(iou[0]), area, mask_bbox_xyxy_px(mask), n))
+            report("masks", (n + 1) / len(seg_steps))
+        return out
+
+    @staticmethod
+    def _routing(result: GenerationResult, token_ids: torch.Tensor) -> RoutingStats:
+        routing: list[LayerRouting] = result.prompt_routing
+        if not routing:
+            return RoutingStats()
+        e = routing[0].router_probs.shape[-1]
+        image = token_ids == IMAGE_SENTINEL  # (1, L)
+        answer_share = []
+        for li in range(len(routing)):
+            col = [tok[li] for tok in result.token_experts]
+            counts = np.bincount(np.asarray(col, dtype=np.int64), minlength=e) if col else np.zeros(e)
+            answer_share.append([float(c) / max(len(col), 1) for c in counts])
+        return RoutingStats(
+            layers=[r.layer for r in routing],
+            num_experts=e,
+            prompt_share=[r.expert_share() for r in routing],
+            prompt_image_share=[r.expert_share(image) for r in routing],
+            prompt_text_share=[r.expert_share(~image) for r in routing],
+            answer_share=answer_share,
+            answer_experts=[list(t) for t in result.token_experts],
+        )
+
+
+def _quiet_transformers() -> None:
+    # The decoder is driven with inputs_embeds only; transformers' generation-config hints do not apply.
+    warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+
+
+_quiet_transformers()

@@ -1,0 +1,192 @@
+"""`medplib worker` and `medplib db`, contributed to the `medplib` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def register_worker(sub: Any) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run a Celery worker for GPU inference (distributed mode)",
+        description="Run one Celery worker. Start one per GPU, each with its own --device.",
+    )
+    p.add_argument(
+        "-Q", "--queues", default="gpu.medplib", help="comma-separated queues to consume"
+    )
+    p.add_argument("--device", default=None, help="cuda:0, cuda:1, ... or cpu")
+    p.add_argument("-c", "--concurrency", type=int, default=1, help="processes (1 per GPU)")
+    p.add_argument(
+        "--pool",
+        default="prefork",
+        choices=["prefork", "solo"],
+        help="prefork enforces hard time limits; solo runs in one process (development)",
+    )
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument(
+        "--ping",
+        action="store_true",
+        help="exit 0 if a worker on this host answers (a container healthcheck), else 1",
+    )
+    p.set_defaults(func=_worker)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    if args.device:
+        # Children read their settings from the environment after the fork.
+        os.environ["MEDPLIB_DEVICE"] = args.device
+    from worker.settings import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    if settings.embedded:
+        print(
+            "medplib worker: error: MEDPLIB_BROKER_URL is empty; workers are for distributed "
+            "mode (embedded mode runs jobs inside `medplib serve`)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.concurrency < 1:
+        print("medplib worker: error: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    from worker.celery_app import create_celery
+
+    app = create_celery(settings)
+    if args.ping:
+        replies = app.control.ping(timeout=5.0) or []
+        here = f"@{socket.gethostname()}"
+        return 0 if any(name.endswith(here) for reply in replies for name in reply) else 1
+    name = f"medplib-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main(
+        argv=[
+            "worker",
+            "--queues",
+            args.queues,
+            "--concurrency",
+            str(args.concurrency),
+            "--pool",
+            args.pool,
+            "--hostname",
+            name,
+            "--loglevel",
+            args.loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return 0
+
+
+def register_db(sub: Any) -> None:
+    p = sub.add_parser("db", help="database migrations and accounts")
+    dbsub = p.add_subparsers(dest="db_command", metavar="ACTION")
+    dbsub.required = True
+    up = dbsub.add_parser("upgrade", help="apply migrations (default: to the newest)")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=_db_upgrade)
+    down = dbsub.add_parser("downgrade", help="undo migrations (default: the last one)")
+    down.add_argument("revision", nargs="?", default="-1")
+    down.set_defaults(func=_db_downgrade)
+    cur = dbsub.add_parser("current", help="print the database's revision")
+    cur.set_defaults(func=_db_current)
+    user = dbsub.add_parser("create-user", help="create an account")
+    user.add_argument("--username", required=True)
+    user.add_argument("--role", default="user", choices=["user", "instructor", "reviewer", "admin"])
+    user.add_argument(
+        "--password-env",
+        default="MEDPLIB_NEW_PASSWORD",
+        help="environment variable holding the password (never a command-line argument)",
+    )
+    user.set_defaults(func=_db_create_user)
+
+
+def alembic_config(database_url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from alembic import command
+
+    from worker.settings import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    command.upgrade(alembic_config(settings.database_url), args.revision)
+    if settings.admin_password:
+        _ensure_admin(settings)
+    print(f"database at {args.revision}: {_redacted(settings.database_url)}")
+    return 0
+
+
+def _db_downgrade(args: argparse.Namespace) -> int:
+    from alembic import command
+
+    from worker.settings import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    command.downgrade(alembic_config(settings.database_url), args.revision)
+    print(f"database downgraded to {args.revision}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    from alembic import command
+
+    from worker.settings import load_settings_or_exit
+
+    command.current(alembic_config(load_settings_or_exit().database_url))
+    return 0
+
+
+def _db_create_user(args: argparse.Namespace) -> int:
+    from worker.db import session_factory, transaction
+    from worker.models import Role
+    from worker.services.accounts import create_user
+    from worker.services.errors import ServiceError
+    from worker.settings import load_settings_or_exit
+
+    password = os.environ.get(args.password_env, "")
+    if not password:
+        print(f"medplib db: error: set the password in ${args.password_env}", file=sys.stderr)
+        return 2
+    settings = load_settings_or_exit()
+    try:
+        with transaction(session_factory(settings.database_url)) as db:
+            create_user(db, username=args.username, password=password, role=Role(args.role))
+    except ServiceError as exc:
+        print(f"medplib db: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"created {args.role} {args.username}")
+    return 0
+
+
+def _ensure_admin(settings: Any) -> None:
+    from sqlalchemy import select
+
+    from worker.db import session_factory, transaction
+    from worker.models import Role, User
+    from worker.services.accounts import create_user, hash_password
+
+    with transaction(session_factory(settings.database_url)) as db:
+        admin = db.scalar(select(User).where(User.username == "admin"))
+        if admin is None:
+            create_user(db, username="admin", password=settings.admin_password, role=Role.admin)
+        else:
+            admin.password_hash = hash_password(settings.admin_password)
+            admin.role = Role.admin
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

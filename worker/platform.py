@@ -1,0 +1,90 @@
+"""Assembling the platform for one process from its settings.
+
+Embedded and distributed mode differ only in the runner built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.db import session_factory, transaction
+from worker.execution import JobContext
+from worker.predictors import PredictorHolder, load_predictor
+from worker.runners import CeleryRunner, EmbeddedRunner, Runner
+from worker.services.accounts import Actor
+from worker.services.errors import Unavailable
+from worker.services.turns import JobView, job_view, submit_turn
+from worker.settings import Settings
+from worker.store import ArtefactStore
+
+T = TypeVar("T")
+
+
+def build_job_context(settings: Settings, *, holder: PredictorHolder | None = None) -> JobContext:
+    return JobContext(
+        factory=session_factory(settings.database_url),
+        store=ArtefactStore(settings.artefact_dir),
+        predictor=holder
+        or PredictorHolder(
+            lambda: load_predictor(
+                settings.predictor,
+                checkpoint=settings.checkpoint,
+                device=settings.device,
+                noop_delay_s=settings.noop_delay_s,
+            )
+        ),
+        max_attempts=settings.job_max_attempts,
+        soft_time_limit_s=settings.job_soft_time_limit_s,
+    )
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    factory: sessionmaker[Session]
+    store: ArtefactStore
+    runner: Runner
+    ctx: JobContext
+
+    def call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run one service function in its own transaction.
+
+        A database that cannot be reached becomes :class:`Unavailable` and nothing is kept.
+        """
+        try:
+            with transaction(self.factory) as db:
+                return fn(db, **kwargs)
+        except OperationalError:
+            raise Unavailable(
+                "The database is unreachable right now; nothing was saved. Try again shortly."
+            ) from None
+
+    def ask(self, *, actor: Actor, session_id: str, question: Any, regions: Any) -> JobView:
+        job = self.call(
+            submit_turn,
+            actor=actor,
+            session_id=session_id,
+            question=question,
+            regions=regions,
+            settings=self.settings,
+            runner=self.runner.name,
+        )
+        self.runner.submit(job.id)
+        return self.call(job_view, job_id=job.id)
+
+
+def build_platform(settings: Settings, *, holder: PredictorHolder | None = None) -> Platform:
+    ctx = build_job_context(settings, holder=holder)
+    runner: Runner
+    if settings.embedded:
+        runner = EmbeddedRunner(ctx)
+    else:
+        from worker.celery_app import create_celery
+
+        runner = CeleryRunner(create_celery(settings), ctx.factory)
+    return Platform(settings=settings, factory=ctx.factory, store=ctx.store, runner=runner, ctx=ctx)

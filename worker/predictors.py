@@ -1,0 +1,116 @@
+"""The model behind the jobs: loaded once per process, behind a small protocol."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+Progress = Callable[[str, float], None]
+
+
+class Predictor(Protocol):
+    checkpoint_id: str
+
+    def set_image(self, image: np.ndarray) -> None: ...
+
+    def ask(
+        self,
+        question: str,
+        regions: Sequence[np.ndarray] = (),
+        history: Sequence[tuple[str, str]] = (),
+        *,
+        progress: Progress | None = None,
+    ) -> Any: ...
+
+
+@dataclass
+class NoopPrediction:
+    answer: str
+    raw_answer: str
+    masks: list[Any] = field(default_factory=list)
+    routing: Any = None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EchoMask:
+    mask: np.ndarray
+    score: float | None = None
+
+
+class NoopPredictor:
+    """Answers instantly without a model: measures the platform's own overhead.
+
+    It echoes the question and returns the given regions as masks, so every storage
+    path (answers, masks, artefacts) is exercised without a model.
+    """
+
+    checkpoint_id = "noop"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self._shape: tuple[int, ...] = ()
+
+    def set_image(self, image: np.ndarray) -> None:
+        self._shape = image.shape
+
+    def ask(
+        self,
+        question: str,
+        regions: Sequence[np.ndarray] = (),
+        history: Sequence[tuple[str, str]] = (),
+        *,
+        progress: Progress | None = None,
+    ) -> NoopPrediction:
+        start = time.perf_counter()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        answer = f"noop answer to: {question[:40]}"
+        return NoopPrediction(
+            answer=answer,
+            raw_answer=answer,
+            masks=[EchoMask(mask=np.asarray(r, dtype=bool), score=1.0) for r in regions],
+            timings={"total": time.perf_counter() - start},
+        )
+
+
+def load_predictor(kind: str, *, checkpoint: str, device: str, noop_delay_s: float = 0.0) -> Predictor:
+    if kind == "noop":
+        return NoopPredictor(delay_s=noop_delay_s)
+    from medplib.predictor import MedPLIBPredictor
+
+    return MedPLIBPredictor.from_pretrained(checkpoint or None, device=device)
+
+
+class PredictorHolder:
+    """One predictor per process, created on first use (or eagerly at worker start).
+
+    It also remembers which image is encoded, so follow-up questions on the same image
+    reuse the cached encoding.
+    """
+
+    def __init__(self, factory: Callable[[], Predictor]) -> None:
+        self._factory = factory
+        self._predictor: Predictor | None = None
+        self._image_key: str | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Predictor:
+        with self._lock:
+            if self._predictor is None:
+                self._predictor = self._factory()
+            return self._predictor
+
+    def prepare(self, image_key: str, load: Callable[[], np.ndarray]) -> Predictor:
+        predictor = self.get()
+        if self._image_key != image_key:
+            self._image_key = None
+            predictor.set_image(load())
+            self._image_key = image_key
+        return predictor

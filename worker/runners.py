@@ -1,0 +1,122 @@
+"""Job runners: where a queued job id goes. The job code is the same for both."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.db import transaction
+from worker.execution import JobContext, run_job
+from worker.models import Job, JobStatus, utcnow
+from worker.services.errors import Unavailable
+from worker.services.turns import live_job_ids
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    name: str
+
+    def submit(self, job_id: str) -> None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class EmbeddedRunner:
+    """An in-process worker thread and queue: embedded mode needs no broker.
+
+    On start it picks up every job the database says is still live, so jobs queued
+    or running when the process last stopped are not lost.
+    """
+
+    name = "embedded"
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        with transaction(self.ctx.factory) as db:
+            for job_id in live_job_ids(db):
+                self._queue.put(job_id)
+        self._thread = threading.Thread(target=self._loop, name="medplib-jobs", daemon=True)
+        self._thread.start()
+
+    def submit(self, job_id: str) -> None:
+        self._idle.clear()
+        self._queue.put(job_id)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until the queue is drained (tests and benchmarks)."""
+        return self._idle.wait(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None:
+                return
+            try:
+                run_job(job_id, ctx=self.ctx)
+            except Exception:  # a database outage must not kill the only worker thread
+                log.exception("embedded runner: job %s could not be run", job_id)
+            finally:
+                if self._queue.empty():
+                    self._idle.set()
+
+
+class CeleryRunner:
+    """Publishes job ids to the ``gpu.medplib`` queue; workers run them."""
+
+    name = "celery"
+
+    def __init__(self, app: object, factory: sessionmaker[Session]) -> None:
+        self.app = app
+        self.factory = factory
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def submit(self, job_id: str) -> None:
+        from worker.celery_app import INFERENCE_QUEUE, INFERENCE_TASK
+
+        try:
+            self.app.send_task(  # type: ignore[attr-defined]
+                INFERENCE_TASK,
+                args=[job_id],
+                queue=INFERENCE_QUEUE,
+                task_id=job_id,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+            )
+        except Exception as exc:
+            log.warning("could not publish job %s: %s", job_id, exc)
+            with transaction(self.factory) as db:
+                job = db.get(Job, job_id)
+                if job is not None and not job.status.final:
+                    job.status = JobStatus.failed
+                    job.error = "The job queue is unreachable; nothing was run. Try again shortly."
+                    job.finished_at = utcnow()
+            raise Unavailable(
+                "The job queue is unreachable right now; your question was not run. "
+                "Try again in a minute."
+            ) from None

@@ -1,0 +1,90 @@
+"""Image ingest: validate an upload, keep the original bytes, derive the display PNG."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from medplib.errors import UserInputError
+from medplib.imageio import image_sha256, load_image
+from worker.models import Image
+from worker.services.errors import InvalidInput
+from worker.settings import Settings
+from worker.store import ArtefactStore
+
+
+def ingest_image(
+    db: Session,
+    *,
+    store: ArtefactStore,
+    settings: Settings,
+    data: bytes,
+    filename: str | None = None,
+    window: str | None = None,
+    nifti_axis: int = 2,
+    nifti_slice: int | None = None,
+) -> Image:
+    """Store an uploaded image once (deduplicated by content) and return its row.
+
+    DICOM windows and NIfTI slices give different display images from the same bytes, so
+    the content address covers the bytes plus those choices.
+    """
+    if not data:
+        raise InvalidInput("The file is empty (0 bytes); choose an image file.")
+    try:
+        loaded = load_image(
+            data,
+            filename=filename,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            window=window,
+            nifti_axis=nifti_axis,
+            nifti_slice=nifti_slice,
+        )
+    except UserInputError as exc:
+        raise InvalidInput(str(exc)) from None
+    view = f"|window={window}|axis={nifti_axis}|slice={nifti_slice}"
+    sha = image_sha256(data + view.encode()) if loaded.source_format in _VIEWED else None
+    sha = sha or image_sha256(data)
+    existing = db.scalar(select(Image).where(Image.sha256 == sha))
+    if existing is not None:
+        return existing
+    png = io.BytesIO()
+    PILImage.fromarray(loaded.rgb).save(png, format="PNG")
+    suffix = f".{loaded.source_format}" if loaded.source_format.isalnum() else ""
+    image = Image(
+        sha256=sha,
+        original_key=store.put(data, kind="images", suffix=suffix[:9]),
+        display_key=store.put(png.getvalue(), kind="images", suffix=".png"),
+        source_format=loaded.source_format,
+        modality=loaded.modality_hint,
+        width_px=loaded.width_px,
+        height_px=loaded.height_px,
+        byte_size=len(data),
+        filename=(filename or "")[-255:] or None,
+        notes=list(loaded.notes),
+    )
+    try:
+        # A savepoint: a concurrent upload of the same bytes wins the race harmlessly.
+        with db.begin_nested():
+            db.add(image)
+    except IntegrityError:
+        winner = db.scalar(select(Image).where(Image.sha256 == sha))
+        if winner is None:
+            raise
+        return winner
+    return image
+
+
+_VIEWED = {"dicom", "nifti"}
+
+
+def load_display(store: ArtefactStore, display_key: str) -> np.ndarray:
+    """The image the model sees: (H, W, 3) uint8 RGB at original size."""
+    with PILImage.open(io.BytesIO(store.get(display_key))) as im:
+        return np.asarray(im.convert("RGB"))

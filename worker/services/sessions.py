@@ -1,0 +1,146 @@
+"""Sessions: a conversation on one image, its turns, answers and masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from medplib.errors import UserInputError
+from medplib.geometry import document_to_prompts
+from worker.models import ChatSession, Image, LinkKind, Role, ShareLink, Turn, utcnow
+from worker.services.accounts import Actor
+from worker.services.errors import Forbidden, InvalidInput, NotFound
+
+MAX_TITLE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    id: str
+    title: str
+    turns: int
+    updated_at: datetime
+    image_id: str
+
+
+def clean_title(title: str) -> str:
+    # Titles are shown in lists: one line, no control characters, bounded length.
+    cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in title).split())
+    if len(cleaned) > MAX_TITLE_CHARS:
+        raise InvalidInput(f"Titles are at most {MAX_TITLE_CHARS} characters.")
+    return cleaned
+
+
+def validate_regions(doc: Any, *, image: Image, max_regions: int) -> list[dict[str, Any]]:
+    """Check a geometry document against the image; return it as stored."""
+    if doc is None:
+        return []
+    if isinstance(doc, list) and len(doc) > max_regions:
+        raise InvalidInput(f"At most {max_regions} regions per question; {len(doc)} were given.")
+    try:
+        document_to_prompts(doc, height_px=image.height_px, width_px=image.width_px)
+    except UserInputError as exc:
+        raise InvalidInput(str(exc)) from None
+    return list(doc)
+
+
+def create_session(
+    db: Session,
+    *,
+    actor: Actor,
+    image_id: str,
+    title: str = "",
+    regions: Any = None,
+    max_regions: int = 16,
+) -> ChatSession:
+    image = db.get(Image, image_id)
+    if image is None:
+        raise NotFound("That image does not exist; upload it again.")
+    session = ChatSession(
+        owner_id=actor.user_id,
+        image_id=image.id,
+        title=clean_title(title) or (image.filename or "Untitled")[:MAX_TITLE_CHARS],
+        regions=validate_regions(regions, image=image, max_regions=max_regions),
+    )
+    db.add(session)
+    db.flush()
+    return session
+
+
+def can_read(db: Session, *, actor: Actor, session: ChatSession) -> bool:
+    if actor.role is Role.admin or session.owner_id == actor.user_id:
+        return True
+    if session.via_link_id is not None:
+        # An instructor sees every fork opened through a class link they created.
+        link = db.get(ShareLink, session.via_link_id)
+        return (
+            link is not None and link.kind is LinkKind.klass and link.created_by_id == actor.user_id
+        )
+    return False
+
+
+def load_session(db: Session, *, session_id: str) -> ChatSession:
+    session = db.scalar(
+        select(ChatSession)
+        .where(ChatSession.id == session_id)
+        .options(selectinload(ChatSession.turns).selectinload(Turn.masks))
+    )
+    if session is None:
+        raise NotFound("That session does not exist or was deleted.")
+    return session
+
+
+def get_session(db: Session, *, actor: Actor, session_id: str) -> ChatSession:
+    session = load_session(db, session_id=session_id)
+    if not can_read(db, actor=actor, session=session):
+        # Same message as a missing session: ids of private sessions are not confirmed.
+        raise NotFound("That session does not exist or was deleted.")
+    return session
+
+
+def get_own_session(db: Session, *, actor: Actor, session_id: str) -> ChatSession:
+    session = load_session(db, session_id=session_id)
+    if session.owner_id != actor.user_id:
+        if can_read(db, actor=actor, session=session):
+            raise Forbidden("This session is read-only for you; fork it to continue.")
+        raise NotFound("That session does not exist or was deleted.")
+    return session
+
+
+def list_sessions(db: Session, *, actor: Actor, limit: int = 100) -> list[SessionSummary]:
+    turns = (
+        select(Turn.session_id, func.count(Turn.id).label("n")).group_by(Turn.session_id).subquery()
+    )
+    rows = db.execute(
+        select(ChatSession, func.coalesce(turns.c.n, 0))
+        .outerjoin(turns, turns.c.session_id == ChatSession.id)
+        .where(ChatSession.owner_id == actor.user_id)
+        .order_by(ChatSession.updated_at.desc())
+        .limit(limit)
+    ).all()
+    return [
+        SessionSummary(
+            id=s.id, title=s.title, turns=int(n), updated_at=s.updated_at, image_id=s.image_id
+        )
+        for s, n in rows
+    ]
+
+
+def rename_session(db: Session, *, actor: Actor, session_id: str, title: str) -> ChatSession:
+    session = get_own_session(db, actor=actor, session_id=session_id)
+    session.title = clean_title(title)
+    session.updated_at = utcnow()
+    return session
+
+
+def delete_session(db: Session, *, actor: Actor, session_id: str) -> None:
+    """Owners delete their own sessions; admins any (turns, jobs, masks, links go with it)."""
+    session = load_session(db, session_id=session_id)
+    if session.owner_id != actor.user_id and actor.role is not Role.admin:
+        raise Forbidden("Only the owner or an admin can delete this session.")
+    db.delete(session)
+    db.flush()

@@ -1,0 +1,50 @@
+"""Celery tasks: as thin as web views. They take job ids, never payloads."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+
+from worker.celery_app import INFERENCE_TASK
+from worker.execution import JobContext, run_job
+
+log = logging.getLogger(__name__)
+
+# One job context (database, store, model) per worker process, made after the fork.
+_context: JobContext | None = None
+
+
+def _make_context() -> JobContext:
+    from worker.platform import build_job_context
+    from worker.settings import load_settings_or_exit
+
+    ctx = build_job_context(load_settings_or_exit())
+    ctx.timeout_errors = (SoftTimeLimitExceeded,)
+    return ctx
+
+
+@worker_process_init.connect
+def _load_model(**_: Any) -> None:
+    # Runs in each pool child (and once for the solo pool): CUDA is first touched here,
+    # never in the parent that forks.
+    global _context
+    _context = _make_context()
+    _context.predictor.get()
+    log.info("model loaded: %s", _context.predictor.get().checkpoint_id)
+
+
+def context() -> JobContext:
+    global _context
+    if _context is None:
+        _context = _make_context()
+    return _context
+
+
+@shared_task(name=INFERENCE_TASK, acks_late=True, reject_on_worker_lost=True)
+def run_inference(job_id: str) -> str:
+    status = run_job(job_id, ctx=context())
+    return status.value if status is not None else "missing"
