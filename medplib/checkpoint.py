@@ -61,14 +61,21 @@ def build_model(
     seed: int | None = 0,
 ) -> MedPLIBForCausalLM:
     """A randomly initialised model whose vocabulary and `<SEG>` id match `tokenizer`."""
-    cfg = build_config(config) if isinstance(config, str) else MedPLIBConfig.from_dict(config.to_dict())
+    cfg = (
+        build_config(config)
+        if isinstance(config, str)
+        else MedPLIBConfig.from_dict(config.to_dict())
+    )
     cfg.language.llama["vocab_size"] = len(tokenizer)
     seg_id = tokenizer.convert_tokens_to_ids(cfg.seg_token)
     if not isinstance(seg_id, int) or seg_id == tokenizer.unk_token_id:
         raise ValueError(f"tokenizer has no {cfg.seg_token!r} token")
     cfg.seg_token_id = seg_id
-    for key, value in (("pad_token_id", tokenizer.pad_token_id), ("bos_token_id", tokenizer.bos_token_id),
-                       ("eos_token_id", tokenizer.eos_token_id)):
+    for key, value in (
+        ("pad_token_id", tokenizer.pad_token_id),
+        ("bos_token_id", tokenizer.bos_token_id),
+        ("eos_token_id", tokenizer.eos_token_id),
+    ):
         if value is not None:
             cfg.language.llama[key] = int(value)
     if seed is not None:
@@ -124,7 +131,10 @@ def save_pretrained(
             save_file(shard, str(out / fname), metadata=meta)
             weight_map.update(dict.fromkeys(shard, fname))
         total = sum(t.numel() * t.element_size() for t in tensors.values())
-        index = {"metadata": {"total_size": total, FINGERPRINT_KEY: fingerprint}, "weight_map": weight_map}
+        index = {
+            "metadata": {"total_size": total, FINGERPRINT_KEY: fingerprint},
+            "weight_map": weight_map,
+        }
         (out / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True))
     (out / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2))
     tokenizer.save_pretrained(str(out))
@@ -177,10 +187,14 @@ def load_pretrained(
     """Load (model in eval mode, tokenizer, config); weights are not initialised twice."""
     path = Path(directory)
     if not (path / CONFIG_NAME).is_file():
-        raise UserInputError(f"{path} is not a MedPLIB checkpoint (no {CONFIG_NAME}); pass a directory made by save_pretrained.")
+        raise UserInputError(
+            f"{path} is not a MedPLIB checkpoint (no {CONFIG_NAME}); pass a directory made by save_pretrained."
+        )
     files = weight_files(path)
     if not files:
-        raise UserInputError(f"{path} has no {WEIGHTS_NAME} or {INDEX_NAME}; the checkpoint is incomplete.")
+        raise UserInputError(
+            f"{path} has no {WEIGHTS_NAME} or {INDEX_NAME}; the checkpoint is incomplete."
+        )
     config = MedPLIBConfig.from_dict(json.loads((path / CONFIG_NAME).read_text()))
     dev = torch.device(device)
     dtype = dtype or default_dtype_for(dev)
@@ -199,7 +213,9 @@ def load_pretrained(
         del state
     missing = sorted(expected - seen)
     if missing:
-        raise ValueError(f"checkpoint {path} lacks weights for {missing[:5]} ({len(missing)} in all)")
+        raise ValueError(
+            f"checkpoint {path} lacks weights for {missing[:5]} ({len(missing)} in all)"
+        )
     model.to(dtype=dtype)
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -248,6 +264,9 @@ def default_checkpoint_dir() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build_untrained_checkpoint(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp is private; the cache is shared by every process of the user
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
         try:
             os.rename(tmp, target)  # atomic: concurrent builders race harmlessly
         except OSError:

@@ -26,8 +26,12 @@ class GenerationResult:
     token_ids: list[int]  # generated ids, including the stop token when one ended decoding
     predicting_hidden: torch.Tensor  # (n, D): hidden state that predicted each generated token
     finish_reason: str  # "stop" (stop token), "stop_string" (stop_fn), or "length"
-    prompt_routing: list[LayerRouting] = field(default_factory=list)  # routing over the prompt (B=1)
-    token_experts: list[list[int]] = field(default_factory=list)  # [token][moe layer] expert that predicted it
+    prompt_routing: list[LayerRouting] = field(
+        default_factory=list
+    )  # routing over the prompt (B=1)
+    token_experts: list[list[int]] = field(
+        default_factory=list
+    )  # [token][moe layer] expert that predicted it
     prefill_s: float = 0.0
     decode_s: float = 0.0
 
@@ -91,7 +95,7 @@ def generate(
         raise ValueError(f"inputs_embeds must be (1, L, D), got {tuple(inputs_embeds.shape)}")
     lm = model.language_model
     embed = lm.get_input_embeddings()
-    stops = set(int(t) for t in stop_token_ids)
+    stops = {int(t) for t in stop_token_ids}
     tokens: list[int] = []
     hiddens: list[torch.Tensor] = []
     experts: list[list[int]] = []
@@ -132,5 +136,7 @@ def generate(
         h = out.last_hidden_state[0, -1]
         step_routing = collect_routing(lm)
     decode_s = time.perf_counter() - t1
-    hidden = torch.stack(hiddens) if hiddens else inputs_embeds.new_zeros((0, inputs_embeds.shape[-1]))
+    hidden = (
+        torch.stack(hiddens) if hiddens else inputs_embeds.new_zeros((0, inputs_embeds.shape[-1]))
+    )
     return GenerationResult(tokens, hidden, finish, prompt_routing, experts, prefill_s, decode_s)

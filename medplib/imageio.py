@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import warnings
 import zlib
 from dataclasses import dataclass, field
 from struct import error as struct_error  # some Pillow plugins raise it on short data
@@ -148,6 +147,11 @@ def load_image(
     fmt = detect_format(data)
     if fmt is None and filename and filename.lower().endswith((".dcm", ".dicom")):
         fmt = "dicom"  # DICOM without the 128-byte preamble: let pydicom try
+    if fmt is None and data.startswith(b"\x1f\x8b"):
+        raise UserInputError(
+            f"{subject} is gzip-compressed but holds no complete NIfTI header; it may be "
+            "truncated or not a .nii.gz volume."
+        )
     if fmt is None:
         raise UserInputError(f"{subject} is not an image: its content is not {_SUPPORTED} data.")
     if fmt == "dicom":
@@ -179,42 +183,42 @@ def _too_large(subject: str, width: int, height: int, limit: int) -> UserInputEr
 
 def _load_raster(data: bytes, fmt: str, *, subject: str, max_pixels: int) -> LoadedImage:
     kind = fmt.upper()
-    with warnings.catch_warnings():
-        # Keep Pillow's bomb guard, but as an error we can explain rather than a warning.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    bomb_limit = Image.MAX_IMAGE_PIXELS
+    bomb_error = UserInputError(
+        f"{subject} declares more than {(bomb_limit or 0) / 1e6:.0f} megapixels, too many to "
+        "open safely; downscale it first."
+    )
+    try:
+        image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]])
+    except Image.DecompressionBombError:
+        raise bomb_error from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, struct_error):
+        raise UserInputError(
+            f"{subject} looks like a {kind} file but its header is corrupt; re-export the image."
+        ) from None
+    with image:
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise UserInputError(f"{subject} has no pixels ({width}x{height}).")
+        # Pillow only warns between its limit and twice that; treat the warning level as an
+        # error too (checking here rather than through warning filters stays thread-safe).
+        if bomb_limit is not None and width * height > bomb_limit:
+            raise bomb_error
+        if width * height > max_pixels:
+            raise _too_large(subject, width, height, max_pixels)
+        notes: list[str] = []
+        frames = int(getattr(image, "n_frames", 1))
+        if frames > 1:
+            notes.append(f"the file has {frames} frames; the first is shown")
+        mode = image.mode
         try:
-            image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]])
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            bomb_limit = (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+            image.load()
+            orientation = image.getexif().get(0x0112, 1)
+            oriented = ImageOps.exif_transpose(image)  # a loaded copy, upright
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error):
             raise UserInputError(
-                f"{subject} declares more than {bomb_limit:.0f} megapixels, too many to open "
-                "safely; downscale it first."
+                f"{subject} is a truncated or corrupt {kind} file; upload it again or re-export it."
             ) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-            raise UserInputError(
-                f"{subject} looks like a {kind} file but its header is corrupt; "
-                "re-export the image."
-            ) from None
-        with image:
-            width, height = image.size
-            if width < 1 or height < 1:
-                raise UserInputError(f"{subject} has no pixels ({width}x{height}).")
-            if width * height > max_pixels:
-                raise _too_large(subject, width, height, max_pixels)
-            notes: list[str] = []
-            frames = int(getattr(image, "n_frames", 1))
-            if frames > 1:
-                notes.append(f"the file has {frames} frames; the first is shown")
-            mode = image.mode
-            try:
-                image.load()
-                orientation = image.getexif().get(0x0112, 1)
-                oriented = ImageOps.exif_transpose(image)
-            except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error):
-                raise UserInputError(
-                    f"{subject} is a truncated or corrupt {kind} file; upload it again or "
-                    "re-export it."
-                ) from None
     if orientation not in (None, 1):
         notes.append(f"EXIF orientation {orientation} applied")
     rgb = _pil_to_rgb(oriented if oriented is not None else image, notes)
@@ -376,13 +380,10 @@ def _nifti_image(data: bytes) -> Any:
         data = raw
     if not _is_nifti_header(data[:544]):
         raise UserInputError("The file is not a NIfTI-1 or NIfTI-2 volume.")
-    version = (
-        nib.Nifti2Image
-        if int.from_bytes(data[:4], "little") == 540 or (int.from_bytes(data[:4], "big") == 540)
-        else nib.Nifti1Image
-    )
+    nifti2 = 540 in (int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big"))
+    image_class = nib.Nifti2Image if nifti2 else nib.Nifti1Image
     try:
-        return version.from_bytes(data)
+        return image_class.from_bytes(data)
     except Exception as error:
         raise UserInputError(f"The NIfTI header could not be read ({error}).") from None
 
@@ -420,8 +421,10 @@ def load_volume(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
             volume = np.asarray(image.dataobj[..., 0], dtype=np.float32)
         else:
             volume = np.asarray(image.dataobj, dtype=np.float32)
-    except Exception as error:
-        raise UserInputError(f"The NIfTI voxel data could not be read ({error}).") from None
+    except Exception:
+        raise UserInputError(
+            "The NIfTI file is truncated or damaged: its voxel data could not be read."
+        ) from None
     if volume.ndim == 2:
         volume = volume[:, :, None]  # (X, Y, 1)
     try:

@@ -28,7 +28,7 @@ from medplib.checkpoint import (
     read_fingerprint,
     weights_fingerprint,
 )
-from medplib.conversation import encode_conversation, normalize_region_tags
+from medplib.conversation import count_region_tags, encode_conversation, normalize_region_tags
 from medplib.errors import UserInputError
 from medplib.generation import GenerationResult, generate
 from medplib.masks import mask_bbox_xyxy_px
@@ -40,7 +40,10 @@ from medplib.tokenization import IMAGE_SENTINEL, REGION_END, REGION_START, Speci
 
 Progress = Callable[[str, float], None]
 MAX_NEW_TOKENS_LIMIT = 4096  # hard cap on one answer (the official worker caps at 1024)
-_REGION_ANY = re.compile(f"{re.escape(REGION_START)}.*?{re.escape(REGION_END)}|{re.escape(REGION_START)}|{re.escape(REGION_END)}", re.DOTALL)
+_REGION_ANY = re.compile(
+    f"{re.escape(REGION_START)}.*?{re.escape(REGION_END)}|{re.escape(REGION_START)}|{re.escape(REGION_END)}",
+    re.DOTALL,
+)
 
 
 @dataclass
@@ -51,7 +54,9 @@ class PredictedMask:
     score: float  # mean sigmoid probability inside the mask (0.0 for an empty mask)
     iou_prediction: float  # SAM-Med2D IoU head's estimate for this mask
     area_px: int  # number of True pixels
-    bbox_xyxy_px: tuple[int, int, int, int] | None  # half-open box in original pixels; None if empty
+    bbox_xyxy_px: (
+        tuple[int, int, int, int] | None
+    )  # half-open box in original pixels; None if empty
     seg_index: int  # 0-based index of the `<SEG>` among the answer's `<SEG>` tokens
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,14 +156,18 @@ def _check_region(mask: Any, hw: tuple[int, int], i: int) -> np.ndarray:
         )
     arr = arr.astype(bool) if arr.dtype != bool else arr
     if not arr.any():
-        raise UserInputError(f"Region {i + 1} is empty; draw a point, box or shape on the image before asking.")
+        raise UserInputError(
+            f"Region {i + 1} is empty; draw a point, box or shape on the image before asking."
+        )
     return arr
 
 
 class MedPLIBPredictor:
     """Stateful question answering and grounding over one image at a time."""
 
-    def __init__(self, model: MedPLIBForCausalLM, tokenizer, *, checkpoint_id: str | None = None) -> None:
+    def __init__(
+        self, model: MedPLIBForCausalLM, tokenizer, *, checkpoint_id: str | None = None
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
@@ -166,7 +175,9 @@ class MedPLIBPredictor:
         if self.config.seg_token_id is None:
             self.config.seg_token_id = self.special.seg
         if self.config.seg_token_id != self.special.seg:
-            raise ValueError(f"model expects <SEG> id {self.config.seg_token_id}, tokenizer has {self.special.seg}")
+            raise ValueError(
+                f"model expects <SEG> id {self.config.seg_token_id}, tokenizer has {self.special.seg}"
+            )
         if checkpoint_id is None:
             checkpoint_id = make_checkpoint_id(self.config, weights_fingerprint(model.state_dict()))
         self.checkpoint_id = checkpoint_id
@@ -248,7 +259,16 @@ class MedPLIBPredictor:
         if self._image is None:
             raise UserInputError("No image is set; call set_image(image) before ask(question).")
         return self._answer(
-            self._image, question, regions, history, max_new_tokens, temperature, top_p, stop, progress, seed
+            self._image,
+            question,
+            regions,
+            history,
+            max_new_tokens,
+            temperature,
+            top_p,
+            stop,
+            progress,
+            seed,
         )
 
     def predict_batch(
@@ -269,7 +289,9 @@ class MedPLIBPredictor:
         The predictor's current image (from `set_image`) is left untouched.
         """
         if len(images) != len(questions) or (regions is not None and len(regions) != len(images)):
-            raise UserInputError("Give exactly one question (and one list of regions, if any) per image.")
+            raise UserInputError(
+                "Give exactly one question (and one list of regions, if any) per image."
+            )
         results: list[Prediction] = []
         for start in range(0, len(images), max(1, batch_size)):
             encoded = self._encode(images[start : start + batch_size])
@@ -277,16 +299,31 @@ class MedPLIBPredictor:
                 i = start + k
                 regs = regions[i] if regions is not None else ()
                 results.append(
-                    self._answer(enc, questions[i], regs, (), max_new_tokens, temperature, top_p, stop, None, seed)
+                    self._answer(
+                        enc,
+                        questions[i],
+                        regs,
+                        (),
+                        max_new_tokens,
+                        temperature,
+                        top_p,
+                        stop,
+                        None,
+                        seed,
+                    )
                 )
         return results
 
     # ------------------------------------------------------------------------------ internals
-    def _validate_options(self, question: str, max_new_tokens: int, temperature: float, top_p: float) -> None:
+    def _validate_options(
+        self, question: str, max_new_tokens: int, temperature: float, top_p: float
+    ) -> None:
         if not isinstance(question, str) or not question.strip():
             raise UserInputError("The question is empty; type a question about the image.")
         if not 1 <= int(max_new_tokens) <= MAX_NEW_TOKENS_LIMIT:
-            raise UserInputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens}.")
+            raise UserInputError(
+                f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens}."
+            )
         if not temperature >= 0.0:
             raise UserInputError(f"temperature must be 0 or more, got {temperature}.")
         if not 0.0 < top_p <= 1.0:
@@ -298,7 +335,9 @@ class MedPLIBPredictor:
         masks: list[np.ndarray] = []
         for j, item in enumerate(history):
             if len(item) not in (2, 3):
-                raise UserInputError(f"History item {j + 1} must be (question, answer) or (question, answer, regions).")
+                raise UserInputError(
+                    f"History item {j + 1} must be (question, answer) or (question, answer, regions)."
+                )
             q, a = str(item[0]), str(item[1])
             turn_regions = list(item[2]) if len(item) == 3 and item[2] is not None else []
             if turn_regions:
@@ -307,7 +346,9 @@ class MedPLIBPredictor:
                 masks.extend(checked)
             elif _REGION_ANY.search(q):
                 q = _REGION_ANY.sub("", q)
-                warn(f"History turn {j + 1} mentions a region without its mask; the region tag was dropped.")
+                warn(
+                    f"History turn {j + 1} mentions a region without its mask; the region tag was dropped."
+                )
             turns.append((q, a))
         checked = [_check_region(m, hw, i) for i, m in enumerate(regions)]
         turns.append((self._normalize(question, len(checked)), None))
@@ -319,16 +360,18 @@ class MedPLIBPredictor:
         try:
             return normalize_region_tags(question, n)
         except ValueError as exc:
-            raise UserInputError(f"The question has more <region> tags than regions were given: {exc}.") from exc
+            raise UserInputError(
+                f"The question has more <region> tags than regions were given: {exc}."
+            ) from exc
 
     def _fit_context(self, turns, masks, max_new_tokens, warn):
         """Drop the oldest history turns until prompt + answer fit the context window."""
         n_vis = self.config.vision.num_patches
         limit = self.config.language.max_position_embeddings
-        from medplib.conversation import count_region_tags
-
         while True:
-            ids, _ = encode_conversation(self.tokenizer, turns, use_im_start_end=self.config.use_im_start_end)
+            ids, _ = encode_conversation(
+                self.tokenizer, turns, use_im_start_end=self.config.use_im_start_end
+            )
             length = len(ids) - 1 + n_vis
             if length + max_new_tokens <= limit:
                 return turns, masks, ids, max_new_tokens
@@ -338,29 +381,49 @@ class MedPLIBPredictor:
                 warn("The conversation was too long for the model; the oldest turn was left out.")
                 continue
             if length < limit:
-                warn(f"The answer was limited to {limit - length} tokens to fit the model's context window.")
+                warn(
+                    f"The answer was limited to {limit - length} tokens to fit the model's context window."
+                )
                 return turns, masks, ids, limit - length
             raise UserInputError(
                 f"The question needs {length} tokens with the image but the model reads at most {limit}; shorten it."
             )
 
     @torch.no_grad()
-    def _answer(self, enc, question, regions, history, max_new_tokens, temperature, top_p, stop, progress, seed):
+    def _answer(
+        self,
+        enc,
+        question,
+        regions,
+        history,
+        max_new_tokens,
+        temperature,
+        top_p,
+        stop,
+        progress,
+        seed,
+    ):
         t_start = time.perf_counter()
         notes: list[str] = []
         report = progress or (lambda phase, frac: None)
         self._validate_options(question, max_new_tokens, temperature, top_p)
         turns, masks = self._build_turns(question, regions, history, enc.original_hw, notes.append)
-        turns, masks, ids, max_new = self._fit_context(turns, masks, int(max_new_tokens), notes.append)
+        turns, masks, ids, max_new = self._fit_context(
+            turns, masks, int(max_new_tokens), notes.append
+        )
         report("prefill", 0.0)
         model = self.model
-        weights = [region_patch_weights(m, enc.clip_geometry, self.config.vision.patch_size) for m in masks]
+        weights = [
+            region_patch_weights(m, enc.clip_geometry, self.config.vision.patch_size) for m in masks
+        ]
         feats = None
         if weights:
             w = torch.from_numpy(np.stack(weights)).to(self.device)  # (R, N)
             feats = [model.region_encoder(enc.patches, w)]
         ids_t = torch.tensor([ids], dtype=torch.long, device=self.device)
-        embeds, _, token_ids, _ = model.assemble_embeddings(ids_t, None, enc.visual_tokens[None], feats)
+        embeds, _, token_ids, _ = model.assemble_embeddings(
+            ids_t, None, enc.visual_tokens[None], feats
+        )
         stop_strings = [s for s in (stop or []) if s]
 
         def stop_fn(tokens: list[int]) -> bool:
@@ -395,7 +458,7 @@ class MedPLIBPredictor:
         report("masks", 0.0)
         pred_masks = self._masks(enc, tokens, result, report)
         masks_s = time.perf_counter() - t_masks
-        if not pred_masks and result.finish_reason == "length" and self.special.seg not in tokens:
+        if result.finish_reason == "length":
             notes.append("The answer hit max_new_tokens before finishing.")
         report("done", 1.0)
         timings = {
@@ -418,7 +481,9 @@ class MedPLIBPredictor:
             answer_token_ids=tokens,
         )
 
-    def _masks(self, enc: _EncodedImage, tokens: list[int], result: GenerationResult, report: Progress):
+    def _masks(
+        self, enc: _EncodedImage, tokens: list[int], result: GenerationResult, report: Progress
+    ):
         seg_steps = [k for k, t in enumerate(tokens) if t == self.special.seg]
         out: list[PredictedMask] = []
         threshold = self.config.mask_threshold
@@ -449,7 +514,9 @@ class MedPLIBPredictor:
         answer_share = []
         for li in range(len(routing)):
             col = [tok[li] for tok in result.token_experts]
-            counts = np.bincount(np.asarray(col, dtype=np.int64), minlength=e) if col else np.zeros(e)
+            counts = (
+                np.bincount(np.asarray(col, dtype=np.int64), minlength=e) if col else np.zeros(e)
+            )
             answer_share.append([float(c) / max(len(col), 1) for c in counts])
         return RoutingStats(
             layers=[r.layer for r in routing],

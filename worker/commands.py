@@ -190,3 +190,37 @@ def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def register_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmarks (JSON output)")
+    bsub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    bsub.required = True
+    q = bsub.add_parser("queue", help="platform overhead per job with a no-op model")
+    q.add_argument("--jobs", type=int, default=100)
+    q.add_argument("--json", action="store_true", help="print JSON (the only output format)")
+    q.add_argument(
+        "--broker-url",
+        default="redis://127.0.0.1:6379/9",
+        help="Redis for the distributed runs; empty skips them",
+    )
+    q.add_argument(
+        "--postgres-url",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        help="a PostgreSQL database the benchmark may create scratch databases from",
+    )
+    q.set_defaults(func=_bench_queue)
+    try:
+        from medplib.bench.cli import register as register_model_benchmarks
+    except ImportError:
+        return
+    register_model_benchmarks(bsub)
+
+
+def _bench_queue(args: argparse.Namespace) -> int:
+    import json
+
+    from worker.bench.queue import run
+
+    print(json.dumps(run(args), indent=2))
+    return 0

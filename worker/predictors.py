@@ -80,7 +80,9 @@ class NoopPredictor:
         )
 
 
-def load_predictor(kind: str, *, checkpoint: str, device: str, noop_delay_s: float = 0.0) -> Predictor:
+def load_predictor(
+    kind: str, *, checkpoint: str, device: str, noop_delay_s: float = 0.0
+) -> Predictor:
     if kind == "noop":
         return NoopPredictor(delay_s=noop_delay_s)
     from medplib.predictor import MedPLIBPredictor

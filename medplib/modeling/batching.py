@@ -79,7 +79,9 @@ def assign_region_tags(turns: Sequence[tuple[str, str]], num_regions: int) -> li
     """Canonicalise region tags over all questions; append missing ones to the last question."""
     counts = [count_region_tags(q) for q, _ in turns]
     if sum(counts) > num_regions:
-        raise ValueError(f"the questions have {sum(counts)} <region> tags but only {num_regions} regions were given")
+        raise ValueError(
+            f"the questions have {sum(counts)} <region> tags but only {num_regions} regions were given"
+        )
     out = []
     for i, ((q, a), n) in enumerate(zip(turns, counts, strict=True)):
         extra = num_regions - sum(counts) if i == len(turns) - 1 else 0
@@ -89,43 +91,70 @@ def assign_region_tags(turns: Sequence[tuple[str, str]], num_regions: int) -> li
 
 def clip_and_sam_inputs(image_rgb: np.ndarray, config: MedPLIBConfig):
     """(H, W, 3) uint8 → (clip (3, S, S), clip geometry, sam (3, S', S'), sam resized hw)."""
-    clip, geo = preprocess_clip(image_rgb, config.vision.image_size, config.vision.image_mean, config.vision.image_std)
+    clip, geo = preprocess_clip(
+        image_rgb, config.vision.image_size, config.vision.image_mean, config.vision.image_std
+    )
     sam_cfg = SamMed2DConfig.from_dict(config.sam)
     size = sam_cfg.image_encoder.img_size
-    sam = preprocess_image(image_rgb, target_px=size, pixel_mean=sam_cfg.pixel_mean, pixel_std=sam_cfg.pixel_std)
+    sam = preprocess_image(
+        image_rgb, target_px=size, pixel_mean=sam_cfg.pixel_mean, pixel_std=sam_cfg.pixel_std
+    )
     return clip, geo, sam, resize_longest_side_hw(image_rgb.shape[:2], size)
 
 
-def collate(samples: Sequence[Sample], tokenizer, config: MedPLIBConfig, max_length: int | None = None) -> Batch:
+def collate(
+    samples: Sequence[Sample], tokenizer, config: MedPLIBConfig, max_length: int | None = None
+) -> Batch:
     """Build a right-padded batch; `max_length` bounds the expanded sequence (error if exceeded)."""
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
     special = SpecialTokenIds.from_tokenizer(tokenizer, config.seg_token)
     limit = max_length or config.language.max_position_embeddings
-    ids_list, lab_list, clips, sams, weights, sam_hw, orig_hw, targets = [], [], [], [], [], [], [], []
+    ids_list, lab_list, clips, sams, weights, sam_hw, orig_hw, targets = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
     for k, s in enumerate(samples):
         image = to_rgb_uint8(s.image)
         h, w = image.shape[:2]
         turns = assign_region_tags(list(s.turns), len(s.regions))
-        ids, labels = encode_conversation(tokenizer, turns, use_im_start_end=config.use_im_start_end)
+        ids, labels = encode_conversation(
+            tokenizer, turns, use_im_start_end=config.use_im_start_end
+        )
         expanded = len(ids) - 1 + config.vision.num_patches
         if expanded > limit:
             raise ValueError(f"sample {k} needs {expanded} tokens, more than max_length {limit}")
-        n_seg = sum(1 for t, lab in zip(ids, labels, strict=True) if t == special.seg and lab != IGNORE_INDEX)
+        n_seg = sum(
+            1
+            for t, lab in zip(ids, labels, strict=True)
+            if t == special.seg and lab != IGNORE_INDEX
+        )
         if n_seg != len(s.target_masks) or ids.count(special.seg) != n_seg:
-            raise ValueError(f"sample {k} has {ids.count(special.seg)} <SEG> tokens but {len(s.target_masks)} target masks")
+            raise ValueError(
+                f"sample {k} has {ids.count(special.seg)} <SEG> tokens but {len(s.target_masks)} target masks"
+            )
         clip, geo, sam, hw = clip_and_sam_inputs(image, config)
         region_w = []
         for m in s.regions:
             m = np.asarray(m).astype(bool)
             if not m.any():
-                raise UserInputError(f"region mask of sample {k} is empty; every region needs at least one pixel")
+                raise UserInputError(
+                    f"region mask of sample {k} is empty; every region needs at least one pixel"
+                )
             region_w.append(region_patch_weights(m, geo, config.vision.patch_size))
         n = config.vision.num_patches
         weights.append(torch.from_numpy(np.stack(region_w)) if region_w else torch.zeros((0, n)))
         for t in s.target_masks:
             if t.shape != (h, w):
-                raise ValueError(f"target mask of sample {k} has shape {t.shape}, image is {(h, w)}")
+                raise ValueError(
+                    f"target mask of sample {k} has shape {t.shape}, image is {(h, w)}"
+                )
         targets.append([torch.from_numpy(np.asarray(t, dtype=np.float32)) for t in s.target_masks])
         ids_list.append(ids)
         lab_list.append(labels)

@@ -21,7 +21,9 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__} got unknown keys {unknown}; is the config from a newer version?")
+        raise ValueError(
+            f"{cls.__name__} got unknown keys {unknown}; is the config from a newer version?"
+        )
     return cls(**data)
 
 
@@ -97,7 +99,9 @@ class ProjectorConfig:
 class RegionEncoderConfig:
     """Pools one LLM-sized feature per region mask from the raw CLIP patch features."""
 
-    in_features: int = 1024  # CLIP hidden size: the adapter reads raw patches, not the projector output
+    in_features: int = (
+        1024  # CLIP hidden size: the adapter reads raw patches, not the projector output
+    )
     out_features: int = 4096  # LLM hidden size
     # At most this many grid cells (the highest-coverage ones) enter the weighted mean; the
     # official sampler subsamples 512 points. 0 keeps every covered cell.
@@ -317,6 +321,8 @@ class MedPLIBConfig:
                 raise ValueError(f"{name} is {got} but must be {want} to match the model widths")
         if self.vision.select_feature != "patch":
             # Region pooling maps tokens 1:1 onto the patch grid, so CLS must be dropped.
-            raise ValueError(f"vision.select_feature must be 'patch', got {self.vision.select_feature!r}")
+            raise ValueError(
+                f"vision.select_feature must be 'patch', got {self.vision.select_feature!r}"
+            )
         if not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")

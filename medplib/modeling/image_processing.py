@@ -60,7 +60,9 @@ def to_rgb_uint8(image) -> np.ndarray:
     elif isinstance(image, torch.Tensor):
         arr = image.detach().cpu().numpy()
     else:
-        raise UserInputError(f"The image must be a numpy array or a PIL image, not {type(image).__name__}.")
+        raise UserInputError(
+            f"The image must be a numpy array or a PIL image, not {type(image).__name__}."
+        )
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
@@ -69,7 +71,9 @@ def to_rgb_uint8(image) -> np.ndarray:
         )
     h, w = arr.shape[:2]
     if h < 1 or w < 1:
-        raise UserInputError(f"The image is empty ({h}x{w} pixels); give an image of at least 1x1 pixels.")
+        raise UserInputError(
+            f"The image is empty ({h}x{w} pixels); give an image of at least 1x1 pixels."
+        )
     if max(h, w) > MAX_IMAGE_SIDE_PX:
         raise UserInputError(
             f"The image is {w}x{h} pixels; resize it so neither side exceeds {MAX_IMAGE_SIDE_PX} pixels."
@@ -80,10 +84,14 @@ def to_rgb_uint8(image) -> np.ndarray:
         arr = arr.astype(np.uint8) * 255
     elif arr.dtype != np.uint8:
         if not np.issubdtype(arr.dtype, np.number):
-            raise UserInputError(f"The image has pixel type {arr.dtype}; give numeric pixel values.")
+            raise UserInputError(
+                f"The image has pixel type {arr.dtype}; give numeric pixel values."
+            )
         arr = arr.astype(np.float64)
         if not np.isfinite(arr).all():
-            raise UserInputError("The image contains NaN or infinite values; replace them before upload.")
+            raise UserInputError(
+                "The image contains NaN or infinite values; replace them before upload."
+            )
         lo, hi = float(arr.min()), float(arr.max())
         arr = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
         arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
@@ -112,7 +120,9 @@ def preprocess_clip(
     canvas[:] = mean_255
     top, left = geo.offset_yx
     canvas[top : top + rh, left : left + rw] = resized
-    pixels = (canvas / 255.0 - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    pixels = (canvas / 255.0 - np.asarray(mean, dtype=np.float32)) / np.asarray(
+        std, dtype=np.float32
+    )
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), geo
 
 

@@ -30,7 +30,11 @@ def build_language_model(config: LanguageModelConfig, moe: MoEConfig) -> LlamaFo
 
 
 def moe_layers(lm: LlamaForCausalLM) -> list[tuple[int, MoEFeedForward]]:
-    return [(i, layer.mlp) for i, layer in enumerate(lm.model.layers) if isinstance(layer.mlp, MoEFeedForward)]
+    return [
+        (i, layer.mlp)
+        for i, layer in enumerate(lm.model.layers)
+        if isinstance(layer.mlp, MoEFeedForward)
+    ]
 
 
 def collect_routing(lm: LlamaForCausalLM) -> list[LayerRouting]:
@@ -39,5 +43,7 @@ def collect_routing(lm: LlamaForCausalLM) -> list[LayerRouting]:
     for i, block in moe_layers(lm):
         rec = block.last_routing
         if rec is not None:
-            found.append(LayerRouting(i, rec.expert_index, rec.router_probs, rec.kept, rec.aux_loss))
+            found.append(
+                LayerRouting(i, rec.expert_index, rec.router_probs, rec.kept, rec.aux_loss)
+            )
     return found

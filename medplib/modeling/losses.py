@@ -38,7 +38,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> 
     return 1.0 - (2.0 * (p * g).sum() + eps) / (p.sum() + g.sum() + eps)
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     """Sigmoid focal loss (RetinaNet), summed over pixels and divided by the pixel count."""
     x, g = logits.float(), target.float()
     p = x.sigmoid()
@@ -61,13 +63,19 @@ def mask_losses(
         return {"bce": zero, "dice": zero.clone(), "focal": zero.clone()}
     for p, g in zip(pred_logits, targets, strict=True):
         if p.shape != g.shape:
-            raise ValueError(f"predicted mask {tuple(p.shape)} and target {tuple(g.shape)} differ in size")
+            raise ValueError(
+                f"predicted mask {tuple(p.shape)} and target {tuple(g.shape)} differ in size"
+            )
     n = len(pred_logits)
     pairs = list(zip(pred_logits, targets, strict=True))
     return {
         "bce": sum((mask_bce_loss(p, g) for p, g in pairs), torch.zeros(())) / n,
         "dice": sum((dice_loss(p, g, config.dice_eps) for p, g in pairs), torch.zeros(())) / n,
-        "focal": sum((focal_loss(p, g, config.focal_alpha, config.focal_gamma) for p, g in pairs), torch.zeros(())) / n,
+        "focal": sum(
+            (focal_loss(p, g, config.focal_alpha, config.focal_gamma) for p, g in pairs),
+            torch.zeros(()),
+        )
+        / n,
     }
 
 

@@ -31,6 +31,10 @@ from medplib.tokenization import IGNORE_INDEX, IMAGE_SENTINEL, REGION_SENTINEL
 HW = tuple[int, int]
 
 
+def _hw(size: Sequence[int]) -> HW:
+    return int(size[0]), int(size[1])
+
+
 class MedPLIBForCausalLM(nn.Module):
     """The MedPLIB model. Stateless: image caching and decoding loops live in the predictor."""
 
@@ -82,7 +86,9 @@ class MedPLIBForCausalLM(nn.Module):
         for b in range(patches.shape[0]):
             w = None if region_weights is None else region_weights[b]
             if w is None or w.numel() == 0:
-                out.append(patches.new_zeros((0, self.config.region.out_features), dtype=self.dtype))
+                out.append(
+                    patches.new_zeros((0, self.config.region.out_features), dtype=self.dtype)
+                )
             else:
                 out.append(self.region_encoder(patches[b], w.to(patches.device)))
         return out
@@ -115,7 +121,9 @@ class MedPLIBForCausalLM(nn.Module):
             feats = region_feats[b] if region_feats is not None else None
             n_feats = 0 if feats is None else feats.shape[0]
             if region_pos.numel() != n_feats:
-                raise ValueError(f"sample {b} has {region_pos.numel()} region slots but {n_feats} region features")
+                raise ValueError(
+                    f"sample {b} has {region_pos.numel()} region slots but {n_feats} region features"
+                )
             if n_feats:
                 assert feats is not None
                 emb = emb.index_copy(0, region_pos, feats.to(emb.dtype))
@@ -123,10 +131,14 @@ class MedPLIBForCausalLM(nn.Module):
                 lab = lab.masked_fill(ids < 0, IGNORE_INDEX)
             image_pos = torch.nonzero(ids == IMAGE_SENTINEL).squeeze(-1)
             if image_pos.numel() > 1:
-                raise ValueError(f"sample {b} has {image_pos.numel()} <image> placeholders; only one is supported")
+                raise ValueError(
+                    f"sample {b} has {image_pos.numel()} <image> placeholders; only one is supported"
+                )
             if image_pos.numel() == 1:
                 if image_embeds is None:
-                    raise ValueError(f"sample {b} has an <image> placeholder but no image was given")
+                    raise ValueError(
+                        f"sample {b} has an <image> placeholder but no image was given"
+                    )
                 p = int(image_pos)
                 vis = image_embeds[b].to(emb.dtype)  # (N, D)
                 n = vis.shape[0]
@@ -143,7 +155,11 @@ class MedPLIBForCausalLM(nn.Module):
         embeds = seqs[0].new_zeros((bsz, length, d))
         attn = torch.zeros((bsz, length), dtype=torch.long, device=dev)
         token_ids = torch.full((bsz, length), pad_id, dtype=torch.long, device=dev)
-        out_labels = torch.full((bsz, length), IGNORE_INDEX, dtype=torch.long, device=dev) if labels is not None else None
+        out_labels = (
+            torch.full((bsz, length), IGNORE_INDEX, dtype=torch.long, device=dev)
+            if labels is not None
+            else None
+        )
         for b, (emb, ids, lab) in enumerate(zip(seqs, ids_out, labs_out, strict=True)):
             n = emb.shape[0]
             embeds[b, :n], attn[b, :n], token_ids[b, :n] = emb, 1, ids
@@ -151,7 +167,9 @@ class MedPLIBForCausalLM(nn.Module):
                 out_labels[b, :n] = lab
         return embeds, attn, token_ids, out_labels
 
-    def seg_prompt_positions(self, token_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def seg_prompt_positions(
+        self, token_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """(M, 2) [sample, position] of the hidden states that predict each `<SEG>`, in reading order."""
         nxt = (token_ids[:, 1:] == self.seg_token_id) & attention_mask[:, 1:].bool()  # (B, L-1)
         return torch.nonzero(nxt)  # position t predicts token t + 1
@@ -173,12 +191,16 @@ class MedPLIBForCausalLM(nn.Module):
         prompts = self.seg_head(seg_hidden)  # (M, P)
         sam_dtype = next(self.sam.mask_decoder.parameters()).dtype
         low_res, iou = self.sam.decode_text_prompts(
-            sam_embeddings, prompts[:, None, :].to(sam_dtype), image_index.to(sam_embeddings.device).long()
+            sam_embeddings,
+            prompts[:, None, :].to(sam_dtype),
+            image_index.to(sam_embeddings.device).long(),
         )  # (M, 1, 4h, 4w), (M, 1)
         masks = []
         for i in range(low_res.shape[0]):
             up = self.sam.postprocess_masks(
-                low_res[i : i + 1].float(), input_hw=tuple(input_hw[i]), original_hw=tuple(output_hw[i])
+                low_res[i : i + 1].float(),
+                input_hw=_hw(input_hw[i]),
+                original_hw=_hw(output_hw[i]),
             )  # (1, 1, H, W)
             masks.append(up[0, 0])
         return masks, iou[:, 0].float()
@@ -219,7 +241,9 @@ class MedPLIBForCausalLM(nn.Module):
         embeds, attn, token_ids, exp_labels = self.assemble_embeddings(
             input_ids, attention_mask, image_embeds, region_feats, labels
         )
-        lm_out = self.language_model.model(inputs_embeds=embeds, attention_mask=attn, use_cache=False)
+        lm_out = self.language_model.model(
+            inputs_embeds=embeds, attention_mask=attn, use_cache=False
+        )
         hidden = lm_out.last_hidden_state  # (B, L, D), post final norm
         logits = self.language_model.lm_head(hidden)  # (B, L, V)
         routing = collect_routing(self.language_model)
@@ -231,29 +255,39 @@ class MedPLIBForCausalLM(nn.Module):
             token_ids=token_ids,
             routing=routing,
         )
-        aux = torch.stack([r.aux_loss for r in routing]).sum() if routing else hidden.new_zeros((), dtype=torch.float32)
+        aux = (
+            torch.stack([r.aux_loss for r in routing]).sum()
+            if routing
+            else hidden.new_zeros((), dtype=torch.float32)
+        )
         out.aux_loss = aux
 
         if self.config.seg_token_id is not None and sam_pixels is not None:
             pos = self.seg_prompt_positions(token_ids, attn)  # (M, 2)
             if pos.shape[0]:
                 if sam_input_hw is None or (original_hw is None and target_masks is None):
-                    raise ValueError("decoding <SEG> masks needs sam_input_hw and original_hw (or target_masks)")
+                    raise ValueError(
+                        "decoding <SEG> masks needs sam_input_hw and original_hw (or target_masks)"
+                    )
                 per_sample = torch.bincount(pos[:, 0], minlength=token_ids.shape[0]).tolist()
                 if target_masks is not None:
                     for b, n in enumerate(per_sample):
                         if n != len(target_masks[b]):
-                            raise ValueError(f"sample {b} has {n} <SEG> tokens but {len(target_masks[b])} target masks")
+                            raise ValueError(
+                                f"sample {b} has {n} <SEG> tokens but {len(target_masks[b])} target masks"
+                            )
                 flat_targets = [t for masks in (target_masks or []) for t in masks]
                 sample_idx = pos[:, 0]
-                in_hw = [tuple(sam_input_hw[int(b)]) for b in sample_idx.tolist()]
+                in_hw = [_hw(sam_input_hw[int(b)]) for b in sample_idx.tolist()]
                 if target_masks is not None:
-                    out_hw = [tuple(t.shape[-2:]) for t in flat_targets]
+                    out_hw = [_hw(t.shape[-2:]) for t in flat_targets]
                 else:
                     assert original_hw is not None
-                    out_hw = [tuple(original_hw[int(b)]) for b in sample_idx.tolist()]
+                    out_hw = [_hw(original_hw[int(b)]) for b in sample_idx.tolist()]
                 sam_emb = self.encode_sam(sam_pixels)
-                masks, iou = self.decode_masks(hidden[pos[:, 0], pos[:, 1]], sam_emb, sample_idx, in_hw, out_hw)  # type: ignore[arg-type]
+                masks, iou = self.decode_masks(
+                    hidden[pos[:, 0], pos[:, 1]], sam_emb, sample_idx, in_hw, out_hw
+                )
                 out.pred_mask_logits = masks
                 out.pred_mask_sample_index = sample_idx.tolist()
                 out.pred_iou = list(iou.unbind(0))
@@ -264,6 +298,13 @@ class MedPLIBForCausalLM(nn.Module):
             preds = out.pred_mask_logits if target_masks is not None else []
             mloss = mask_losses(preds, targets, self.config.losses)
             mloss = {k: v.to(ce.device) for k, v in mloss.items()}
-            out.ce_loss, out.bce_loss, out.dice_loss, out.focal_loss = ce, mloss["bce"], mloss["dice"], mloss["focal"]
-            out.loss = total_loss(ce, mloss, aux, self.config.losses, self.config.moe.router_aux_loss_coef)
+            out.ce_loss, out.bce_loss, out.dice_loss, out.focal_loss = (
+                ce,
+                mloss["bce"],
+                mloss["dice"],
+                mloss["focal"],
+            )
+            out.loss = total_loss(
+                ce, mloss, aux, self.config.losses, self.config.moe.router_aux_loss_coef
+            )
         return out

@@ -26,7 +26,9 @@ from transformers.models.llama.modeling_llama import LlamaMLP
 from medplib.modeling.configuration import MoEConfig
 
 
-def load_balancing_loss(router_probs: torch.Tensor, expert_index: torch.Tensor, num_experts: int) -> torch.Tensor:
+def load_balancing_loss(
+    router_probs: torch.Tensor, expert_index: torch.Tensor, num_experts: int
+) -> torch.Tensor:
     """Switch-Transformer balance loss: E · Σ_e mean(p_e) · fraction of tokens routed to e.
 
     router_probs (N, E) fp32, expert_index (N,) long (the argmax, before capacity drops).
@@ -60,7 +62,9 @@ class RoutingRecord:
 
     def expert_share(self) -> list[float]:
         """Share of this call's tokens routed to each expert (before capacity drops)."""
-        counts = torch.bincount(self.expert_index.reshape(-1), minlength=self.router_probs.shape[-1])
+        counts = torch.bincount(
+            self.expert_index.reshape(-1), minlength=self.router_probs.shape[-1]
+        )
         total = max(int(counts.sum()), 1)
         return [int(c) / total for c in counts.tolist()]
 
@@ -72,7 +76,9 @@ class MoEFeedForward(nn.Module):
         super().__init__()
         self.moe_config = moe_config
         self.num_experts = moe_config.num_experts
-        self.router = nn.Linear(llama_config.hidden_size, self.num_experts, bias=False, dtype=torch.float32)
+        self.router = nn.Linear(
+            llama_config.hidden_size, self.num_experts, bias=False, dtype=torch.float32
+        )
         self.experts = nn.ModuleList(LlamaMLP(llama_config) for _ in range(self.num_experts))
         self.last_routing: RoutingRecord | None = None
 

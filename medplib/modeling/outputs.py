@@ -19,7 +19,11 @@ class LayerRouting:
 
     def expert_share(self, token_mask: torch.Tensor | None = None) -> list[float]:
         """Share of tokens per expert, optionally over the tokens where `token_mask` (B, L) is True."""
-        idx = self.expert_index if token_mask is None else self.expert_index[token_mask.to(torch.bool)]
+        idx = (
+            self.expert_index
+            if token_mask is None
+            else self.expert_index[token_mask.to(torch.bool)]
+        )
         counts = torch.bincount(idx.reshape(-1).cpu(), minlength=self.router_probs.shape[-1])
         total = max(int(counts.sum()), 1)
         return [int(c) / total for c in counts.tolist()]
@@ -45,7 +49,9 @@ class MedPLIBOutput:
     labels: torch.Tensor | None = None  # (B, L) long, IGNORE_INDEX where unsupervised
     token_ids: torch.Tensor | None = None  # (B, L) long: text ids, IMAGE/REGION sentinels elsewhere
     # One entry per `<SEG>` token in reading order over the batch.
-    pred_mask_logits: list[torch.Tensor] = field(default_factory=list)  # each (H, W) at the GT / original size
+    pred_mask_logits: list[torch.Tensor] = field(
+        default_factory=list
+    )  # each (H, W) at the GT / original size
     pred_mask_sample_index: list[int] = field(default_factory=list)
     pred_iou: list[torch.Tensor] = field(default_factory=list)  # each () SAM IoU-head estimate
     routing: list[LayerRouting] = field(default_factory=list)

@@ -84,7 +84,9 @@ LLAMA_TINY = {
 }
 
 
-def _compose(name: str, clip: dict, llama: dict, sam: SamMed2DConfig, num_experts: int) -> MedPLIBConfig:
+def _compose(
+    name: str, clip: dict, llama: dict, sam: SamMed2DConfig, num_experts: int
+) -> MedPLIBConfig:
     d_clip, d_llm = clip["hidden_size"], llama["hidden_size"]
     prompt_dim = sam.prompt_encoder.embed_dim
     config = MedPLIBConfig(
@@ -104,7 +106,9 @@ def _compose(name: str, clip: dict, llama: dict, sam: SamMed2DConfig, num_expert
 
 def medplib_7b_2e() -> MedPLIBConfig:
     """The released `MedPLIB-7b-2e`: every FFN a 2-expert top-1 MoE (≈11.7 B parameters)."""
-    return _compose("medplib-7b-2e", CLIP_VIT_L_336, LLAMA_7B, SamMed2DConfig.vit_b(), num_experts=2)
+    return _compose(
+        "medplib-7b-2e", CLIP_VIT_L_336, LLAMA_7B, SamMed2DConfig.vit_b(), num_experts=2
+    )
 
 
 def medplib_7b() -> MedPLIBConfig:

@@ -22,8 +22,11 @@ class MultimodalProjector(nn.Module):
         elif config.type == "linear":
             self.net = nn.Sequential(nn.Linear(config.in_features, config.out_features))
         else:
-            raise ValueError(f"unknown projector type {config.type!r}; use 'mlp2x_gelu' or 'linear'")
+            raise ValueError(
+                f"unknown projector type {config.type!r}; use 'mlp2x_gelu' or 'linear'"
+            )
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, N, C_clip) → (B, N, D)."""
-        return self.net(patches.to(self.net[0].weight.dtype))
+        first: nn.Linear = self.net[0]  # type: ignore[assignment]
+        return self.net(patches.to(first.weight.dtype))

@@ -24,7 +24,7 @@ class RegionEncoder(nn.Module):
         self.adapter = nn.Linear(config.in_features, config.out_features)
 
     def limit_cells(self, weights: torch.Tensor) -> torch.Tensor:
-        """Keep the `max_sample_points` highest-coverage cells per region (ties: lower index)."""
+        """Keep the `max_sample_points` highest-coverage cells per region."""
         k = self.config.max_sample_points
         if k <= 0 or weights.shape[-1] <= k:
             return weights
@@ -39,6 +39,8 @@ class RegionEncoder(nn.Module):
         w = self.limit_cells(weights.float())  # (R, N)
         total = w.sum(dim=-1, keepdim=True)  # (R, 1)
         if bool((total <= 0).any()):
-            raise ValueError("a region has no coverage on the patch grid; empty regions must be rejected earlier")
+            raise ValueError(
+                "a region has no coverage on the patch grid; empty regions must be rejected earlier"
+            )
         pooled = (w / total) @ feats.float()  # (R, D), fp32 accumulation
         return pooled.to(feats.dtype)

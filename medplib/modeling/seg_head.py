@@ -22,4 +22,5 @@ class SegHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, D) → (N, prompt_dim)."""
-        return self.net(hidden.to(self.net[0].weight.dtype))
+        first: nn.Linear = self.net[0]  # type: ignore[assignment]
+        return self.net(hidden.to(first.weight.dtype))

@@ -109,8 +109,9 @@ def test_other_formats(fmt, name):
 def test_animated_gif_and_apng_first_frame():
     red = Image.new("RGB", (5, 4), (255, 0, 0))
     green = Image.new("RGB", (5, 4), (0, 255, 0))
+    blue = Image.new("RGB", (5, 4), (0, 0, 255))
     for fmt in ("GIF", "PNG"):
-        data = _save(red, fmt, save_all=True, append_images=[green, green], duration=100)
+        data = _save(red, fmt, save_all=True, append_images=[green, blue], duration=100)
         loaded = load_image(data)
         assert loaded.rgb[0, 0].tolist() == [255, 0, 0]
         assert "the file has 3 frames; the first is shown" in loaded.notes
@@ -145,6 +146,7 @@ def test_bad_files_have_clear_errors():
         load_image(png, max_bytes=100)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_pixel_limits_checked_before_decoding():
     with pytest.raises(UserInputError, match="too many to open safely"):
         load_image(_png_header_only(30000, 30000), filename="bomb.png")
@@ -239,21 +241,9 @@ def test_dicom_mr_auto_window_and_monochrome1():
 
 def test_dicom_colour_multiframe_and_no_preamble():
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 10
-    colour = _dicom(
-        rgb,
-        SamplesPerPixel=3,
-        PhotometricInterpretation="RGB",
-        PlanarConfiguration=0,
-        BitsAllocated=8,
-        BitsStored=8,
-        HighBit=7,
-        PixelRepresentation=0,
-        Modality="XC",
-    )
-    colour = colour  # rows/columns below are set from the first two dimensions
     loaded = load_image(_dicom_rgb(rgb))
     np.testing.assert_array_equal(loaded.rgb, rgb)
-    frames = np.stack([np.full((4, 5), 1024 + 40 * k, dtype=np.int16) for k in range(3)])
+    frames = np.stack([np.full((4, 5), 1064 + 500 * k, dtype=np.int16) for k in range(3)])
     multi = load_image(_dicom(frames, NumberOfFrames=3))
     assert multi.rgb.shape == (4, 5, 3)
     assert (multi.rgb == 128).all()  # the first frame: 40 HU at the soft tissue level
@@ -310,6 +300,9 @@ def _marked_volume() -> np.ndarray:
 
 
 def test_load_volume_and_slice_orientation():
+    nifti2 = nib.Nifti2Image(_marked_volume(), np.eye(4)).to_bytes()
+    assert detect_format(nifti2) == "nifti"
+    np.testing.assert_array_equal(load_volume(nifti2)[0], _marked_volume())
     volume, info = load_volume(_nifti(_marked_volume(), gz=True))
     assert volume.shape == (4, 5, 6) and volume.dtype == np.float32
     assert info["shape"] == (4, 5, 6) and info["ndim"] == 3 and info["notes"] == []
@@ -364,9 +357,14 @@ def test_nifti_4d_5d_2d_and_percentile():
 
 
 def test_nifti_corrupt():
-    data = _nifti(_marked_volume(), gz=True)
-    with pytest.raises(UserInputError, match="truncated"):
-        load_image(data[: len(data) - 30])
+    noise = np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32)
+    data = _nifti(noise, gz=True)
+    with pytest.raises(UserInputError, match="^The .nii.gz file is truncated"):
+        load_image(data[: len(data) // 2])
+    with pytest.raises(UserInputError, match="gzip-compressed but holds no complete NIfTI"):
+        load_image(data[:30], filename="scan.nii.gz")
+    with pytest.raises(UserInputError, match="gzip-compressed"):
+        load_image(gzip.compress(b"hello" * 200))
     raw = _nifti(_marked_volume())
-    with pytest.raises(UserInputError, match="NIfTI"):
+    with pytest.raises(UserInputError, match="^The NIfTI file is truncated or damaged"):
         load_image(raw[:400])

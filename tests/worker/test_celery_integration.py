@@ -29,7 +29,16 @@ pytestmark = pytest.mark.integration
 def start_worker(env: dict[str, str], log_path) -> subprocess.Popen:
     log = open(log_path, "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "medplib.cli", "worker", "--pool", "prefork", "--loglevel", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "medplib.cli",
+            "worker",
+            "--pool",
+            "prefork",
+            "--loglevel",
+            "WARNING",
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -68,7 +77,7 @@ def stack(postgres_url, redis_url, tmp_path) -> Iterator[Callable[..., object]]:
     procs: list[subprocess.Popen] = []
 
     def workers(n: int = 1, **extra: str) -> list[subprocess.Popen]:
-        for i in range(n):
+        for _ in range(n):
             procs.append(start_worker({**env, **extra}, tmp_path / f"worker{len(procs)}.log"))
         return procs
 
@@ -136,7 +145,9 @@ def test_two_workers_drain_one_queue_without_running_a_job_twice(stack):
     rows = platform.call(lambda db: db.execute(select(Job.attempts, Job.worker_host)).all())
     assert [a for a, _ in rows] == [1] * 12
     assert len({host for _, host in rows}) == 2  # both workers took jobs
-    answered = platform.call(lambda db: db.scalar(select(func.count(Turn.id)).where(Turn.answer.is_not(None))))
+    answered = platform.call(
+        lambda db: db.scalar(select(func.count(Turn.id)).where(Turn.answer.is_not(None)))
+    )
     assert answered == 12
 
 
@@ -163,7 +174,11 @@ def test_embedded_and_celery_runners_write_identical_rows(stack, sqlite_url, tmp
         view = p.ask(actor=actor, session_id=session_id, question="same", regions=region)
         assert wait_final(p, [view.id])[view.id] is JobStatus.succeeded
         turn = p.call(get_session, actor=actor, session_id=session_id).turns[0]
-        masks = p.call(lambda db: list(db.scalars(select(Mask).where(Mask.turn_id == turn.id).order_by(Mask.index))))
+        masks = p.call(
+            lambda db: list(
+                db.scalars(select(Mask).where(Mask.turn_id == turn.id).order_by(Mask.index))
+            )
+        )
         return (
             turn.question,
             turn.regions,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from sqlalchemy import func, select
 
@@ -155,7 +154,9 @@ def test_cancel_queued_job_is_never_run(sqlite_url, make_platform):
         ("q", [{"kind": "box", "xyxy_px": [1, 1, 2, 2]}] * 17, "At most 16 regions"),
     ],
 )
-def test_bad_questions_and_regions_store_nothing(sqlite_url, make_platform, question, regions, message):
+def test_bad_questions_and_regions_store_nothing(
+    sqlite_url, make_platform, question, regions, message
+):
     platform = make_platform(sqlite_url)
     actor, session_id = _setup(platform)
     with pytest.raises(InvalidInput) as err:
@@ -168,7 +169,11 @@ def test_bad_questions_and_regions_store_nothing(sqlite_url, make_platform, ques
 def test_other_users_cannot_read_or_write_a_private_session(sqlite_url, make_platform):
     platform = make_platform(sqlite_url)
     actor, session_id = _setup(platform)
-    mallory = platform.call(lambda db: Actor(user_id=create_user(db, username="mallory", password="12345678", role=Role.user).id))
+    mallory = platform.call(
+        lambda db: Actor(
+            user_id=create_user(db, username="mallory", password="12345678", role=Role.user).id
+        )
+    )
     with pytest.raises(NotFound):
         platform.call(get_session, actor=mallory, session_id=session_id)
     with pytest.raises(NotFound):
@@ -207,7 +212,11 @@ def test_same_image_bytes_are_stored_once(sqlite_url, make_platform):
 
     a, b, w, h, original, display = platform.call(twice)
     assert a == b and (w, h) == (40, 30)
-    files = {p.relative_to(platform.store.root).as_posix() for p in platform.store.root.rglob("*") if p.is_file()}
+    files = {
+        p.relative_to(platform.store.root).as_posix()
+        for p in platform.store.root.rglob("*")
+        if p.is_file()
+    }
     # An RGB PNG re-encodes to the same bytes, so original and display share one object.
     assert files == {original, display} and len(files) == 1
 

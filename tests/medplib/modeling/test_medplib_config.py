@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medplib.modeling import MedPLIBConfig, MedPLIBForCausalLM, MoEConfig, build_config
+from medplib.modeling.language_model import moe_layers
+from medplib.modeling.presets import PRESETS
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_config_json_round_trip(name):
+    config = build_config(name)
+    text = json.dumps(config.to_dict())
+    again = MedPLIBConfig.from_dict(json.loads(text))
+    assert again == config
+    assert again.to_dict() == config.to_dict()
+
+
+def test_unknown_key_and_width_mismatch_are_reported():
+    data = build_config("tiny").to_dict()
+    data["moe"]["n_experts"] = 3
+    with pytest.raises(ValueError, match="n_experts"):
+        MedPLIBConfig.from_dict(data)
+    config = build_config("tiny")
+    config.projector.out_features = 7
+    with pytest.raises(ValueError, match="projector.out_features"):
+        config.validate()
+
+
+def test_moe_capacity_rule():
+    moe = MoEConfig()
+    assert moe.capacity(10, training=True) == 8  # ceil(10 / 2 * 1.5) = ceil(7.5)
+    assert moe.capacity(10, training=False) == 10  # eval factor 2 with 2 experts: no drops
+    assert MoEConfig(min_capacity=4).capacity(2, training=True) == 4
+    assert MoEConfig(layers=[1, -1]).layer_indices(4) == [1, 3]
+    assert MoEConfig(num_experts=1).layer_indices(4) == []
+
+
+def _llama_params(v: int, d: int, ffn: int, layers: int) -> int:
+    attn = 4 * d * d
+    mlp = 3 * d * ffn
+    norms = 2 * d
+    return 2 * v * d + layers * (attn + mlp + norms) + d
+
+
+def test_official_7b_2e_parameter_counts_on_meta_device():
+    config = build_config("medplib-7b-2e")
+    with torch.device("meta"):
+        model = MedPLIBForCausalLM(config)
+    assert all(p.device.type == "meta" for p in model.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    lm = model.language_model
+    expected_lm = _llama_params(32267, 4096, 11008, 32)
+    dense_ffn = 3 * 4096 * 11008
+    router = 2 * 4096
+    # Second expert + router per layer on top of the dense LLaMA-7B.
+    assert sum(p.numel() for p in lm.parameters()) == expected_lm + 32 * (dense_ffn + router)
+    assert len(moe_layers(lm)) == 32
+    inactive = 32 * dense_ffn  # the non-chosen expert of every layer
+    active = total - inactive
+    assert total == 11_687_144_240
+    assert active == 7_358_622_512
+    assert 11.6e9 < total < 11.8e9 and 7.3e9 < active < 7.5e9
+    # Component shapes from the paper / release.
+    assert model.vision_tower.config.num_patches == 576
+    assert model.projector.net[0].weight.shape == (4096, 1024)
+    assert model.region_encoder.adapter.weight.shape == (4096, 1024)
+    assert model.seg_head.net[2].weight.shape == (256, 4096)
+    assert moe_layers(lm)[0][1].router.weight.shape == (2, 4096)
+    assert moe_layers(lm)[0][1].router.weight.dtype == torch.float32
+
+
+def test_dense_7b_has_no_moe_layers():
+    with torch.device("meta"):
+        model = MedPLIBForCausalLM(build_config("medplib-7b"))
+    assert moe_layers(model.language_model) == []
+    total = sum(p.numel() for p in model.parameters())
+    assert total == 11_687_144_240 - 32 * (3 * 4096 * 11008 + 2 * 4096)

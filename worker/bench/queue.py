@@ -1,0 +1,193 @@
+"""`medplib bench queue`: the platform's own overhead per job, model time excluded.
+
+A job's overhead is its end-to-end latency (from the client's call until the job row is
+final) minus the seconds the predictor spent. Runs the embedded runner on SQLite and,
+when a broker is given, Celery + Redis + PostgreSQL with 1 and 2 worker processes,
+all on loopback with the instant noop predictor.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+
+from worker.bench.stats import summary_ms
+from worker.commands import alembic_config
+from worker.models import Job, Role
+from worker.platform import Platform, build_platform
+from worker.predictors import NoopPredictor, PredictorHolder
+from worker.services.accounts import Actor, create_user
+from worker.services.sessions import create_session
+from worker.settings import Settings
+
+
+def _seed(platform: Platform, sessions: int) -> tuple[Actor, list[str]]:
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from worker.services.images import ingest_image
+
+    buf = io.BytesIO()
+    PILImage.fromarray(np.zeros((64, 64, 3), np.uint8)).save(buf, "PNG")
+
+    def body(db: Any) -> tuple[Actor, list[str]]:
+        user = create_user(
+            db, username=f"bench-{uuid.uuid4().hex[:8]}", password=None, role=Role.user
+        )
+        actor = Actor(user_id=user.id)
+        image = ingest_image(
+            db, store=platform.store, settings=platform.settings, data=buf.getvalue()
+        )
+        ids = [create_session(db, actor=actor, image_id=image.id).id for _ in range(sessions)]
+        return actor, ids
+
+    return platform.call(body)
+
+
+def _final_rows(platform: Platform, job_ids: list[str], timeout_s: float) -> dict[str, Job]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = platform.call(
+            lambda db: {j.id: j for j in db.scalars(select(Job).where(Job.id.in_(job_ids)))}
+        )
+        if all(j.status.final for j in rows.values()) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.002)
+
+
+def _ts(moment: datetime) -> float:
+    from datetime import timezone
+
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def measure(platform: Platform, *, jobs: int, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Overhead one job at a time (no queueing), then throughput with all jobs at once."""
+    actor, sessions = _seed(platform, jobs * 2)
+    overheads = []
+    lost = 0
+    for i in range(jobs):
+        start = time.time()
+        view = platform.ask(actor=actor, session_id=sessions[i], question=f"q{i}", regions=[])
+        row = _final_rows(platform, [view.id], timeout_s)[view.id]
+        if row.finished_at is None:
+            lost += 1
+            continue
+        overheads.append(_ts(row.finished_at) - start - (row.model_seconds or 0.0))
+    start = time.time()
+    ids = [
+        platform.ask(actor=actor, session_id=sessions[jobs + i], question="t", regions=[]).id
+        for i in range(jobs)
+    ]
+    rows = _final_rows(platform, ids, timeout_s)
+    done = [r for r in rows.values() if r.finished_at is not None]
+    elapsed = max(_ts(r.finished_at) for r in done) - start if done else float("nan")
+    lost += len(ids) - len(done)
+    return {
+        "overhead": summary_ms(overheads),
+        "throughput_jobs_per_s": round(len(done) / elapsed, 1) if done else 0.0,
+        "completed": len(overheads) + len(done),
+        "lost": lost,
+    }
+
+
+def _embedded(jobs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        command.upgrade(alembic_config(url), "head")
+        platform = build_platform(
+            Settings(database_url=url, artefact_dir=Path(tmp) / "a"),
+            holder=PredictorHolder(NoopPredictor),
+        )
+        platform.runner.start()
+        try:
+            return {"mode": "embedded", "workers": 1, **measure(platform, jobs=jobs)}
+        finally:
+            platform.runner.stop()
+
+
+def _distributed(
+    jobs: int, *, postgres_admin_url: str, broker_url: str, workers: int
+) -> dict[str, Any]:
+    name = f"medplib_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        command.upgrade(alembic_config(url), "head")
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {
+                **os.environ,
+                "MEDPLIB_DATABASE_URL": url,
+                "MEDPLIB_BROKER_URL": broker_url,
+                "MEDPLIB_PREDICTOR": "noop",
+                "MEDPLIB_ARTEFACT_DIR": f"{tmp}/a",
+            }
+            for _ in range(workers):
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "medplib.cli", "worker", "--loglevel", "WARNING"],
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+            settings = Settings(
+                database_url=url,
+                broker_url=broker_url,
+                predictor="noop",
+                artefact_dir=Path(tmp) / "a",
+            )
+            platform = build_platform(settings, holder=PredictorHolder(NoopPredictor))
+            _warm_up(platform)
+            return {"mode": "distributed", "workers": workers, **measure(platform, jobs=jobs)}
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
+        from worker.db import engine_for
+
+        engine_for.cache_clear()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _warm_up(platform: Platform) -> None:
+    """Wait until workers answer (their start is not platform overhead)."""
+    actor, sessions = _seed(platform, 1)
+    view = platform.ask(actor=actor, session_id=sessions[0], question="warm-up", regions=[])
+    _final_rows(platform, [view.id], 120.0)
+
+
+def run(args: Any) -> dict[str, Any]:
+    results = [_embedded(args.jobs)]
+    if args.broker_url:
+        for workers in (1, 2):
+            results.append(
+                _distributed(
+                    args.jobs,
+                    postgres_admin_url=args.postgres_url,
+                    broker_url=args.broker_url,
+                    workers=workers,
+                )
+            )
+    return {"benchmark": "queue", "jobs": args.jobs, "results": results}
