@@ -86,5 +86,10 @@ def build_platform(settings: Settings, *, holder: PredictorHolder | None = None)
     else:
         from worker.celery_app import create_celery
 
-        runner = CeleryRunner(create_celery(settings), ctx.factory)
+        runner = CeleryRunner(
+            create_celery(settings),
+            ctx.factory,
+            # A running job older than its hard limit (plus margin) has lost its worker.
+            running_grace_s=settings.job_time_limit_s + 60,
+        )
     return Platform(settings=settings, factory=ctx.factory, store=ctx.store, runner=runner, ctx=ctx)

@@ -85,6 +85,12 @@ def load_predictor(
 ) -> Predictor:
     if kind == "noop":
         return NoopPredictor(delay_s=noop_delay_s)
+    if ":" in kind:
+        import importlib
+
+        module, _, attr = kind.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+        return factory(checkpoint=checkpoint, device=device)  # type: ignore[no-any-return]
     from medplib.predictor import MedPLIBPredictor
 
     return MedPLIBPredictor.from_pretrained(checkpoint or None, device=device)

@@ -82,19 +82,74 @@ class EmbeddedRunner:
 
 
 class CeleryRunner:
-    """Publishes job ids to the ``gpu.medplib`` queue; workers run them."""
+    """Publishes job ids to the ``gpu.medplib`` queue; workers run them.
+
+    While started, a reconciler thread re-publishes jobs whose message the broker lost.
+    """
 
     name = "celery"
 
-    def __init__(self, app: object, factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        app: object,
+        factory: sessionmaker[Session],
+        *,
+        reconcile_every_s: float = 30.0,
+        queued_grace_s: float = 30.0,
+        running_grace_s: float = 600.0,
+    ) -> None:
         self.app = app
         self.factory = factory
+        self.reconcile_every_s = reconcile_every_s
+        self.queued_grace_s = queued_grace_s
+        self.running_grace_s = running_grace_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        return None
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._reconcile_loop, name="medplib-reconcile", daemon=True
+            )
+            self._thread.start()
 
     def stop(self) -> None:
-        return None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def reconcile(self) -> list[str]:
+        """Publish again every live job the broker no longer holds; return their ids."""
+        import redis
+
+        from worker.celery_app import INFERENCE_QUEUE
+        from worker.reconcile import lost_jobs
+
+        url = self.app.conf.broker_url  # type: ignore[attr-defined]
+        with redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5) as client:
+            missing = lost_jobs(
+                self.factory,
+                client,
+                queue=INFERENCE_QUEUE,
+                queued_before_s=self.queued_grace_s,
+                running_longer_than_s=self.running_grace_s,
+            )
+        for job_id in missing:
+            log.warning("job %s was not in the broker; publishing it again", job_id)
+            try:
+                self.submit(job_id)
+            except Unavailable:
+                break
+        return missing
+
+    def _reconcile_loop(self) -> None:
+        while not self._stop.wait(self.reconcile_every_s):
+            try:
+                self.reconcile()
+            except Exception as exc:  # the broker or database is down: try again later
+                log.warning("reconcile skipped: %s", exc)
 
     def submit(self, job_id: str) -> None:
         from worker.celery_app import INFERENCE_QUEUE, INFERENCE_TASK

@@ -9,8 +9,6 @@ from __future__ import annotations
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
-
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,8 +24,9 @@ class Settings(BaseSettings):
     broker_url: str = ""
     # Empty means the bundled demo checkpoint (or the labelled untrained tiny model).
     checkpoint: str = ""
-    # "medplib" runs the model; "noop" answers instantly (queue benchmarks, load tests).
-    predictor: Literal["medplib", "noop"] = "medplib"
+    # "medplib" runs the model; "noop" answers instantly (queue benchmarks, load tests);
+    # "package.module:factory" plugs in any object with set_image/ask (e.g. a baseline model).
+    predictor: str = "medplib"
     # Seconds the noop predictor sleeps per answer, to stand in for model time in load tests.
     noop_delay_s: float = Field(default=0.0, ge=0.0, le=60.0)
     device: str = "cpu"
@@ -77,6 +76,16 @@ class Settings(BaseSettings):
     def _broker_url(cls, value: str) -> str:
         if value and not value.startswith(("redis://", "rediss://", "memory://")):
             raise ValueError("must be empty (embedded mode) or a redis:// URL")
+        return value
+
+    @field_validator("predictor")
+    @classmethod
+    def _predictor(cls, value: str) -> str:
+        if value in ("medplib", "noop"):
+            return value
+        module, _, attr = value.partition(":")
+        if not (module and attr and all(p.isidentifier() for p in [*module.split("."), attr])):
+            raise ValueError("must be medplib, noop or an import path like package.module:factory")
         return value
 
     @field_validator("device")
