@@ -52,11 +52,11 @@ class MedPLIBForCausalLM(nn.Module):
     # ----------------------------------------------------------------------------------- helpers
     @property
     def device(self) -> torch.device:
-        return self.language_model.lm_head.weight.device
+        return self.language_model.get_input_embeddings().weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.language_model.lm_head.weight.dtype
+        return self.language_model.get_input_embeddings().weight.dtype
 
     @property
     def seg_token_id(self) -> int:

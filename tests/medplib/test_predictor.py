@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import medplib.checkpoint as ckpt
+from medplib.checkpoint import build_model
+from medplib.conversation import SYSTEM_PROMPT
+from medplib.errors import UserInputError
+from medplib.modeling.sam_med2d import SamDecoderOutput
+from medplib.predictor import MedPLIBPredictor, Prediction
+from medplib.tokenization import train_tokenizer
+
+
+class ScriptedHead(torch.nn.Module):
+    """Stand-in LM head that emits a fixed token sequence, one token per call."""
+
+    def __init__(self, script: list[int], vocab_size: int) -> None:
+        super().__init__()
+        self.script, self.vocab_size, self.calls = list(script), vocab_size, 0
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        tok = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        logits = torch.full((*hidden.shape[:-1], self.vocab_size), -1e4)
+        logits[..., tok] = 1e4
+        return logits
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer([SYSTEM_PROMPT, "the liver is here. segment the kidney please."] * 8, vocab_size=400)
+
+
+@pytest.fixture()
+def predictor(tokenizer):
+    return MedPLIBPredictor(build_model("tiny", tokenizer, seed=0), tokenizer)
+
+
+def _image(h=60, w=90):
+    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _script(predictor, text: str) -> list[int]:
+    tok = predictor.tokenizer
+    ids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    predictor.model.language_model.lm_head = ScriptedHead(ids, len(tok))
+    return ids
+
+
+def test_default_untrained_checkpoint_loads_and_answers(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDPLIB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(ckpt, "ASSET_DEMO_DIR", tmp_path / "absent")
+    p = MedPLIBPredictor.from_pretrained(None)
+    assert p.checkpoint_id.startswith("tiny-untrained-") and len(p.checkpoint_id) == len("tiny-untrained-") + 10
+    assert p.config.trained is False
+    p.set_image(_image())
+    pred = p.ask("What can you interpret from the overall image?", max_new_tokens=5)
+    assert isinstance(pred, Prediction) and pred.checkpoint_id == p.checkpoint_id
+    assert 1 <= len(pred.answer_token_ids) <= 5
+    assert set(pred.timings) == {"encode_image", "prefill", "decode", "masks", "total"}
+    assert pred.timings["total"] >= pred.timings["decode"] > 0
+    json.dumps(pred.to_dict())
+    assert MedPLIBPredictor.from_pretrained(None).checkpoint_id == p.checkpoint_id
+
+
+@pytest.mark.parametrize("n_seg", [0, 1, 3])
+def test_every_seg_in_the_answer_gives_a_mask(predictor, n_seg):
+    predictor.set_image(_image(60, 90))
+    _script(predictor, "the liver" + " <SEG>" * n_seg + ".")
+    pred = predictor.ask("segment the liver")
+    assert len(pred.masks) == n_seg
+    assert pred.raw_answer.count("<SEG>") == n_seg
+    assert "<SEG>" not in pred.answer and pred.answer == "the liver."
+    for i, m in enumerate(pred.masks):
+        assert m.mask.shape == (60, 90) and m.mask.dtype == bool
+        assert m.seg_index == i and m.area_px == int(m.mask.sum())
+        if m.area_px:
+            ys, xs = np.nonzero(m.mask)
+            assert m.bbox_xyxy_px == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            assert predictor.config.mask_threshold < m.score <= 1.0
+        else:
+            assert m.bbox_xyxy_px is None and m.score == 0.0
+
+
+def test_mask_threshold_is_applied_to_sigmoid(predictor):
+    predictor.set_image(_image(32, 32))
+    _script(predictor, "<SEG>")
+    lr = predictor.model.sam.img_size // 4
+    logit = float(np.log(0.3 / 0.7))  # sigmoid = 0.3: above 0.1, below 0.5
+    predictor.model.sam.decode_text_prompts = lambda e, t, i, multimask_output=False: SamDecoderOutput(
+        torch.full((t.shape[0], 1, lr, lr), logit), torch.full((t.shape[0], 1), 0.8)
+    )
+    pred = predictor.ask("segment")
+    assert pred.masks[0].area_px == 32 * 32
+    assert pred.masks[0].score == pytest.approx(0.3, abs=1e-5)
+    assert pred.masks[0].iou_prediction == pytest.approx(0.8)
+    predictor.config.mask_threshold = 0.5
+    _script(predictor, "<SEG>")
+    assert predictor.ask("segment").masks[0].area_px == 0
+
+
+def test_image_is_encoded_once_per_set_image(predictor):
+    calls = []
+    predictor.model.vision_tower.register_forward_hook(lambda *a: calls.append(1))
+    predictor.model.sam.image_encoder.register_forward_hook(lambda *a: calls.append(2))
+    predictor.set_image(_image())
+    for _ in range(3):
+        predictor.ask("what is this?", max_new_tokens=2)
+    assert calls == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((1, 1, 3), np.uint8), np.zeros((40, 7), np.uint8), np.zeros((9, 30, 4), np.uint8), np.arange(600, dtype=np.uint16).reshape(20, 30)],
+)
+def test_odd_images_are_accepted(predictor, image):
+    predictor.set_image(image)
+    assert predictor.image_hw == image.shape[:2]
+    region = np.ones(image.shape[:2], bool)
+    pred = predictor.ask("What is at <region>?", [region], max_new_tokens=2)
+    assert pred.num_prompt_tokens > predictor.config.vision.num_patches
+
+
+def test_bad_input_raises_actionable_user_errors(predictor):
+    with pytest.raises(UserInputError, match="set_image"):
+        predictor.ask("hello")
+    with pytest.raises(UserInputError, match="8192"):
+        predictor.set_image(np.zeros((8193, 10, 3), np.uint8))
+    predictor.set_image(_image(60, 90))
+    with pytest.raises(UserInputError, match="Region 1 is empty"):
+        predictor.ask("what?", [np.zeros((60, 90), bool)])
+    with pytest.raises(UserInputError, match="same image"):
+        predictor.ask("what?", [np.ones((90, 60), bool)])
+    with pytest.raises(UserInputError, match="more <region> tags"):
+        predictor.ask("compare <region> and <region>", [np.ones((60, 90), bool)])
+    with pytest.raises(UserInputError, match="empty"):
+        predictor.ask("   ")
+    with pytest.raises(UserInputError, match="top_p"):
+        predictor.ask("what?", top_p=0.0)
+    with pytest.raises(UserInputError, match="temperature"):
+        predictor.ask("what?", temperature=-1)
+
+
+def test_regions_change_the_prompt(predictor):
+    predictor.set_image(_image(60, 90))
+    a = np.zeros((60, 90), bool)
+    a[:10, :10] = True
+    b = np.zeros((60, 90), bool)
+    b[40:, 60:] = True
+    _script(predictor, "yes")
+    one = predictor.ask("What is here?", [a])
+    _script(predictor, "yes")
+    two = predictor.ask("Compare <region> to", [a, b])
+    assert two.num_prompt_tokens - one.num_prompt_tokens >= 3  # a second <region> x </region> triple
+
+
+def test_history_is_used_and_truncated_from_the_left(predictor):
+    predictor.set_image(_image())
+    _script(predictor, "yes")
+    plain = predictor.ask("and now?")
+    _script(predictor, "yes")
+    with_history = predictor.ask("and now?", history=[("what is this?", "a liver.")])
+    assert with_history.num_prompt_tokens > plain.num_prompt_tokens
+    long_turn = ("describe " * 120, "the liver " * 120)
+    _script(predictor, "yes")
+    pred = predictor.ask("and now?", history=[long_turn] * 6, max_new_tokens=8)
+    assert any("oldest turn" in w for w in pred.warnings)
+    assert pred.num_prompt_tokens + 8 <= predictor.config.language.max_position_embeddings
+    _script(predictor, "yes")
+    tagged = predictor.ask("ok?", history=[("what is at <region>?", "a cyst")])
+    assert any("without its mask" in w for w in tagged.warnings)
+
+
+def test_stop_strings_and_progress(predictor):
+    predictor.set_image(_image())
+    _script(predictor, "the liver is here. segment")
+    seen: list[tuple[str, float]] = []
+    pred = predictor.ask("where?", stop=["here"], progress=lambda phase, frac: seen.append((phase, frac)))
+    assert pred.finish_reason == "stop_string"
+    assert pred.answer == "the liver is" and "here" not in pred.raw_answer
+    phases = [p for p, _ in seen]
+    assert phases[0] == "prefill" and "decode" in phases and seen[-1] == ("done", 1.0)
+    assert all(0.0 <= f <= 1.0 for _, f in seen)
+
+
+def test_routing_stats_describe_prompt_and_answer(predictor):
+    predictor.set_image(_image())
+    _script(predictor, "the liver")
+    pred = predictor.ask("where?")
+    r = pred.routing
+    assert r.layers == [0, 1, 2, 3] and r.num_experts == 2
+    for shares in (r.prompt_share, r.prompt_image_share, r.prompt_text_share, r.answer_share):
+        assert len(shares) == 4 and all(sum(s) == pytest.approx(1.0) for s in shares)
+    n_answer = len(pred.answer_token_ids) + 1  # + the final </s>
+    assert len(r.answer_experts) == n_answer and all(len(t) == 4 for t in r.answer_experts)
+    expected_share0 = sum(t[0] == 0 for t in r.answer_experts) / n_answer
+    assert r.answer_share[0][0] == pytest.approx(expected_share0)
+    json.dumps(r.to_dict())
+
+
+def test_batch_prediction_matches_single_questions(predictor):
+    images = [_image(60, 90), _image(30, 20)]
+    region = np.ones((30, 20), bool)
+    batch = predictor.predict_batch(images, ["what is this?", "what is at <region>?"], [[], [region]], max_new_tokens=4)
+    predictor.set_image(images[0])
+    first = predictor.ask("what is this?", max_new_tokens=4)
+    predictor.set_image(images[1])
+    second = predictor.ask("what is at <region>?", [region], max_new_tokens=4)
+    assert [p.answer_token_ids for p in batch] == [first.answer_token_ids, second.answer_token_ids]
+
+
+def test_seeded_sampling_is_reproducible(predictor):
+    predictor.set_image(_image())
+    a = predictor.ask("what?", temperature=1.0, top_p=0.9, seed=3, max_new_tokens=6)
+    b = predictor.ask("what?", temperature=1.0, top_p=0.9, seed=3, max_new_tokens=6)
+    assert a.answer_token_ids == b.answer_token_ids

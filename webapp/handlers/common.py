@@ -1,0 +1,184 @@
+"""What every handler shares: the platform, who is asking, and error translation.
+
+Per-browser state lives in two ``gr.State`` values: the actor (a dict, see `actor_state`)
+and the view (a dict, see `empty_view`). Handlers receive and return them as plain dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image as PILImage
+
+from medplib.errors import UserInputError
+from webapp.regions import shown_size
+from worker.models import Role, User
+from worker.platform import Platform
+from worker.services.accounts import Actor, anonymous_actor
+from worker.services.errors import ServiceError
+from worker.services.images import load_display
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Longest side of the image copy put on the canvases and overlays (browser cost, not accuracy).
+CANVAS_MAX_SIDE_PX = 1024
+# Download files are kept this long for the browser to fetch them, then pruned.
+DOWNLOAD_TTL_S = 3600.0
+
+
+class UserFacingError(Exception):
+    """A failure whose ``str()`` is one sentence to show as is."""
+
+
+def message_of(exc: BaseException) -> str:
+    return str(exc).strip() or "That did not work; try again."
+
+
+@contextmanager
+def user_errors() -> Any:
+    """Turn service and input errors into `UserFacingError` (one sentence, no traceback)."""
+    try:
+        yield
+    except (ServiceError, UserInputError) as exc:
+        raise UserFacingError(message_of(exc)) from None
+
+
+@dataclass
+class Web:
+    """The platform plus web-only resources (a scratch directory for downloads)."""
+
+    platform: Platform
+    canvas_max_side_px: int = CANVAS_MAX_SIDE_PX
+    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="medplib-web-")))
+
+    def call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
+        with user_errors():
+            return self.platform.call(fn, **kwargs)
+
+    @property
+    def settings(self) -> Any:
+        return self.platform.settings
+
+    def download_path(self, name: str, data: bytes) -> str:
+        """Write bytes for one download under a fresh folder (the name is shown to the user)."""
+        self._prune()
+        folder = Path(tempfile.mkdtemp(dir=self.scratch))
+        path = folder / name
+        path.write_bytes(data)
+        return str(path)
+
+    def _prune(self) -> None:
+        cutoff = time.time() - DOWNLOAD_TTL_S
+        for folder in self.scratch.iterdir():
+            try:
+                if folder.stat().st_mtime < cutoff:
+                    for item in folder.iterdir():
+                        item.unlink(missing_ok=True)
+                    folder.rmdir()
+            except OSError:
+                continue
+
+    def shown_image(self, display_key: str, width_px: int, height_px: int) -> np.ndarray:
+        """The canvas copy of an image: (h, w, 3) uint8, longest side capped."""
+        rgb = load_display(self.platform.store, display_key)  # (H, W, 3)
+        shown_w, shown_h = shown_size(width_px, height_px, self.canvas_max_side_px)
+        if (shown_w, shown_h) == (width_px, height_px):
+            return rgb
+        with PILImage.fromarray(rgb) as im:
+            return np.asarray(im.resize((shown_w, shown_h), PILImage.Resampling.BILINEAR))
+
+
+# Actor state: {"user_id", "role", "anonymous", "username"}; empty until the page has loaded.
+
+
+def actor_state(actor: Actor, username: str) -> dict[str, Any]:
+    return {
+        "user_id": actor.user_id,
+        "role": actor.role.value,
+        "anonymous": actor.anonymous,
+        "username": username,
+    }
+
+
+def to_actor(state: dict[str, Any] | None) -> Actor | None:
+    if not state or not state.get("user_id"):
+        return None
+    return Actor(
+        user_id=state["user_id"], role=Role(state["role"]), anonymous=bool(state["anonymous"])
+    )
+
+
+def key_from_session_hash(session_hash: str | None) -> str:
+    """A browser key for clients without local storage (API clients, blocked storage)."""
+    seed = session_hash or str(time.time_ns())
+    return hashlib.sha256(f"medplib-browser:{seed}".encode()).hexdigest()[:32]
+
+
+def anonymous_state(web: Web, browser_key: str) -> dict[str, Any]:
+    def body(db: Any) -> dict[str, Any]:
+        actor = anonymous_actor(db, browser_key=browser_key)
+        user = db.get(User, actor.user_id)
+        return actor_state(actor, user.username if user else "anonymous")
+
+    return web.call(body)
+
+
+def ensure_actor(web: Web, state: dict[str, Any] | None, session_hash: str | None) -> Actor:
+    """The state's actor, or a fresh anonymous one when the page never loaded (API clients).
+
+    The caller must store the returned actor back: see `ensured_state`.
+    """
+    actor = to_actor(state)
+    if actor is not None:
+        return actor
+    fresh = anonymous_state(web, key_from_session_hash(session_hash))
+    if state is not None:
+        state.clear()
+        state.update(fresh)
+    actor = to_actor(fresh)
+    assert actor is not None
+    return actor
+
+
+def ensured_state(
+    web: Web, state: dict[str, Any] | None, session_hash: str | None
+) -> tuple[Actor, dict[str, Any]]:
+    """Like `ensure_actor`, also returning the state dict to put back into ``gr.State``."""
+    actor = to_actor(state)
+    if actor is not None and state is not None:
+        return actor, state
+    fresh = anonymous_state(web, key_from_session_hash(session_hash))
+    actor = to_actor(fresh)
+    assert actor is not None
+    return actor, fresh
+
+
+# View state: what the main screen currently shows.
+
+
+def empty_view() -> dict[str, Any]:
+    return {
+        "image_id": None,
+        "display_key": None,
+        "width_px": 0,
+        "height_px": 0,
+        "shown_w": 0,
+        "shown_h": 0,
+        "filename": None,
+        "session_id": None,
+        "token": None,  # a share token when the session is read through a link
+        "read_only": False,
+        "can_fork": False,
+        "job_id": None,
+        "regions": [],  # the regions last read off the canvases
+    }
