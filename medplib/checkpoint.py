@@ -216,7 +216,8 @@ def load_pretrained(
         raise ValueError(
             f"checkpoint {path} lacks weights for {missing[:5]} ({len(missing)} in all)"
         )
-    model.to(dtype=dtype)
+    # No model.to(dtype): parameters were created in `dtype` already, and a blanket cast would
+    # also round fp32-only state (router weights, rotary frequencies).
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     return model, tokenizer, config

@@ -9,11 +9,13 @@ last-layer hidden state that predicted it (the `<SEG>` mask prompt) and the MoE 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from medplib.errors import UserInputError
 from medplib.modeling.language_model import collect_routing
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.outputs import LayerRouting
@@ -34,6 +36,57 @@ class GenerationResult:
     )  # [token][moe layer] expert that predicted it
     prefill_s: float = 0.0
     decode_s: float = 0.0
+
+
+@dataclass
+class ContextFit:
+    """A conversation cut to fit the context window (see `fit_to_context`)."""
+
+    turns: list[Any]  # the turns kept, oldest first
+    ids: list[int]  # their token ids (with sentinels)
+    max_new_tokens: int  # possibly reduced answer budget
+    dropped_turns: int  # how many of the oldest turns were left out
+    warnings: list[str] = field(default_factory=list)
+
+
+def fit_to_context(
+    turns: Sequence[Any],
+    encode: Callable[[Sequence[Any]], list[int]],
+    *,
+    extra_tokens: int,
+    context_length: int,
+    max_new_tokens: int,
+) -> ContextFit:
+    """Drop the oldest turns until prompt + answer fit `context_length` positions.
+
+    `encode(turns)` gives the prompt ids; `extra_tokens` is what the model adds on top (the
+    visual tokens replacing the image placeholder). The image stays with the first kept turn.
+    If the last turn alone is too long, the answer budget shrinks; if even that is not enough,
+    a UserInputError asks for a shorter question.
+    """
+    kept = list(turns)
+    notes: list[str] = []
+    while True:
+        ids = encode(kept)
+        length = len(ids) + extra_tokens
+        if length + max_new_tokens <= context_length:
+            return ContextFit(kept, ids, max_new_tokens, len(turns) - len(kept), notes)
+        if len(kept) > 1:
+            kept = kept[1:]
+            notes.append(
+                "The conversation was too long for the model; the oldest turn was left out."
+            )
+            continue
+        if length < context_length:
+            budget = context_length - length
+            notes.append(
+                f"The answer was limited to {budget} tokens to fit the model's context window."
+            )
+            return ContextFit(kept, ids, budget, len(turns) - len(kept), notes)
+        raise UserInputError(
+            f"The question needs {length} tokens with the image but the model reads at most "
+            f"{context_length}; shorten it."
+        )
 
 
 def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -30,7 +30,7 @@ from medplib.checkpoint import (
 )
 from medplib.conversation import count_region_tags, encode_conversation, normalize_region_tags
 from medplib.errors import UserInputError
-from medplib.generation import GenerationResult, generate
+from medplib.generation import GenerationResult, fit_to_context, generate
 from medplib.masks import mask_bbox_xyxy_px
 from medplib.modeling.batching import clip_and_sam_inputs
 from medplib.modeling.image_processing import ImageGeometry, region_patch_weights, to_rgb_uint8
@@ -364,31 +364,6 @@ class MedPLIBPredictor:
                 f"The question has more <region> tags than regions were given: {exc}."
             ) from exc
 
-    def _fit_context(self, turns, masks, max_new_tokens, warn):
-        """Drop the oldest history turns until prompt + answer fit the context window."""
-        n_vis = self.config.vision.num_patches
-        limit = self.config.language.max_position_embeddings
-        while True:
-            ids, _ = encode_conversation(
-                self.tokenizer, turns, use_im_start_end=self.config.use_im_start_end
-            )
-            length = len(ids) - 1 + n_vis
-            if length + max_new_tokens <= limit:
-                return turns, masks, ids, max_new_tokens
-            if len(turns) > 1:
-                dropped = count_region_tags(turns[0][0])
-                turns, masks = turns[1:], masks[dropped:]
-                warn("The conversation was too long for the model; the oldest turn was left out.")
-                continue
-            if length < limit:
-                warn(
-                    f"The answer was limited to {limit - length} tokens to fit the model's context window."
-                )
-                return turns, masks, ids, limit - length
-            raise UserInputError(
-                f"The question needs {length} tokens with the image but the model reads at most {limit}; shorten it."
-            )
-
     @torch.no_grad()
     def _answer(
         self,
@@ -408,9 +383,18 @@ class MedPLIBPredictor:
         report = progress or (lambda phase, frac: None)
         self._validate_options(question, max_new_tokens, temperature, top_p)
         turns, masks = self._build_turns(question, regions, history, enc.original_hw, notes.append)
-        turns, masks, ids, max_new = self._fit_context(
-            turns, masks, int(max_new_tokens), notes.append
+        fit = fit_to_context(
+            turns,
+            lambda ts: encode_conversation(
+                self.tokenizer, ts, use_im_start_end=self.config.use_im_start_end
+            )[0],
+            extra_tokens=self.config.vision.num_patches - 1,  # the placeholder becomes N tokens
+            context_length=self.config.language.max_position_embeddings,
+            max_new_tokens=int(max_new_tokens),
         )
+        notes.extend(fit.warnings)
+        dropped_regions = sum(count_region_tags(q) for q, _ in turns[: fit.dropped_turns])
+        masks, ids, max_new = masks[dropped_regions:], fit.ids, fit.max_new_tokens
         report("prefill", 0.0)
         model = self.model
         weights = [

@@ -210,11 +210,34 @@ def register_bench(sub: Any) -> None:
         help="a PostgreSQL database the benchmark may create scratch databases from",
     )
     q.set_defaults(func=_bench_queue)
+    load = bsub.add_parser("load", help="many users at once: completion, latency, leaks")
+    load.add_argument("--users", type=int, default=20)
+    load.add_argument("--jobs", type=int, default=200)
+    load.add_argument("--workers", type=int, default=2, help="Celery workers (distributed)")
+    load.add_argument(
+        "--model-seconds", type=float, default=0.05, help="stand-in model time per answer"
+    )
+    load.add_argument("--json", action="store_true", help="print JSON (the only output format)")
+    load.add_argument("--broker-url", default="redis://127.0.0.1:6379/9")
+    load.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    load.set_defaults(func=_bench_load)
     try:
         from medplib.bench.cli import register as register_model_benchmarks
     except ImportError:
         return
     register_model_benchmarks(bsub)
+
+
+def _bench_load(args: argparse.Namespace) -> int:
+    import json
+
+    from worker.bench.load import run
+
+    if args.users < 1 or args.jobs < 1:
+        print("medplib bench load: error: --users and --jobs must be at least 1", file=sys.stderr)
+        return 2
+    print(json.dumps(run(args), indent=2))
+    return 0
 
 
 def _bench_queue(args: argparse.Namespace) -> int:

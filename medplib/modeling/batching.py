@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from medplib.conversation import count_region_tags, encode_conversation, normalize_region_tags
 from medplib.errors import UserInputError
@@ -96,10 +97,18 @@ def clip_and_sam_inputs(image_rgb: np.ndarray, config: MedPLIBConfig):
     )
     sam_cfg = SamMed2DConfig.from_dict(config.sam)
     size = sam_cfg.image_encoder.img_size
+    hw = resize_longest_side_hw(image_rgb.shape[:2], size)
+    small = image_rgb
+    if hw != image_rgb.shape[:2]:
+        # Resize in uint8 first: the same antialiased bilinear result as resizing inside
+        # `preprocess_image`, without a float copy of a (possibly 8192-px) original.
+        small = np.array(
+            Image.fromarray(image_rgb).resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+        )
     sam = preprocess_image(
-        image_rgb, target_px=size, pixel_mean=sam_cfg.pixel_mean, pixel_std=sam_cfg.pixel_std
+        small, target_px=size, pixel_mean=sam_cfg.pixel_mean, pixel_std=sam_cfg.pixel_std
     )
-    return clip, geo, sam, resize_longest_side_hw(image_rgb.shape[:2], size)
+    return clip, geo, sam, hw
 
 
 def collate(

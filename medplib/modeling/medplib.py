@@ -52,11 +52,11 @@ class MedPLIBForCausalLM(nn.Module):
     # ----------------------------------------------------------------------------------- helpers
     @property
     def device(self) -> torch.device:
-        return self.language_model.get_input_embeddings().weight.device
+        return next(self.language_model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.language_model.get_input_embeddings().weight.dtype
+        return next(self.language_model.parameters()).dtype
 
     @property
     def seg_token_id(self) -> int:

@@ -32,7 +32,9 @@ class ScriptedHead(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_tokenizer([SYSTEM_PROMPT, "the liver is here. segment the kidney please."] * 8, vocab_size=400)
+    return train_tokenizer(
+        [SYSTEM_PROMPT, "the liver is here. segment the kidney please."] * 8, vocab_size=400
+    )
 
 
 @pytest.fixture()
@@ -55,7 +57,10 @@ def test_default_untrained_checkpoint_loads_and_answers(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDPLIB_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(ckpt, "ASSET_DEMO_DIR", tmp_path / "absent")
     p = MedPLIBPredictor.from_pretrained(None)
-    assert p.checkpoint_id.startswith("tiny-untrained-") and len(p.checkpoint_id) == len("tiny-untrained-") + 10
+    assert (
+        p.checkpoint_id.startswith("tiny-untrained-")
+        and len(p.checkpoint_id) == len("tiny-untrained-") + 10
+    )
     assert p.config.trained is False
     p.set_image(_image())
     pred = p.ask("What can you interpret from the overall image?", max_new_tokens=5)
@@ -91,8 +96,10 @@ def test_mask_threshold_is_applied_to_sigmoid(predictor):
     _script(predictor, "<SEG>")
     lr = predictor.model.sam.img_size // 4
     logit = float(np.log(0.3 / 0.7))  # sigmoid = 0.3: above 0.1, below 0.5
-    predictor.model.sam.decode_text_prompts = lambda e, t, i, multimask_output=False: SamDecoderOutput(
-        torch.full((t.shape[0], 1, lr, lr), logit), torch.full((t.shape[0], 1), 0.8)
+    predictor.model.sam.decode_text_prompts = lambda e, t, i, multimask_output=False: (
+        SamDecoderOutput(
+            torch.full((t.shape[0], 1, lr, lr), logit), torch.full((t.shape[0], 1), 0.8)
+        )
     )
     pred = predictor.ask("segment")
     assert pred.masks[0].area_px == 32 * 32
@@ -115,7 +122,12 @@ def test_image_is_encoded_once_per_set_image(predictor):
 
 @pytest.mark.parametrize(
     "image",
-    [np.zeros((1, 1, 3), np.uint8), np.zeros((40, 7), np.uint8), np.zeros((9, 30, 4), np.uint8), np.arange(600, dtype=np.uint16).reshape(20, 30)],
+    [
+        np.zeros((1, 1, 3), np.uint8),
+        np.zeros((40, 7), np.uint8),
+        np.zeros((9, 30, 4), np.uint8),
+        np.arange(600, dtype=np.uint16).reshape(20, 30),
+    ],
 )
 def test_odd_images_are_accepted(predictor, image):
     predictor.set_image(image)
@@ -155,7 +167,9 @@ def test_regions_change_the_prompt(predictor):
     one = predictor.ask("What is here?", [a])
     _script(predictor, "yes")
     two = predictor.ask("Compare <region> to", [a, b])
-    assert two.num_prompt_tokens - one.num_prompt_tokens >= 3  # a second <region> x </region> triple
+    assert (
+        two.num_prompt_tokens - one.num_prompt_tokens >= 3
+    )  # a second <region> x </region> triple
 
 
 def test_history_is_used_and_truncated_from_the_left(predictor):
@@ -179,7 +193,9 @@ def test_stop_strings_and_progress(predictor):
     predictor.set_image(_image())
     _script(predictor, "the liver is here. segment")
     seen: list[tuple[str, float]] = []
-    pred = predictor.ask("where?", stop=["here"], progress=lambda phase, frac: seen.append((phase, frac)))
+    pred = predictor.ask(
+        "where?", stop=["here"], progress=lambda phase, frac: seen.append((phase, frac))
+    )
     assert pred.finish_reason == "stop_string"
     assert pred.answer == "the liver is" and "here" not in pred.raw_answer
     phases = [p for p, _ in seen]
@@ -205,7 +221,9 @@ def test_routing_stats_describe_prompt_and_answer(predictor):
 def test_batch_prediction_matches_single_questions(predictor):
     images = [_image(60, 90), _image(30, 20)]
     region = np.ones((30, 20), bool)
-    batch = predictor.predict_batch(images, ["what is this?", "what is at <region>?"], [[], [region]], max_new_tokens=4)
+    batch = predictor.predict_batch(
+        images, ["what is this?", "what is at <region>?"], [[], [region]], max_new_tokens=4
+    )
     predictor.set_image(images[0])
     first = predictor.ask("what is this?", max_new_tokens=4)
     predictor.set_image(images[1])

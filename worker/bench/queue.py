@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,9 @@ def _seed(platform: Platform, sessions: int) -> tuple[Actor, list[str]]:
     return platform.call(body)
 
 
-def _final_rows(platform: Platform, job_ids: list[str], timeout_s: float) -> dict[str, Job]:
+def _final_rows(
+    platform: Platform, job_ids: list[str], timeout_s: float, *, poll_s: float = 0.002
+) -> dict[str, Job]:
     deadline = time.monotonic() + timeout_s
     while True:
         rows = platform.call(
@@ -66,7 +70,7 @@ def _final_rows(platform: Platform, job_ids: list[str], timeout_s: float) -> dic
         )
         if all(j.status.final for j in rows.values()) or time.monotonic() > deadline:
             return rows
-        time.sleep(0.002)
+        time.sleep(poll_s)
 
 
 def _ts(moment: datetime) -> float:
@@ -105,24 +109,31 @@ def measure(platform: Platform, *, jobs: int, timeout_s: float = 120.0) -> dict[
     }
 
 
-def _embedded(jobs: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
+@contextmanager
+def running_stack(
+    mode: str,
+    tmp: Path,
+    *,
+    postgres_admin_url: str,
+    broker_url: str,
+    workers: int = 1,
+    noop_delay_s: float = 0.0,
+) -> Iterator[Platform]:
+    """A throw-away platform with the noop model: embedded on SQLite, or PostgreSQL +
+    Redis + ``workers`` Celery worker processes. Everything is removed afterwards."""
+    if mode == "embedded":
         url = f"sqlite:///{tmp}/bench.db"
         command.upgrade(alembic_config(url), "head")
         platform = build_platform(
-            Settings(database_url=url, artefact_dir=Path(tmp) / "a"),
-            holder=PredictorHolder(NoopPredictor),
+            Settings(database_url=url, artefact_dir=tmp / "a"),
+            holder=PredictorHolder(lambda: NoopPredictor(delay_s=noop_delay_s)),
         )
         platform.runner.start()
         try:
-            return {"mode": "embedded", "workers": 1, **measure(platform, jobs=jobs)}
+            yield platform
         finally:
             platform.runner.stop()
-
-
-def _distributed(
-    jobs: int, *, postgres_admin_url: str, broker_url: str, workers: int
-) -> dict[str, Any]:
+        return
     name = f"medplib_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -131,33 +142,30 @@ def _distributed(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         command.upgrade(alembic_config(url), "head")
-        with tempfile.TemporaryDirectory() as tmp:
-            env = {
-                **os.environ,
-                "MEDPLIB_DATABASE_URL": url,
-                "MEDPLIB_BROKER_URL": broker_url,
-                "MEDPLIB_PREDICTOR": "noop",
-                "MEDPLIB_ARTEFACT_DIR": f"{tmp}/a",
-            }
-            for _ in range(workers):
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "medplib.cli", "worker", "--loglevel", "WARNING"],
-                        env=env,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                        start_new_session=True,
-                    )
+        env = {
+            **os.environ,
+            "MEDPLIB_DATABASE_URL": url,
+            "MEDPLIB_BROKER_URL": broker_url,
+            "MEDPLIB_PREDICTOR": "noop",
+            "MEDPLIB_NOOP_DELAY_S": str(noop_delay_s),
+            "MEDPLIB_ARTEFACT_DIR": str(tmp / "a"),
+        }
+        for _ in range(workers):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "medplib.cli", "worker", "--loglevel", "WARNING"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
-            settings = Settings(
-                database_url=url,
-                broker_url=broker_url,
-                predictor="noop",
-                artefact_dir=Path(tmp) / "a",
             )
-            platform = build_platform(settings, holder=PredictorHolder(NoopPredictor))
-            _warm_up(platform)
-            return {"mode": "distributed", "workers": workers, **measure(platform, jobs=jobs)}
+        settings = Settings(
+            database_url=url, broker_url=broker_url, predictor="noop", artefact_dir=tmp / "a"
+        )
+        platform = build_platform(settings, holder=PredictorHolder(NoopPredictor))
+        _warm_up(platform)
+        yield platform
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -179,15 +187,23 @@ def _warm_up(platform: Platform) -> None:
 
 
 def run(args: Any) -> dict[str, Any]:
-    results = [_embedded(args.jobs)]
-    if args.broker_url:
-        for workers in (1, 2):
-            results.append(
-                _distributed(
-                    args.jobs,
-                    postgres_admin_url=args.postgres_url,
-                    broker_url=args.broker_url,
-                    workers=workers,
-                )
-            )
-    return {"benchmark": "queue", "jobs": args.jobs, "results": results}
+    runs = [("embedded", 1)] + ([("distributed", 1), ("distributed", 2)] if args.broker_url else [])
+    results = []
+    for mode, workers in runs:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            running_stack(
+                mode,
+                Path(tmp),
+                postgres_admin_url=args.postgres_url,
+                broker_url=args.broker_url,
+                workers=workers,
+            ) as platform,
+        ):
+            results.append({"mode": mode, "workers": workers, **measure(platform, jobs=args.jobs)})
+    return {
+        "benchmark": "queue",
+        "jobs": args.jobs,
+        "cpu_count": os.cpu_count(),
+        "results": results,
+    }

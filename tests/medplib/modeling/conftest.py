@@ -30,4 +30,3 @@ def tiny_model(tiny_tokenizer):
 @pytest.fixture()
 def tiny_dense_model(tiny_tokenizer):
     return build_model("tiny-dense", tiny_tokenizer, seed=1).eval()
-

@@ -51,7 +51,9 @@ def test_round_trip_gives_identical_outputs(tmp_path, tiny_model, tiny_tokenizer
     assert stored == ckpt.weights_fingerprint(model.state_dict())
 
 
-def test_fp16_storage_halves_size_and_keeps_router_fp32_in_memory(tmp_path, tiny_model, tiny_tokenizer):
+def test_fp16_storage_halves_size_and_keeps_router_fp32_in_memory(
+    tmp_path, tiny_model, tiny_tokenizer
+):
     ckpt.save_pretrained(tiny_model, tiny_tokenizer, tmp_path, dtype=torch.float16)
     with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
         key = "language_model.model.layers.0.mlp.experts.0.up_proj.weight"

@@ -71,7 +71,9 @@ def test_vl_expert_without_scaling_reproduces_the_vl_model(experts, tiny_tokeniz
     img = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     batch = collate([Sample(img, [("What is this?", "A scan.")])], tiny_tokenizer, vl.config)
     with torch.no_grad():
-        torch.testing.assert_close(moe(**batch.model_inputs()).logits, vl(**batch.model_inputs()).logits)
+        torch.testing.assert_close(
+            moe(**batch.model_inputs()).logits, vl(**batch.model_inputs()).logits
+        )
 
 
 def test_assembly_from_directories_and_mismatch_errors(experts, tiny_tokenizer, tmp_path):

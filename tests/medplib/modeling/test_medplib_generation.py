@@ -29,7 +29,9 @@ def test_kv_cache_decoding_equals_full_recomputation(tiny_model, tiny_tokenizer)
     assert len(cached.token_ids) == 12 and cached.finish_reason == "length"
     assert cached.token_ids == full.token_ids
     assert cached.token_experts == full.token_experts
-    torch.testing.assert_close(cached.predicting_hidden, full.predicting_hidden, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        cached.predicting_hidden, full.predicting_hidden, rtol=1e-4, atol=1e-5
+    )
     assert cached.predicting_hidden.shape == (12, tiny_model.config.language.hidden_size)
     # The first token is predicted by the last prompt position.
     last = tiny_model.language_model.model(inputs_embeds=embeds).last_hidden_state[0, -1]
@@ -40,7 +42,15 @@ def test_kv_cache_decoding_equals_full_recomputation(tiny_model, tiny_tokenizer)
 def test_sampled_decoding_is_seeded_and_cache_independent(tiny_model, tiny_tokenizer):
     embeds = _prompt_embeds(tiny_model, tiny_tokenizer)
     runs = [
-        generate(tiny_model, embeds, max_new_tokens=8, temperature=1.5, top_p=0.9, use_cache=c, generator=torch.Generator().manual_seed(7))
+        generate(
+            tiny_model,
+            embeds,
+            max_new_tokens=8,
+            temperature=1.5,
+            top_p=0.9,
+            use_cache=c,
+            generator=torch.Generator().manual_seed(7),
+        )
         for c in (True, False, True)
     ]
     assert runs[0].token_ids == runs[1].token_ids == runs[2].token_ids

@@ -43,10 +43,16 @@ def test_forward_shapes_and_expanded_labels(tiny_model, tiny_tokenizer):
 
 def test_region_feature_is_spliced_between_region_tokens(tiny_model, tiny_tokenizer):
     region = _mask(48, 80, (0, 48, 0, 40)).astype(bool)
-    batch = collate([Sample(_image(), [("Look at <region> now", "ok")], [region])], tiny_tokenizer, tiny_model.config)
+    batch = collate(
+        [Sample(_image(), [("Look at <region> now", "ok")], [region])],
+        tiny_tokenizer,
+        tiny_model.config,
+    )
     patches, visual = tiny_model.encode_clip(batch.clip_pixels)
     feats = tiny_model.encode_regions(patches, batch.region_weights)
-    embeds, _, token_ids, _ = tiny_model.assemble_embeddings(batch.input_ids, batch.attention_mask, visual, feats)
+    embeds, _, token_ids, _ = tiny_model.assemble_embeddings(
+        batch.input_ids, batch.attention_mask, visual, feats
+    )
     pos = int(torch.nonzero(token_ids[0] == REGION_SENTINEL))
     torch.testing.assert_close(embeds[0, pos], feats[0][0])
     w = batch.region_weights[0][0]
@@ -59,7 +65,11 @@ def test_each_seg_token_yields_a_mask_from_the_preceding_state(tiny_model, tiny_
     h, w = 40, 70
     answer = "The liver" + " and <SEG>" * n_seg + "."
     targets = [_mask(h, w, (5 + i, 20 + i, 10, 40)) for i in range(n_seg)]
-    batch = collate([Sample(_image(h, w), [("Segment the liver", answer)], (), targets)], tiny_tokenizer, tiny_model.config)
+    batch = collate(
+        [Sample(_image(h, w), [("Segment the liver", answer)], (), targets)],
+        tiny_tokenizer,
+        tiny_model.config,
+    )
     out = tiny_model(**batch.model_inputs())
     assert len(out.pred_mask_logits) == n_seg
     assert out.pred_mask_sample_index == [0] * n_seg
@@ -69,7 +79,11 @@ def test_each_seg_token_yields_a_mask_from_the_preceding_state(tiny_model, tiny_
         sam_emb = tiny_model.encode_sam(batch.sam_pixels)
         hidden = out.last_hidden_state[0, seg_pos - 1]  # the state that predicts <SEG>
         expected, _ = tiny_model.decode_masks(
-            hidden, sam_emb, torch.zeros(n_seg, dtype=torch.long), batch.sam_input_hw * n_seg, [(h, w)] * n_seg
+            hidden,
+            sam_emb,
+            torch.zeros(n_seg, dtype=torch.long),
+            batch.sam_input_hw * n_seg,
+            [(h, w)] * n_seg,
         )
         for got, want in zip(out.pred_mask_logits, expected, strict=True):
             assert got.shape == (h, w)
@@ -79,12 +93,19 @@ def test_each_seg_token_yields_a_mask_from_the_preceding_state(tiny_model, tiny_
         assert out.bce_loss is not None and out.bce_loss.item() == 0.0
 
 
-def test_training_loss_is_the_weighted_sum_and_reaches_every_trained_part(tiny_model, tiny_tokenizer):
+def test_training_loss_is_the_weighted_sum_and_reaches_every_trained_part(
+    tiny_model, tiny_tokenizer
+):
     tiny_model.train()
     tiny_model.config.moe.router_aux_loss_coef = 0.01
     region = _mask(40, 40, (0, 10, 0, 10)).astype(bool)
     samples = [
-        Sample(_image(40, 40), [("Segment the kidney near <region>", "Kidney: <SEG>")], [region], [_mask(40, 40, (5, 30, 5, 30))]),
+        Sample(
+            _image(40, 40),
+            [("Segment the kidney near <region>", "Kidney: <SEG>")],
+            [region],
+            [_mask(40, 40, (5, 30, 5, 30))],
+        ),
         Sample(_image(50, 30, 2), [("What is this?", "A lesion.")]),
     ]
     out = tiny_model(**collate(samples, tiny_tokenizer, tiny_model.config).model_inputs())
@@ -124,7 +145,9 @@ def _stub_decoder(model, low_res: torch.Tensor):
 
     def decode(image_embeddings, text_embeds, image_index, multimask_output=False):
         n = text_embeds.shape[0]
-        return SamDecoderOutput(low_res.expand(n, 1, *low_res.shape[-2:]).clone(), torch.zeros(n, 1))
+        return SamDecoderOutput(
+            low_res.expand(n, 1, *low_res.shape[-2:]).clone(), torch.zeros(n, 1)
+        )
 
     model.sam.decode_text_prompts = decode
 
@@ -136,7 +159,13 @@ def test_non_square_masks_are_unpadded_not_stretched(tiny_model):
     valid = torch.full((1, 1, lr, lr), -10.0)
     valid[..., lr // 4 : lr // 4 + lr // 4, :] = 10.0  # top half of the valid (un-padded) band
     _stub_decoder(tiny_model, valid)
-    masks, _ = tiny_model.decode_masks(torch.zeros(1, 256), torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), [(64, 128)], [(h, w)])
+    masks, _ = tiny_model.decode_masks(
+        torch.zeros(1, 256),
+        torch.zeros(1, 1, 8, 8),
+        torch.zeros(1, dtype=torch.long),
+        [(64, 128)],
+        [(h, w)],
+    )
     binary = masks[0] > 0
     assert binary.shape == (h, w)
     rows = binary.float().mean(dim=1)

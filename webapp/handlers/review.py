@@ -1,0 +1,167 @@
+"""The reviewer's queue, rating form, agreement statistics and exports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from medplib.masks import decode_rle, resize_mask_nearest
+from webapp import render
+from webapp.handlers.common import UserFacingError, Web, to_actor
+from webapp.handlers.views import image_data, turn_data
+from webapp.regions import question_for_display
+from worker.models import Role, Turn
+from worker.services.accounts import require
+from worker.services.errors import NotFound
+from worker.services.reviews import (
+    agreement_report,
+    checkpoint_table,
+    export_ratings,
+    rate_turn,
+    review_queue,
+)
+
+# The form has this many mask-verdict pickers; answers with more masks are rated elsewhere.
+MAX_MASK_VERDICTS = 8
+VERDICTS = ["good", "partly", "wrong"]
+CORRECT_CHOICES = ["yes", "no", "unsure"]
+CHECKPOINT_HEADERS = [
+    "checkpoint",
+    "ratings",
+    "mean_text_score",
+    "share_correct",
+    "masks_rated",
+    "masks_good",
+    "masks_partly",
+    "masks_wrong",
+]
+
+
+def _fail(exc: UserFacingError) -> dict[str, Any]:
+    return {"review_status": f"⚠ {render.escape_text(str(exc))}"}
+
+
+def load_queue(web: Web, actor_state: dict[str, Any] | None) -> dict[str, Any]:
+    actor = to_actor(actor_state)
+    if actor is None:
+        return {"review_status": "Log in with a reviewer account first."}
+
+    def body(db: Any) -> list[tuple[str, str]]:
+        return [
+            (f"{t.answered_at:%Y-%m-%d %H:%M} — {t.question[:60]}", t.id)
+            for t in review_queue(db, actor=actor, limit=50)
+        ]
+
+    try:
+        choices = web.call(body)
+    except UserFacingError as exc:
+        return _fail(exc)
+    first = choices[0][1] if choices else None
+    status = f"{len(choices)} answers to rate." if choices else "Nothing left to rate."
+    return {"review_pick": gr.update(choices=choices, value=first), "review_status": status}
+
+
+def show_item(web: Web, turn_id: str | None, actor_state: dict[str, Any] | None) -> dict:
+    """The answer under review: image with its masks, question, answer, one picker per mask."""
+    actor = to_actor(actor_state)
+    hidden = {f"verdict_{i}": gr.update(visible=False, value=None) for i in range(MAX_MASK_VERDICTS)}
+    if actor is None or not turn_id:
+        return {"review_image": None, "review_text": "", **hidden}
+
+    def body(db: Any) -> tuple[Any, Any]:
+        require(actor, Role.reviewer)
+        turn = db.get(Turn, turn_id)
+        if turn is None or turn.answer is None:
+            raise NotFound("That answer does not exist or has not finished.")
+        return turn_data(turn), image_data(turn.session.image)
+
+    try:
+        turn, image = web.call(body)
+    except UserFacingError as exc:
+        return {**_fail(exc), **hidden}
+    shown = web.shown_image(image.display_key, image.width_px, image.height_px)
+    masks = [resize_mask_nearest(decode_rle(m.rle), shown.shape[:2]) for m in turn.masks]
+    question = question_for_display(turn.question, turn.regions)
+    text = (
+        f"**Question:** {render.escape_text(question)}\n\n"
+        f"**Answer:** {render.escape_text(turn.answer)}\n\n"
+        f"{len(turn.masks)} mask(s)."
+    )
+    out: dict[str, Any] = {
+        "review_image": render.overlay_masks(shown, masks, opacity=0.45),
+        "review_text": text,
+        "review_badge": render.checkpoint_badge_html(turn.checkpoint_id),
+        **hidden,
+    }
+    for i in range(min(len(turn.masks), MAX_MASK_VERDICTS)):
+        out[f"verdict_{i}"] = gr.update(visible=True, value=None, label=f"mask {i + 1}")
+    if len(turn.masks) > MAX_MASK_VERDICTS:
+        out["review_status"] = (
+            f"This answer has {len(turn.masks)} masks; the form rates at most "
+            f"{MAX_MASK_VERDICTS}. Use the API to rate it."
+        )
+    return out
+
+
+def submit_rating(
+    web: Web,
+    turn_id: str | None,
+    text_score: float | None,
+    correct: str | None,
+    comment: str,
+    verdicts: list[str | None],
+    actor_state: dict[str, Any] | None,
+) -> dict[str, Any]:
+    actor = to_actor(actor_state)
+    if actor is None or not turn_id:
+        return {"review_status": "Pick an answer to rate."}
+    # Hidden pickers hold None; the service checks there is one verdict per mask.
+    given = [v for v in verdicts if v is not None]
+    try:
+        web.call(
+            lambda db: rate_turn(
+                db,
+                actor=actor,
+                turn_id=turn_id,
+                text_score=int(text_score or 0),
+                text_correct={"yes": True, "no": False}.get(correct or "unsure"),
+                mask_verdicts=list(given),
+                comment=comment or "",
+            ).id
+        )
+    except UserFacingError as exc:
+        return _fail(exc)
+    out = load_queue(web, actor_state)
+    out["review_status"] = "Rating saved. " + str(out.get("review_status", ""))
+    return out
+
+
+def statistics(web: Web, actor_state: dict[str, Any] | None) -> dict[str, Any]:
+    """Agreement between reviewers and the per-checkpoint table (reviewers only)."""
+    actor = to_actor(actor_state)
+    if actor is None:
+        return {"review_status": "Log in with a reviewer account first."}
+
+    def body(db: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        require(actor, Role.reviewer)
+        return agreement_report(db), checkpoint_table(db)
+
+    try:
+        agreement, table = web.call(body)
+    except UserFacingError as exc:
+        return _fail(exc)
+    rows = [[row.get(h) for h in CHECKPOINT_HEADERS] for row in table]
+    return {"agreement": agreement, "checkpoint_table": rows}
+
+
+def export(web: Web, fmt: str, actor_state: dict[str, Any] | None) -> dict[str, Any]:
+    actor = to_actor(actor_state)
+    if actor is None:
+        return {"review_status": "Log in with a reviewer account first."}
+    try:
+        text = web.call(export_ratings, actor=actor, fmt=fmt)
+    except UserFacingError as exc:
+        return _fail(exc)
+    path = web.download_path(f"medplib-ratings.{fmt}", text.encode())
+    return {"export_file": path, "review_status": f"Exported {text.count(chr(10))} lines."}

@@ -1,0 +1,165 @@
+"""Share links (view / fork), class links, revocation and an instructor's class overview."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import gradio as gr
+
+from webapp import render
+from webapp.handlers.common import UserFacingError, Web, to_actor
+from webapp.handlers.screen import session_screen
+from webapp.handlers.views import read_session
+from worker.models import LinkKind, LinkRole, ShareLink, User
+from worker.services.shares import class_forks, create_share_link, list_links, revoke_link
+
+# Expiry choices shown in the UI: label -> hours (None never expires).
+EXPIRY_CHOICES: dict[str, float | None] = {
+    "1 hour": 1,
+    "1 day": 24,
+    "7 days": 24 * 7,
+    "30 days": 24 * 30,
+    "never": None,
+}
+ROLE_CHOICES = [("view only", "view"), ("view and fork", "fork")]
+
+
+def share_url(base_url: str, token: str, *, kind: str = "session") -> str:
+    key = "class" if kind == LinkKind.klass.value else "share"
+    return f"{base_url.rstrip('/')}/?{urlencode({key: token})}"
+
+
+def base_url_of(request: Any, root_path: str = "") -> str:
+    """The address the browser used, honouring a reverse proxy's forwarded headers."""
+    headers = getattr(request, "headers", None) or {}
+    host = headers.get("x-forwarded-host") or headers.get("host") or "127.0.0.1:7860"
+    proto = headers.get("x-forwarded-proto") or "http"
+    return f"{proto}://{host}{root_path}"
+
+
+def _link_row(link: ShareLink) -> tuple[str, str]:
+    expiry = f"expires {link.expires_at:%Y-%m-%d %H:%M}" if link.expires_at else "no expiry"
+    state = "revoked" if link.revoked_at else expiry
+    kind = "class link" if link.kind is LinkKind.klass else f"{link.role.value} link"
+    return f"{kind}, made {link.created_at:%Y-%m-%d %H:%M}, {state}", link.id
+
+
+def expires_in(choice: str | None) -> timedelta | None:
+    hours = EXPIRY_CHOICES.get(choice or "7 days", 24 * 7)
+    return None if hours is None else timedelta(hours=hours)
+
+
+def create_link(
+    web: Web,
+    role: str,
+    expiry: str,
+    as_class: bool,
+    view: dict[str, Any],
+    actor_state: dict[str, Any] | None,
+    base_url: str,
+) -> dict[str, Any]:
+    actor = to_actor(actor_state)
+    session_id = view.get("session_id")
+    if actor is None or not session_id or view.get("read_only"):
+        return {"share_status": "Ask a question first: only your own saved sessions can be shared."}
+    kind = LinkKind.klass if as_class else LinkKind.session
+    def body(db: Any) -> tuple[str, str]:
+        link, token = create_share_link(
+            db,
+            actor=actor,
+            session_id=session_id,
+            role=LinkRole(role),
+            kind=kind,
+            expires_in=expires_in(expiry),
+        )
+        return link.kind.value, token
+
+    try:
+        made_kind, token = web.call(body)
+    except UserFacingError as exc:
+        return {"share_status": f"⚠ {render.escape_text(str(exc))}"}
+    url = share_url(base_url, token, kind=made_kind)
+    what = "Class link" if kind is LinkKind.klass else "Link"
+    return {
+        "share_url": url,
+        "share_status": f"{what} created. Copy it now: it is shown only once.",
+        **links_list(web, view, actor_state),
+    }
+
+
+def links_list(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | None) -> dict:
+    actor = to_actor(actor_state)
+    session_id = view.get("session_id")
+    if actor is None or not session_id or view.get("read_only"):
+        return {"links": gr.update(choices=[], value=None)}
+    try:
+        rows = web.call(
+            lambda db: [_link_row(link) for link in list_links(db, actor=actor, session_id=session_id)]
+        )
+    except UserFacingError as exc:
+        return {"share_status": f"⚠ {render.escape_text(str(exc))}"}
+    return {"links": gr.update(choices=rows, value=rows[0][1] if rows else None)}
+
+
+def revoke(
+    web: Web, link_id: str | None, view: dict[str, Any], actor_state: dict[str, Any] | None
+) -> dict[str, Any]:
+    actor = to_actor(actor_state)
+    if actor is None or not link_id:
+        return {"share_status": "Pick a link to revoke."}
+    try:
+        web.call(lambda db: revoke_link(db, actor=actor, link_id=link_id).id)
+    except UserFacingError as exc:
+        return {"share_status": f"⚠ {render.escape_text(str(exc))}"}
+    return {"share_status": "Link revoked: it stops working now.", **links_list(web, view, actor_state)}
+
+
+CLASS_HEADERS = ["student", "answers", "last question", "last answer", "session id"]
+
+
+def class_overview(
+    web: Web, link_id: str | None, actor_state: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Each student's fork of a class link: who, how many answers, the latest exchange."""
+    actor = to_actor(actor_state)
+    if actor is None or not link_id:
+        return {"class_status": "Pick a class link first."}
+
+    def body(db: Any) -> list[list[Any]]:
+        rows = []
+        for fork in class_forks(db, actor=actor, link_id=link_id):
+            owner = db.get(User, fork.owner_id)
+            answered = [t for t in fork.turns if t.answer is not None]
+            last = answered[-1] if answered else None
+            rows.append(
+                [
+                    owner.username if owner else "?",
+                    len(answered),
+                    last.question if last else "",
+                    last.answer if last else "",
+                    fork.id,
+                ]
+            )
+        return rows
+
+    try:
+        rows = web.call(body)
+    except UserFacingError as exc:
+        return {"class_status": f"⚠ {render.escape_text(str(exc))}"}
+    return {"class_table": rows, "class_status": f"{len(rows)} student copies."}
+
+
+def open_fork(
+    web: Web, session_id: str | None, actor_state: dict[str, Any] | None
+) -> dict[str, Any]:
+    """An instructor reads one student's copy (read-only: it is the student's session)."""
+    actor = to_actor(actor_state)
+    if actor is None or not session_id:
+        return {"class_status": "Pick a student copy (its session id) first."}
+    try:
+        session = web.call(read_session, actor=actor, session_id=session_id.strip())
+    except UserFacingError as exc:
+        return {"class_status": f"⚠ {render.escape_text(str(exc))}"}
+    return session_screen(web, session, message="A student's copy, read-only.")

@@ -1,0 +1,121 @@
+"""Uploading an image: ingest through the service, then reset the screen for a new case."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gradio as gr
+
+from medplib.errors import UserInputError
+from medplib.imageio import detect_format, load_volume
+from webapp import render
+from webapp.handlers.common import UserFacingError, Web, user_errors
+from webapp.handlers.screen import blank_details, canvas_values, image_info, view_for_image
+from webapp.handlers.views import image_data
+from worker.services.images import ingest_image
+
+# Dropdown value meaning "let the loader choose" (soft tissue for CT, percentiles otherwise).
+DEFAULT_WINDOW = "default"
+WINDOW_CHOICES = [
+    ("default (by modality)", DEFAULT_WINDOW),
+    ("soft tissue (W 400, L 40)", "soft_tissue"),
+    ("lung (W 1500, L -600)", "lung"),
+    ("bone (W 1800, L 400)", "bone"),
+    ("auto (1st–99th percentile)", "auto"),
+]
+AXIS_CHOICES = [("sagittal (0)", 0), ("coronal (1)", 1), ("axial (2)", 2)]
+
+
+def read_upload(web: Web, path: str) -> bytes:
+    limit = web.settings.max_upload_bytes
+    size = os.path.getsize(path)
+    if size > limit:
+        raise UserFacingError(
+            f"The file is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB."
+        )
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def volume_slices(data: bytes, axis: int) -> int | None:
+    """Number of slices along ``axis`` for a NIfTI volume, None for any other file."""
+    if detect_format(data) != "nifti":
+        return None
+    try:
+        volume, _ = load_volume(data)
+    except UserInputError:
+        return None  # the ingest reports the problem in full
+    return int(volume.shape[axis]) if volume.ndim == 3 else None
+
+
+def upload(
+    web: Web,
+    path: str | None,
+    window: str | None,
+    nifti_axis: int | None,
+    nifti_slice: int | None,
+    view: dict[str, Any],
+    *,
+    new_file: bool,
+) -> dict[str, Any]:
+    """Ingest the file with the chosen window/slice; on success show it on both canvases.
+
+    On any error the screen keeps the previous image and says why, in one sentence.
+    """
+    if not path:
+        return {}
+    axis = 2 if new_file or nifti_axis is None else int(nifti_axis)
+    index = None if new_file or nifti_slice is None else int(nifti_slice)
+    try:
+        data = read_upload(web, path)
+        slices = volume_slices(data, axis)
+        if slices is not None and index is not None and index >= slices:
+            index = slices - 1  # the axis changed under the slider
+        with user_errors():
+            image = web.call(
+                lambda db: image_data(
+                    ingest_image(
+                        db,
+                        store=web.platform.store,
+                        settings=web.settings,
+                        data=data,
+                        filename=os.path.basename(path),
+                        window=None if window in (None, DEFAULT_WINDOW) else window,
+                        nifti_axis=axis,
+                        nifti_slice=index,
+                    )
+                )
+            )
+    except UserFacingError as exc:
+        gr.Warning(str(exc))
+        return {"status": f"⚠ {render.escape_text(str(exc))}"}
+    shown = web.shown_image(image.display_key, image.width_px, image.height_px)
+    dropped = len(view.get("regions") or [])
+    message = "Image loaded. Draw regions if you like, then ask a question."
+    if view.get("image_id") and view.get("image_id") != image.id or view.get("session_id"):
+        message = "New image loaded: a new conversation starts."
+        if dropped:
+            plural = "region was" if dropped == 1 else "regions were"
+            message += f" The {dropped} {plural} drawn on the previous image cleared."
+    out: dict[str, Any] = {
+        "view": view_for_image(web, image),
+        **canvas_values(shown, [], original_wh=(image.width_px, image.height_px)),
+        "regions_md": render.region_list_markdown([]),
+        "image_info": image_info(image),
+        "chat": [],
+        "turn_pick": gr.update(choices=[], value=None),
+        "status": message,
+        "banner": "",
+        "fork_btn": gr.update(visible=False),
+        "ask_btn": gr.update(interactive=True),
+        "question": gr.update(interactive=True),
+        "nifti_box": gr.update(visible=slices is not None),
+        **blank_details(),
+    }
+    if slices is not None:
+        middle = slices // 2 if index is None else index
+        out["nifti_slice"] = gr.update(maximum=max(slices - 1, 0), value=middle)
+        if new_file:
+            out["nifti_axis"] = gr.update(value=2)
+    return out
