@@ -236,3 +236,20 @@ def test_seeded_sampling_is_reproducible(predictor):
     a = predictor.ask("what?", temperature=1.0, top_p=0.9, seed=3, max_new_tokens=6)
     b = predictor.ask("what?", temperature=1.0, top_p=0.9, seed=3, max_new_tokens=6)
     assert a.answer_token_ids == b.answer_token_ids
+
+
+def test_regions_of_dropped_history_turns_are_dropped_too(predictor):
+    predictor.set_image(_image(60, 90))
+    old_region = np.zeros((60, 90), bool)
+    old_region[:5, :5] = True
+    new_region = np.zeros((60, 90), bool)
+    new_region[50:, 80:] = True
+    history = [("what is at <region>?", "a cyst", [old_region])] + [("describe " * 150, "ok")] * 5
+    _script(predictor, "yes")
+    pred = predictor.ask("and at <region>?", [new_region], history=history, max_new_tokens=4)
+    assert any("oldest turn" in w for w in pred.warnings)
+    _script(predictor, "yes")
+    kept_both = predictor.ask(
+        "and at <region>?", [new_region], history=history[:1], max_new_tokens=4
+    )
+    assert kept_both.warnings == [] and kept_both.num_prompt_tokens > 0

@@ -96,3 +96,20 @@ def test_temperature_sharpens_and_flattens():
     p_cold = 1 / (1 + math.exp(-math.log(4) / 0.1))
     assert cold == pytest.approx(p_cold, abs=0.02)
     assert 0.45 < hot < 0.62  # 0.8 vs 0.2 at T=10 → p ≈ 0.535
+
+
+def test_fit_to_context_drops_oldest_turns_then_shrinks_the_answer():
+    from medplib.errors import UserInputError
+    from medplib.generation import fit_to_context
+
+    def encode(turns):
+        return [7] * sum(len(t) for t in turns)
+
+    turns = ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"]
+    fit = fit_to_context(turns, encode, extra_tokens=5, context_length=35, max_new_tokens=5)
+    assert fit.turns == turns[1:] and fit.dropped_turns == 1 and fit.max_new_tokens == 5
+    assert len(fit.ids) == 20 and len(fit.warnings) == 1
+    fit = fit_to_context(turns, encode, extra_tokens=5, context_length=18, max_new_tokens=5)
+    assert fit.turns == turns[2:] and fit.max_new_tokens == 3 and len(fit.warnings) == 3
+    with pytest.raises(UserInputError, match="shorten it"):
+        fit_to_context(turns, encode, extra_tokens=5, context_length=15, max_new_tokens=5)

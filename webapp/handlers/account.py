@@ -1,0 +1,54 @@
+"""Logging in and out; the actor lives in this browser tab's ``gr.State`` only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webapp import render
+from webapp.handlers.common import UserFacingError, Web, actor_state, anonymous_state
+from webapp.handlers.sessions import account_text, sessions_table
+from worker.models import User
+from worker.services.accounts import authenticate
+
+BAD_LOGIN = "Wrong username or password."
+
+
+def login(web: Web, username: str, password: str) -> dict[str, Any]:
+    """Check the password; the logged-in actor replaces the anonymous one for this tab."""
+
+    def body(db: Any) -> dict[str, Any] | None:
+        actor = authenticate(db, username=(username or "").strip(), password=password or "")
+        if actor is None:
+            return None
+        user = db.get(User, actor.user_id)
+        return actor_state(actor, user.username if user else username)
+
+    try:
+        state = web.call(body)
+    except UserFacingError as exc:
+        return {"login_status": f"⚠ {render.escape_text(str(exc))}"}
+    if state is None:
+        return {"login_status": f"⚠ {BAD_LOGIN}", "password": ""}
+    return {
+        "actor": state,
+        "password": "",
+        "login_status": "",
+        "account_md": account_text(state),
+        "sessions_table": sessions_table(web, state),
+    }
+
+
+def logout(web: Web, browser_key: str | None) -> dict[str, Any]:
+    """Back to this browser's anonymous identity."""
+    if not browser_key:
+        return {"actor": {}, "account_md": account_text(None), "sessions_table": []}
+    try:
+        state = anonymous_state(web, browser_key)
+    except UserFacingError as exc:
+        return {"login_status": f"⚠ {render.escape_text(str(exc))}"}
+    return {
+        "actor": state,
+        "login_status": "Logged out.",
+        "account_md": account_text(state),
+        "sessions_table": sessions_table(web, state),
+    }
