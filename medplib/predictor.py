@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,9 +53,8 @@ class PredictedMask:
     score: float  # mean sigmoid probability inside the mask (0.0 for an empty mask)
     iou_prediction: float  # SAM-Med2D IoU head's estimate for this mask
     area_px: int  # number of True pixels
-    bbox_xyxy_px: (
-        tuple[int, int, int, int] | None
-    )  # half-open box in original pixels; None if empty
+    # Half-open (x0, y0, x1, y1) box in original pixels; None for an empty mask.
+    bbox_xyxy_px: tuple[int, int, int, int] | None
     seg_index: int  # 0-based index of the `<SEG>` among the answer's `<SEG>` tokens
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,7 +251,8 @@ class MedPLIBPredictor:
           history: earlier (question, answer) pairs, oldest first; a third item may hold that
             turn's region masks. Region tags of turns without masks are dropped (with a warning).
           max_new_tokens, temperature, top_p, stop: decoding; greedy when temperature is 0.
-          progress: optional `progress(phase, fraction)` callback.
+          progress: optional `progress(phase, fraction)` callback; phases are "prefill",
+            "decode" (fraction of max_new_tokens), "masks" and finally ("done", 1.0).
           seed: seeds sampling (temperature > 0) for reproducible answers.
         """
         if self._image is None:
@@ -511,11 +510,3 @@ class MedPLIBPredictor:
             answer_share=answer_share,
             answer_experts=[list(t) for t in result.token_experts],
         )
-
-
-def _quiet_transformers() -> None:
-    # The decoder is driven with inputs_embeds only; transformers' generation-config hints do not apply.
-    warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
-
-
-_quiet_transformers()
