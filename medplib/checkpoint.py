@@ -160,7 +160,8 @@ def read_fingerprint(directory: str | os.PathLike) -> str | None:
 
 
 @contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype):
+def default_dtype(dtype: torch.dtype):
+    """Context in which new parameters are created in `dtype` (no later cast needed)."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -198,7 +199,7 @@ def load_pretrained(
     config = MedPLIBConfig.from_dict(json.loads((path / CONFIG_NAME).read_text()))
     dev = torch.device(device)
     dtype = dtype or default_dtype_for(dev)
-    with no_init_weights(), _default_dtype(dtype), dev:
+    with no_init_weights(), default_dtype(dtype), dev:
         model = MedPLIBForCausalLM(config)
     model.sam.reset_pixel_stats()
     expected = set(model.state_dict())
@@ -285,6 +286,7 @@ __all__ = [
     "build_untrained_checkpoint",
     "checkpoint_id",
     "default_checkpoint_dir",
+    "default_dtype",
     "default_dtype_for",
     "load_pretrained",
     "read_fingerprint",

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers.modeling_utils import no_init_weights
 
-from medplib.checkpoint import load_pretrained, save_pretrained
+from medplib.checkpoint import default_dtype, load_pretrained, save_pretrained
 from medplib.modeling.configuration import MedPLIBConfig, MoEConfig
 from medplib.modeling.language_model import moe_layers
 from medplib.modeling.medplib import MedPLIBForCausalLM
@@ -75,7 +75,7 @@ def assemble_moe(
     config.name = name or f"{vl_model.config.name}-2e"
     config.trained = vl_model.config.trained and gr_model.config.trained
     dtype = vl_model.dtype
-    with no_init_weights():
+    with no_init_weights(), default_dtype(dtype):
         model = MedPLIBForCausalLM(config)
     model.sam.reset_pixel_stats()
 
@@ -97,7 +97,6 @@ def assemble_moe(
         router = torch.randn(block.router.weight.shape, generator=gen) * std
         state[f"{prefix}router.weight"] = router
     model.load_state_dict(state, strict=True)
-    model.to(dtype=dtype)
     return model.eval()
 
 

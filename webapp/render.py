@@ -88,7 +88,9 @@ def legend_html(entries: Sequence[LegendEntry]) -> str:
             f'height:0.9em;background:rgb({r},{g},{b});margin-right:0.4em"></span>'
             f"<b>{escape_text(entry.label)}</b> {escape_text(entry.detail)}</li>"
         )
-    return '<ul class="medplib-legend" style="list-style:none;padding:0">' + "".join(items) + "</ul>"
+    return (
+        '<ul class="medplib-legend" style="list-style:none;padding:0">' + "".join(items) + "</ul>"
+    )
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,14 @@ def chat_messages(turns: Sequence[ChatTurn]) -> list[dict[str, str]]:
     return messages
 
 
-def job_status_text(status: str, *, position: int | None, phase: str | None, progress: float,
-                    error: str | None = None) -> str:
+def job_status_text(
+    status: str,
+    *,
+    position: int | None,
+    phase: str | None,
+    progress: float,
+    error: str | None = None,
+) -> str:
     """One line for a job: ``queued (position 2)``, ``running: decoding (45 %)``, ..."""
     if status == "queued":
         return f"queued (position {position})" if position else "queued"
@@ -155,8 +163,11 @@ def routing_series(routing: Any) -> dict[str, list[tuple[int, float]]]:
             if not isinstance(layer, dict):
                 continue
             index = int(layer.get("layer", position))
-            for key, name in (("expert_share", "all tokens"), ("text_share", "text tokens"),
-                              ("image_share", "image tokens")):
+            for key, name in (
+                ("expert_share", "all tokens"),
+                ("text_share", "text tokens"),
+                ("image_share", "image tokens"),
+            ):
                 share = layer.get(key)
                 if isinstance(share, (list, tuple)) and share:
                     series.setdefault(name, []).append((index, float(share[0])))
@@ -188,8 +199,7 @@ def routing_chart(routing: Any, *, title: str = "") -> np.ndarray | None:
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("decoder layer")
     ax.set_ylabel(f"share to {EXPERT_NAMES[0]}")
-    ax.text(1.0, 1.02, f"rest: {EXPERT_NAMES[1]}", transform=ax.transAxes, ha="right",
-            fontsize=8)
+    ax.text(1.0, 1.02, f"rest: {EXPERT_NAMES[1]}", transform=ax.transAxes, ha="right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=9, loc="left")
     ax.legend(fontsize=7, loc="lower left")

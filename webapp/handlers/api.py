@@ -106,8 +106,12 @@ def login(web: Web, username: str, password: str, state: Any) -> tuple[Any, dict
     actor = _call(web, authenticate, username=(username or "").strip(), password=password or "")
     if actor is None:
         raise gr.Error("Wrong username or password.")
-    fresh = {"user_id": actor.user_id, "role": actor.role.value, "anonymous": False,
-             "username": (username or "").strip()}
+    fresh = {
+        "user_id": actor.user_id,
+        "role": actor.role.value,
+        "anonymous": False,
+        "username": (username or "").strip(),
+    }
     return fresh, {"username": fresh["username"], "role": fresh["role"]}
 
 
@@ -232,7 +236,10 @@ def session(
 ) -> dict[str, Any]:
     actor, _ = ensured_state(web, state, session_hash)
     data = _call(
-        web, read_session, actor=actor, session_id=(session_id or "").strip() or None,
+        web,
+        read_session,
+        actor=actor,
+        session_id=(session_id or "").strip() or None,
         token=(token or "").strip() or None,
     )
     return session_json(data)
@@ -294,8 +301,13 @@ def review_items(web: Web, state: Any) -> dict[str, Any]:
 
     def body(db: Any) -> list[dict[str, Any]]:
         return [
-            {"turn_id": t.id, "question": t.question, "answer": t.answer, "masks": len(t.masks),
-             "checkpoint_id": t.checkpoint_id}
+            {
+                "turn_id": t.id,
+                "question": t.question,
+                "answer": t.answer,
+                "masks": len(t.masks),
+                "checkpoint_id": t.checkpoint_id,
+            }
             for t in review_queue(db, actor=actor, limit=100)
         ]
 
@@ -322,15 +334,17 @@ def rate(
     )
     rating = _call(
         web,
-        lambda db: rate_turn(
-            db,
-            actor=actor,
-            turn_id=(turn_id or "").strip(),
-            text_score=int(text_score),
-            text_correct=correct,
-            mask_verdicts=verdicts,
-            comment=comment or "",
-        ).id,
+        lambda db: (
+            rate_turn(
+                db,
+                actor=actor,
+                turn_id=(turn_id or "").strip(),
+                text_score=int(text_score),
+                text_correct=correct,
+                mask_verdicts=verdicts,
+                comment=comment or "",
+            ).id
+        ),
     )
     return {"rating_id": rating, "turn_id": turn_id}
 

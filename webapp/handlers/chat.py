@@ -44,14 +44,13 @@ def read_canvases(view: dict[str, Any], prompter: Any, editor: Any) -> CanvasReg
 
 
 def regions_changed(web: Web, prompter: Any, editor: Any, view: dict[str, Any]) -> dict[str, Any]:
-    """Re-read both canvases into the numbered region list."""
+    """Re-read both canvases into the numbered region list (kept in the ``drawn`` state)."""
     try:
         found = read_canvases(view, prompter, editor)
     except UserInputError as exc:
         return {"regions_md": render.region_list_markdown([], [str(exc)])}
-    view = {**view, "regions": found.regions}
     return {
-        "view": view,
+        "drawn": found.regions,
         "regions_md": render.region_list_markdown(region_lines(found.regions), found.notes),
     }
 
@@ -118,7 +117,7 @@ def submit(
             actor=actor, session_id=session_id, question=resolved.text, regions=resolved.regions
         )
     shown = question_for_display(resolved.text, resolved.regions)
-    new_view = {**view, "session_id": session_id, "job_id": job.id, "regions": drawn}
+    new_view = {**view, "session_id": session_id, "job_id": job.id}
     return job, new_view, actor_state, shown
 
 
@@ -171,12 +170,15 @@ async def ask(
             web.call, read_session, actor=actor, session_id=view["session_id"]
         )
     except UserFacingError as exc:
-        yield {"status": str(exc), "ask_btn": gr.update(interactive=True),
-               "cancel_btn": gr.update(visible=False)}
+        yield {
+            "status": str(exc),
+            "ask_btn": gr.update(interactive=True),
+            "cancel_btn": gr.update(visible=False),
+        }
         return
     final = "answered" if job.status is JobStatus.succeeded else _status_of(job)
     out = await asyncio.to_thread(session_screen, web, session, message=final, canvases=False)
-    out["view"] = {**out["view"], "regions": view["regions"], "job_id": None}
+    out["view"] = {**out["view"], "job_id": None}
     out["cancel_btn"] = gr.update(visible=False)
     if job.status is JobStatus.failed:
         gr.Warning(final)

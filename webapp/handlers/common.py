@@ -180,5 +180,4 @@ def empty_view() -> dict[str, Any]:
         "read_only": False,
         "can_fork": False,
         "job_id": None,
-        "regions": [],  # the regions last read off the canvases
     }

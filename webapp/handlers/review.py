@@ -65,7 +65,9 @@ def load_queue(web: Web, actor_state: dict[str, Any] | None) -> dict[str, Any]:
 def show_item(web: Web, turn_id: str | None, actor_state: dict[str, Any] | None) -> dict:
     """The answer under review: image with its masks, question, answer, one picker per mask."""
     actor = to_actor(actor_state)
-    hidden = {f"verdict_{i}": gr.update(visible=False, value=None) for i in range(MAX_MASK_VERDICTS)}
+    hidden = {
+        f"verdict_{i}": gr.update(visible=False, value=None) for i in range(MAX_MASK_VERDICTS)
+    }
     if actor is None or not turn_id:
         return {"review_image": None, "review_text": "", **hidden}
 
@@ -120,15 +122,17 @@ def submit_rating(
     given = [v for v in verdicts if v is not None]
     try:
         web.call(
-            lambda db: rate_turn(
-                db,
-                actor=actor,
-                turn_id=turn_id,
-                text_score=int(text_score or 0),
-                text_correct={"yes": True, "no": False}.get(correct or "unsure"),
-                mask_verdicts=list(given),
-                comment=comment or "",
-            ).id
+            lambda db: (
+                rate_turn(
+                    db,
+                    actor=actor,
+                    turn_id=turn_id,
+                    text_score=int(text_score or 0),
+                    text_correct={"yes": True, "no": False}.get(correct or "unsure"),
+                    mask_verdicts=list(given),
+                    comment=comment or "",
+                ).id
+            )
         )
     except UserFacingError as exc:
         return _fail(exc)

@@ -64,7 +64,10 @@ def chat_for(session: SessionData, pending: dict[str, str] | None = None) -> lis
         status = None
         if turn.answer is None:
             status = render.job_status_text(
-                turn.job_status or "queued", position=None, phase=None, progress=0.0,
+                turn.job_status or "queued",
+                position=None,
+                phase=None,
+                progress=0.0,
                 error=turn.job_error,
             )
         turns.append(
@@ -108,7 +111,6 @@ def session_screen(
         session_id=session.id,
         read_only=session.read_only,
         can_fork=session.can_fork,
-        regions=restored,
     )
     choices = turn_choices(session)
     selected = choices[-1][1] if choices else None
@@ -126,6 +128,7 @@ def session_screen(
     if canvases:
         out.update(canvas_values(shown, restored, original_wh=(image.width_px, image.height_px)))
         out["regions_md"] = render.region_list_markdown(region_lines(restored))
+        out["drawn"] = restored
     turn = next((t for t in session.turns if t.index == selected), None)
     out.update(turn_details(web, session, turn, opacity=0.5, shown=shown))
     return out

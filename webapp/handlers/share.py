@@ -65,6 +65,7 @@ def create_link(
     if actor is None or not session_id or view.get("read_only"):
         return {"share_status": "Ask a question first: only your own saved sessions can be shared."}
     kind = LinkKind.klass if as_class else LinkKind.session
+
     def body(db: Any) -> tuple[str, str]:
         link, token = create_share_link(
             db,
@@ -96,7 +97,9 @@ def links_list(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | Non
         return {"links": gr.update(choices=[], value=None)}
     try:
         rows = web.call(
-            lambda db: [_link_row(link) for link in list_links(db, actor=actor, session_id=session_id)]
+            lambda db: [
+                _link_row(link) for link in list_links(db, actor=actor, session_id=session_id)
+            ]
         )
     except UserFacingError as exc:
         return {"share_status": f"⚠ {render.escape_text(str(exc))}"}
@@ -113,7 +116,10 @@ def revoke(
         web.call(lambda db: revoke_link(db, actor=actor, link_id=link_id).id)
     except UserFacingError as exc:
         return {"share_status": f"⚠ {render.escape_text(str(exc))}"}
-    return {"share_status": "Link revoked: it stops working now.", **links_list(web, view, actor_state)}
+    return {
+        "share_status": "Link revoked: it stops working now.",
+        **links_list(web, view, actor_state),
+    }
 
 
 CLASS_HEADERS = ["student", "answers", "last question", "last answer", "session id"]

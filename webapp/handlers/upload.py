@@ -56,6 +56,7 @@ def upload(
     nifti_axis: int | None,
     nifti_slice: int | None,
     view: dict[str, Any],
+    drawn: list[dict[str, Any]] | None,
     *,
     new_file: bool,
 ) -> dict[str, Any]:
@@ -91,9 +92,9 @@ def upload(
         gr.Warning(str(exc))
         return {"status": f"⚠ {render.escape_text(str(exc))}"}
     shown = web.shown_image(image.display_key, image.width_px, image.height_px)
-    dropped = len(view.get("regions") or [])
+    dropped = len(drawn or [])
     message = "Image loaded. Draw regions if you like, then ask a question."
-    if view.get("image_id") and view.get("image_id") != image.id or view.get("session_id"):
+    if view.get("image_id") or view.get("session_id"):
         message = "New image loaded: a new conversation starts."
         if dropped:
             plural = "region was" if dropped == 1 else "regions were"
@@ -102,6 +103,7 @@ def upload(
         "view": view_for_image(web, image),
         **canvas_values(shown, [], original_wh=(image.width_px, image.height_px)),
         "regions_md": render.region_list_markdown([]),
+        "drawn": [],
         "image_info": image_info(image),
         "chat": [],
         "turn_pick": gr.update(choices=[], value=None),

@@ -1,0 +1,103 @@
+"""The page: tabs composed from `webapp.ui` modules, plus the page-load event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from webapp.handlers import sessions as session_handlers
+from webapp.handlers import share as share_handlers
+from webapp.handlers.common import Web, empty_view
+from webapp.ui import (
+    SCREEN,
+    account,
+    api,
+    canvas,
+    chat,
+    named,
+    outs,
+    review,
+    sessions,
+    share,
+    upload,
+)
+
+TITLE = "MedPLIB: ask about medical images, point at regions, get masks"
+NOTICE = (
+    "Research preview, **not for clinical use**. Images and conversations are stored on this "
+    "server; do not upload identifiable patient data."
+)
+# Runs in the browser before the load handler: a random key kept in localStorage identifies
+# this browser's anonymous user across reloads (a per-page key when storage is blocked).
+LOAD_JS = """
+(key, query) => {
+  let stored = null;
+  try { stored = window.localStorage.getItem("medplib_browser_key"); } catch (e) {}
+  if (!stored || !/^[0-9a-f]{32}$/.test(stored)) {
+    const bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    stored = Array.from(bytes, b => b.toString(16).padStart(2, "0")).join("");
+    try { window.localStorage.setItem("medplib_browser_key", stored); } catch (e) {}
+  }
+  return [stored, window.location.search];
+}
+"""
+CSS = """
+#medplib-status p { margin: 0.2em 0; }
+.medplib-legend li { margin: 0.1em 0; }
+"""
+
+
+def build_blocks(web: Web) -> gr.Blocks:
+    c: dict[str, Any] = {}
+    with gr.Blocks(title="MedPLIB", css=CSS, delete_cache=(3600, 3600)) as demo:
+        c["actor"] = gr.State({})
+        c["view"] = gr.State(empty_view())
+        c["drawn"] = gr.State([])
+        c["browser_key"] = gr.State("")
+        key_box = gr.Textbox(visible=False)
+        query_box = gr.Textbox(visible=False)
+        # First, so the API endpoints get their plain names (/ask, not /ask_1).
+        api.build_and_wire(c, web)
+        gr.Markdown(f"## {TITLE}\n{NOTICE}")
+        with gr.Tabs():
+            with gr.Tab("Ask", id="ask"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=1):
+                        upload.build(c)
+                        canvas.build(c)
+                    with gr.Column(scale=1):
+                        chat.build(c, web)
+            with gr.Tab("My sessions", id="sessions"):
+                sessions.build(c)
+            with gr.Tab("Share", id="share") as share_tab:
+                share.build_share(c)
+            with gr.Tab("Class", id="class") as class_tab:
+                share.build_class(c)
+            with gr.Tab("Review", id="review"):
+                review.build(c)
+            with gr.Tab("Account", id="account"):
+                account.build(c)
+        for module in (upload, canvas, chat, sessions, share, review, account):
+            module.wire(c, web)
+
+        def on_load(key: str, query: str, request: gr.Request) -> dict:
+            return named(c, session_handlers.page_load(web, key, query, request.session_hash))
+
+        demo.load(
+            on_load,
+            [key_box, query_box],
+            outs(c, SCREEN, "actor", "browser_key", "account_md", "sessions_table"),
+            js=LOAD_JS,
+            show_api=False,
+        )
+
+        def links(view: dict, actor: dict) -> dict:
+            return named(c, share_handlers.links_list(web, view, actor))
+
+        for tab in (share_tab, class_tab):
+            tab.select(
+                links, [c["view"], c["actor"]], outs(c, "links", "share_status"), show_api=False
+            )
+    return demo

@@ -1,0 +1,98 @@
+"""`medplib serve`: the web app (and, in embedded mode, the job runner) in one process."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from worker.platform import Platform, build_platform
+from worker.settings import Settings
+
+# One queued request per event by default; the ask/poll events lift this themselves.
+DEFAULT_CONCURRENCY = 8
+# Queued page events beyond this are refused with "too busy" instead of waiting forever.
+MAX_QUEUE = 256
+
+
+def register_serve(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the web app (embedded mode also runs the jobs)",
+        description=(
+            "Serve the MedPLIB web app. Settings come from MEDPLIB_* variables; --host and "
+            "--port override MEDPLIB_HOST and MEDPLIB_PORT."
+        ),
+    )
+    p.add_argument("--host", default=None, help="address to bind (default: MEDPLIB_HOST)")
+    p.add_argument("--port", type=int, default=None, help="port (default: MEDPLIB_PORT)")
+    p.add_argument(
+        "--share",
+        action="store_true",
+        help="also open a temporary public gradio.live link (off by default)",
+    )
+    p.set_defaults(func=_serve)
+
+
+def create_app(
+    settings: Settings | None = None, platform: Platform | None = None
+) -> tuple[gr.Blocks, Platform]:
+    """The Blocks app and its platform (built from settings when not given), queue enabled.
+
+    The caller starts ``platform.runner`` and launches the app (see `launch`).
+    """
+    from webapp.app import build_blocks
+    from webapp.handlers.common import Web
+    from worker.settings import load_settings_or_exit
+
+    if platform is None:
+        platform = build_platform(settings or load_settings_or_exit())
+    demo = build_blocks(Web(platform))
+    demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=MAX_QUEUE)
+    return demo, platform
+
+
+def blocked_paths(settings: Settings) -> list[str]:
+    """Server-side data the web server must never hand out as a file."""
+    paths = [str(Path(settings.artefact_dir).resolve())]
+    if settings.database_url.startswith("sqlite:///"):
+        db_file = Path(settings.database_url.removeprefix("sqlite:///")).resolve()
+        paths += [str(db_file), f"{db_file}-wal", f"{db_file}-shm", f"{db_file}-journal"]
+    return paths
+
+
+def launch(
+    demo: gr.Blocks,
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    share: bool = False,
+    prevent_thread_lock: bool = False,
+) -> Any:
+    return demo.launch(
+        server_name=host or settings.host,
+        server_port=port or settings.port,
+        share=share,
+        root_path=settings.root_path or None,
+        max_file_size=settings.max_upload_bytes,
+        blocked_paths=blocked_paths(settings),
+        show_error=True,
+        prevent_thread_lock=prevent_thread_lock,
+        quiet=prevent_thread_lock,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from worker.settings import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    demo, platform = create_app(settings)
+    platform.runner.start()
+    try:
+        launch(demo, settings, host=args.host, port=args.port, share=args.share)
+    finally:
+        platform.runner.stop()
+    return 0

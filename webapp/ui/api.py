@@ -1,0 +1,160 @@
+"""Hidden components carrying the named API endpoints (see webapp/API.md).
+
+They are not shown on the page; `gradio_client` calls them by ``api_name``. The actor
+``gr.State`` is the page's own, so ``/login`` then ``/rate`` acts as the logged-in user.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from webapp.handlers import api as handlers
+from webapp.handlers.common import Web
+from webapp.handlers.share import base_url_of
+
+
+def build_and_wire(c: dict[str, Any], web: Web) -> None:
+    actor = c["actor"]
+    with gr.Column(visible=False):
+        text = {
+            name: gr.Textbox(label=name)
+            for name in (
+                "username",
+                "password",
+                "session_id",
+                "question",
+                "regions_json",
+                "token",
+                "role",
+                "link_id",
+                "turn_id",
+                "text_correct",
+                "mask_verdicts_json",
+                "comment",
+                "fmt",
+                "window",
+                "title",
+                "job_id",
+            )
+        }
+        number = {
+            name: gr.Number(label=name)
+            for name in (
+                "nifti_axis",
+                "nifti_slice",
+                "expires_hours",
+                "text_score",
+            )
+        }
+        flag = {name: gr.Checkbox(label=name) for name in ("wait", "as_class")}
+        upload_file = gr.File(label="file", type="filepath")
+        result = gr.JSON(label="result")
+        export_file = gr.File(label="export")
+        button = gr.Button("api")
+
+    def login(username: str, password: str, state: dict) -> tuple:
+        return handlers.login(web, username, password, state)
+
+    def upload(
+        path: str,
+        window: str,
+        axis: float,
+        index: float,
+        title: str,
+        state: dict,
+        request: gr.Request,
+    ) -> tuple:
+        return handlers.upload(web, path, window, axis, index, title, state, request.session_hash)
+
+    async def ask(
+        session_id: str,
+        question: str,
+        regions_json: str,
+        wait: bool,
+        state: dict,
+        request: gr.Request,
+    ) -> tuple:
+        return await handlers.ask(
+            web, session_id, question, regions_json, wait, state, request.session_hash
+        )
+
+    def job(job_id: str, state: dict, request: gr.Request) -> dict:
+        return handlers.job(web, job_id, state, request.session_hash)
+
+    def session(session_id: str, token: str, state: dict, request: gr.Request) -> dict:
+        return handlers.session(web, session_id, token, state, request.session_hash)
+
+    def share(
+        session_id: str, role: str, hours: float, as_class: bool, state: dict, request: gr.Request
+    ) -> dict:
+        base = base_url_of(request, web.settings.root_path)
+        return handlers.share(
+            web, session_id, role, hours, as_class, state, request.session_hash, base
+        )
+
+    def fork(token: str, state: dict, request: gr.Request) -> tuple:
+        return handlers.fork(web, token, state, request.session_hash)
+
+    def revoke(link_id: str, state: dict, request: gr.Request) -> dict:
+        return handlers.revoke(web, link_id, state, request.session_hash)
+
+    def review_queue(state: dict) -> dict:
+        return handlers.review_items(web, state)
+
+    def rate(
+        turn_id: str, score: float, correct: str, verdicts: str, comment: str, state: dict
+    ) -> dict:
+        return handlers.rate(web, turn_id, score, correct, verdicts, comment, state)
+
+    def export(fmt: str, state: dict) -> str:
+        return handlers.export(web, fmt, state)
+
+    t, n, f = text, number, flag
+    endpoints = [
+        ("login", login, [t["username"], t["password"], actor], [actor, result]),
+        (
+            "upload",
+            upload,
+            [upload_file, t["window"], n["nifti_axis"], n["nifti_slice"], t["title"], actor],
+            [actor, result],
+        ),
+        (
+            "ask",
+            ask,
+            [t["session_id"], t["question"], t["regions_json"], f["wait"], actor],
+            [actor, result],
+        ),
+        ("job", job, [t["job_id"], actor], [result]),
+        ("session", session, [t["session_id"], t["token"], actor], [result]),
+        (
+            "share",
+            share,
+            [t["session_id"], t["role"], n["expires_hours"], f["as_class"], actor],
+            [result],
+        ),
+        ("fork", fork, [t["token"], actor], [actor, result]),
+        ("revoke", revoke, [t["link_id"], actor], [result]),
+        ("review_queue", review_queue, [actor], [result]),
+        (
+            "rate",
+            rate,
+            [
+                t["turn_id"],
+                n["text_score"],
+                t["text_correct"],
+                t["mask_verdicts_json"],
+                t["comment"],
+                actor,
+            ],
+            [result],
+        ),
+        ("export", export, [t["fmt"], actor], [export_file]),
+    ]
+    for name, fn, inputs, outputs in endpoints:
+        # `ask` may wait for a model for minutes: it must not hold up other callers.
+        limit = None if name == "ask" else "default"
+        button.click(
+            fn, inputs, outputs, api_name=name, concurrency_limit=limit, show_progress="hidden"
+        )

@@ -1,0 +1,58 @@
+"""Upload panel: any supported file, DICOM window, NIfTI axis and slice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from webapp.handlers import upload as handlers
+from webapp.handlers.common import Web
+from webapp.ui import SCREEN, named, outs
+
+UPLOAD_OUTPUTS = (*SCREEN, "nifti_box", "nifti_axis", "nifti_slice")
+
+
+def build(c: dict[str, Any]) -> None:
+    c["file"] = gr.File(
+        label="Image: PNG, JPEG, TIFF, BMP, DICOM (.dcm) or NIfTI (.nii, .nii.gz)",
+        type="filepath",
+        file_count="single",
+        elem_id="medplib-upload",
+    )
+    c["window"] = gr.Dropdown(
+        choices=handlers.WINDOW_CHOICES,
+        value=handlers.DEFAULT_WINDOW,
+        label="Window (DICOM / NIfTI)",
+    )
+    with gr.Group(visible=False) as c["nifti_box"]:
+        c["nifti_axis"] = gr.Radio(choices=handlers.AXIS_CHOICES, value=2, label="Slice axis")
+        c["nifti_slice"] = gr.Slider(minimum=0, maximum=1, step=1, value=0, label="Slice")
+    c["image_info"] = gr.Markdown()
+
+
+def wire(c: dict[str, Any], web: Web) -> None:
+    inputs = [c["file"], c["window"], c["nifti_axis"], c["nifti_slice"], c["view"], c["drawn"]]
+
+    def new_file(
+        path: str | None, window: str, axis: int, index: float, view: dict, drawn: list
+    ) -> dict:
+        return named(
+            c,
+            handlers.upload(web, path, window, axis, index, view, drawn, new_file=True),
+        )
+
+    def same_file(
+        path: str | None, window: str, axis: int, index: float, view: dict, drawn: list
+    ) -> dict:
+        return named(
+            c,
+            handlers.upload(web, path, window, axis, index, view, drawn, new_file=False),
+        )
+
+    outputs = outs(c, UPLOAD_OUTPUTS)
+    c["file"].upload(new_file, inputs, outputs, show_progress="minimal", show_api=False)
+    # `input` / `release` fire on user action only, not when a handler sets the value.
+    c["window"].input(same_file, inputs, outputs, show_progress="minimal", show_api=False)
+    c["nifti_axis"].input(same_file, inputs, outputs, show_progress="minimal", show_api=False)
+    c["nifti_slice"].release(same_file, inputs, outputs, show_progress="minimal", show_api=False)
