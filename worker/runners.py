@@ -41,20 +41,21 @@ class EmbeddedRunner:
         self.ctx = ctx
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
+        self._pending = 0
+        self._cond = threading.Condition()
 
     def start(self) -> None:
         if self._thread is not None:
             return
         with transaction(self.ctx.factory) as db:
             for job_id in live_job_ids(db):
-                self._queue.put(job_id)
+                self.submit(job_id)
         self._thread = threading.Thread(target=self._loop, name="medplib-jobs", daemon=True)
         self._thread.start()
 
     def submit(self, job_id: str) -> None:
-        self._idle.clear()
+        with self._cond:
+            self._pending += 1
         self._queue.put(job_id)
 
     def stop(self) -> None:
@@ -64,8 +65,9 @@ class EmbeddedRunner:
             self._thread = None
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until the queue is drained (tests and benchmarks)."""
-        return self._idle.wait(timeout)
+        """Block until every submitted job has been run (tests and benchmarks)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout)
 
     def _loop(self) -> None:
         while True:
@@ -77,8 +79,9 @@ class EmbeddedRunner:
             except Exception:  # a database outage must not kill the only worker thread
                 log.exception("embedded runner: job %s could not be run", job_id)
             finally:
-                if self._queue.empty():
-                    self._idle.set()
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
 
 
 class CeleryRunner:

@@ -81,10 +81,11 @@ def submit(
     view: dict[str, Any],
     actor_state: dict[str, Any] | None,
     session_hash: str | None,
-) -> tuple[JobView, dict[str, Any], dict[str, Any], str]:
+) -> tuple[JobView, dict[str, Any], dict[str, Any], str, list[dict[str, Any]]]:
     """Validate, create the session on the first question, and queue the job.
 
-    Returns the job view, the new view state, the actor state and the question as shown.
+    Returns the job view, the new view state, the actor state, the question as shown and
+    the regions drawn.
     """
     actor, actor_state = ensured_state(web, actor_state, session_hash)
     if not view.get("image_id"):
@@ -118,7 +119,7 @@ def submit(
         )
     shown = question_for_display(resolved.text, resolved.regions)
     new_view = {**view, "session_id": session_id, "job_id": job.id}
-    return job, new_view, actor_state, shown
+    return job, new_view, actor_state, shown, drawn
 
 
 async def ask(
@@ -133,7 +134,7 @@ async def ask(
 ) -> AsyncIterator[dict[str, Any]]:
     """Queue a question, then yield the job's state about twice a second until it ends."""
     try:
-        job, view, actor_state, shown_question = await asyncio.to_thread(
+        job, view, actor_state, shown_question, drawn = await asyncio.to_thread(
             submit, web, question, prompter, editor, view, actor_state, session_hash
         )
     except UserFacingError as exc:
@@ -179,6 +180,10 @@ async def ask(
     final = "answered" if job.status is JobStatus.succeeded else _status_of(job)
     out = await asyncio.to_thread(session_screen, web, session, message=final, canvases=False)
     out["view"] = {**out["view"], "job_id": None}
+    # The list as the question saw it (an in-flight stroke may have landed after the last
+    # change event).
+    out["drawn"] = drawn
+    out["regions_md"] = render.region_list_markdown(region_lines(drawn))
     out["cancel_btn"] = gr.update(visible=False)
     if job.status is JobStatus.failed:
         gr.Warning(final)

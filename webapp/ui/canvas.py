@@ -23,7 +23,6 @@ def build(c: dict[str, Any]) -> None:
                 sources=[],
                 interactive=True,
                 show_download_button=False,
-                height=CANVAS_HEIGHT_PX,
                 elem_id="medplib-prompter",
             )
             # The shown copy is PNG: lossless, so what is drawn on is what was uploaded.
