@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,8 +14,6 @@ import pytest
 
 from tests.conftest import IN_CI, require_service
 from worker.commands import alembic_config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -168,24 +163,3 @@ def pg_proxy(postgres_url) -> Iterator[tuple[TcpProxy, str]]:
     url = make_url(postgres_url).set(port=proxy.port).render_as_string(hide_password=False)
     yield proxy, url
     proxy.close()
-
-
-def start_worker(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "medplib.cli", "worker", "--loglevel", "INFO", *extra],
-        env=env,
-        cwd=ROOT,
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop_worker(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)

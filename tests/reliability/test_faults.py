@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.reliability.conftest import start_worker, stop_worker
+from tests.processes import start_worker, stop_worker
 from tests.worker.conftest import migrate, png_bytes
 from worker.models import Job, JobStatus, Mask, Role, Turn
 from worker.platform import build_platform

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from medplib.masks import decode_rle
+from tests.processes import start_worker, stop_worker
 from tests.worker.conftest import migrate, png_bytes
 from worker.models import Image, Job, JobStatus, Mask, Role, Turn
 from worker.platform import build_platform
@@ -24,36 +24,6 @@ from worker.services.turns import cancel_job, job_view
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-def start_worker(env: dict[str, str], log_path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "medplib.cli",
-            "worker",
-            "--pool",
-            "prefork",
-            "--loglevel",
-            "WARNING",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -78,13 +48,17 @@ def stack(postgres_url, redis_url, tmp_path) -> Iterator[Callable[..., object]]:
 
     def workers(n: int = 1, **extra: str) -> list[subprocess.Popen]:
         for _ in range(n):
-            procs.append(start_worker({**env, **extra}, tmp_path / f"worker{len(procs)}.log"))
+            procs.append(
+                start_worker(
+                    {**env, **extra}, tmp_path / f"worker{len(procs)}.log", "--loglevel", "WARNING"
+                )
+            )
         return procs
 
     platform.procs = procs  # type: ignore[attr-defined]
     yield platform, workers
     for proc in procs:
-        stop(proc)
+        stop_worker(proc)
     for log in sorted(tmp_path.glob("worker*.log")):
         sys.stdout.write(log.read_text(errors="replace")[-2000:])
 
