@@ -17,6 +17,9 @@ from worker.services.errors import InvalidInput
 from worker.settings import Settings
 from worker.store import ArtefactStore
 
+# Formats whose display image depends on viewing choices (window, axis, slice).
+_VIEWED = {"dicom", "nifti"}
+
 
 def ingest_image(
     db: Session,
@@ -48,9 +51,8 @@ def ingest_image(
         )
     except UserInputError as exc:
         raise InvalidInput(str(exc)) from None
-    view = f"|window={window}|axis={nifti_axis}|slice={nifti_slice}"
-    sha = image_sha256(data + view.encode()) if loaded.source_format in _VIEWED else None
-    sha = sha or image_sha256(data)
+    view = f"|window={window}|axis={nifti_axis}|slice={nifti_slice}".encode()
+    sha = image_sha256(data + view if loaded.source_format in _VIEWED else data)
     existing = db.scalar(select(Image).where(Image.sha256 == sha))
     if existing is not None:
         return existing
@@ -79,9 +81,6 @@ def ingest_image(
             raise
         return winner
     return image
-
-
-_VIEWED = {"dicom", "nifti"}
 
 
 def load_display(store: ArtefactStore, display_key: str) -> np.ndarray:
