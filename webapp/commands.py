@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import gradio as gr
+if TYPE_CHECKING:  # `medplib --help` must not pay for importing gradio
+    import gradio as gr
 
-from worker.platform import Platform, build_platform
-from worker.settings import Settings
+    from worker.platform import Platform
+    from worker.settings import Settings
 
 # One queued request per event by default; the ask/poll events lift this themselves.
 DEFAULT_CONCURRENCY = 8
@@ -45,6 +46,7 @@ def create_app(
     """
     from webapp.app import build_blocks
     from webapp.handlers.common import Web
+    from worker.platform import build_platform
     from worker.settings import load_settings_or_exit
 
     if platform is None:

@@ -34,3 +34,14 @@ def test_worker_refuses_embedded_mode(capsys):
 def test_db_subcommands_parse():
     args = build_parser().parse_args(["db", "downgrade", "base"])
     assert (args.command, args.db_command, args.revision) == ("db", "downgrade", "base")
+
+
+def test_building_the_command_line_imports_no_heavy_framework():
+    # `medplib --help` and every subcommand's argument parsing must start quickly.
+    code = (
+        "import sys; from medplib.cli import build_parser; build_parser();"
+        "heavy=[m for m in ('torch','gradio','transformers','sqlalchemy','celery') if m in sys.modules];"
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
