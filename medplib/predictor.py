@@ -56,6 +56,8 @@ class PredictedMask:
     # Half-open (x0, y0, x1, y1) box in original pixels; None for an empty mask.
     bbox_xyxy_px: tuple[int, int, int, int] | None
     seg_index: int  # 0-based index of the `<SEG>` among the answer's `<SEG>` tokens
+    # The same mask binarised at other thresholds, when `ask(extra_thresholds=...)` asked.
+    at_thresholds: dict[float, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (the pixel array is left out; encode it with medplib.masks)."""
@@ -242,6 +244,7 @@ class MedPLIBPredictor:
         stop: Sequence[str] | None = None,
         progress: Progress | None = None,
         seed: int | None = None,
+        extra_thresholds: Sequence[float] = (),
     ) -> Prediction:
         """Answer `question` about the current image.
 
@@ -254,6 +257,8 @@ class MedPLIBPredictor:
           progress: optional `progress(phase, fraction)` callback; phases are "prefill",
             "decode" (fraction of max_new_tokens), "masks" and finally ("done", 1.0).
           seed: seeds sampling (temperature > 0) for reproducible answers.
+          extra_thresholds: also binarise each mask at these sigmoid thresholds (evaluation
+            reports 0.5 beside the official 0.1); see `PredictedMask.at_thresholds`.
         """
         if self._image is None:
             raise UserInputError("No image is set; call set_image(image) before ask(question).")
@@ -268,6 +273,7 @@ class MedPLIBPredictor:
             stop,
             progress,
             seed,
+            extra_thresholds,
         )
 
     def predict_batch(
@@ -309,6 +315,7 @@ class MedPLIBPredictor:
                         stop,
                         None,
                         seed,
+                        (),
                     )
                 )
         return results
@@ -376,6 +383,7 @@ class MedPLIBPredictor:
         stop,
         progress,
         seed,
+        extra_thresholds,
     ):
         t_start = time.perf_counter()
         notes: list[str] = []
@@ -439,7 +447,7 @@ class MedPLIBPredictor:
                     readable = readable[: readable.find(s)]
         t_masks = time.perf_counter()
         report("masks", 0.0)
-        pred_masks = self._masks(enc, tokens, result, report)
+        pred_masks = self._masks(enc, tokens, result, report, extra_thresholds)
         masks_s = time.perf_counter() - t_masks
         if result.finish_reason == "length":
             notes.append("The answer hit max_new_tokens before finishing.")
@@ -465,7 +473,12 @@ class MedPLIBPredictor:
         )
 
     def _masks(
-        self, enc: _EncodedImage, tokens: list[int], result: GenerationResult, report: Progress
+        self,
+        enc: _EncodedImage,
+        tokens: list[int],
+        result: GenerationResult,
+        report: Progress,
+        extra_thresholds: Sequence[float] = (),
     ):
         seg_steps = [k for k, t in enumerate(tokens) if t == self.special.seg]
         out: list[PredictedMask] = []
@@ -483,7 +496,10 @@ class MedPLIBPredictor:
             area = int(binary.sum())
             score = float(prob[binary].mean()) if area else 0.0
             mask = binary.cpu().numpy()
-            out.append(PredictedMask(mask, score, float(iou[0]), area, mask_bbox_xyxy_px(mask), n))
+            extra = {float(t): (prob > t).cpu().numpy() for t in extra_thresholds}
+            out.append(
+                PredictedMask(mask, score, float(iou[0]), area, mask_bbox_xyxy_px(mask), n, extra)
+            )
             report("masks", (n + 1) / len(seg_steps))
         return out
 
