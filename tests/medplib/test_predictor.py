@@ -105,6 +105,10 @@ def test_mask_threshold_is_applied_to_sigmoid(predictor):
     assert pred.masks[0].area_px == 32 * 32
     assert pred.masks[0].score == pytest.approx(0.3, abs=1e-5)
     assert pred.masks[0].iou_prediction == pytest.approx(0.8)
+    _script(predictor, "<SEG>")
+    both = predictor.ask("segment", extra_thresholds=(0.2, 0.5)).masks[0]
+    assert both.mask.all() and both.at_thresholds[0.2].all()
+    assert not both.at_thresholds[0.5].any()
     predictor.config.mask_threshold = 0.5
     _script(predictor, "<SEG>")
     assert predictor.ask("segment").masks[0].area_px == 0
