@@ -30,8 +30,12 @@ NOTICE = (
 )
 # Runs in the browser before the load handler: a random key kept in localStorage identifies
 # this browser's anonymous user across reloads (a per-page key when storage is blocked).
-LOAD_JS = """
+LOAD_JS = (
+    """
 (key, query) => {
+"""
+    + canvas.REFRESH_JS
+    + """
   let stored = null;
   try { stored = window.localStorage.getItem("medplib_browser_key"); } catch (e) {}
   if (!stored || !/^[0-9a-f]{32}$/.test(stored)) {
@@ -43,7 +47,9 @@ LOAD_JS = """
   return [stored, window.location.search];
 }
 """
+)
 CSS = """
+.medplib-hidden { display: none !important; }
 #medplib-status p { margin: 0.2em 0; }
 .medplib-legend li { margin: 0.1em 0; }
 """
@@ -54,7 +60,8 @@ def build_blocks(web: Web) -> gr.Blocks:
     with gr.Blocks(title="MedPLIB", css=CSS, delete_cache=(3600, 3600)) as demo:
         c["actor"] = gr.State({})
         c["view"] = gr.State(empty_view())
-        c["drawn"] = gr.State([])
+        c["drawn"] = gr.State([])  # every region, numbered, as last read off the canvases
+        c["sketches"] = gr.State([])  # the sketch editor's regions at its last change
         c["browser_key"] = gr.State("")
         key_box = gr.Textbox(visible=False)
         query_box = gr.Textbox(visible=False)
@@ -85,13 +92,14 @@ def build_blocks(web: Web) -> gr.Blocks:
         def on_load(key: str, query: str, request: gr.Request) -> dict:
             return named(c, session_handlers.page_load(web, key, query, request.session_hash))
 
-        demo.load(
+        loaded = demo.load(
             on_load,
             [key_box, query_box],
             outs(c, SCREEN, "actor", "browser_key", "account_md", "sessions_table"),
             js=LOAD_JS,
             show_api=False,
         )
+        canvas.fill_after(c, web, loaded)
 
         def links(view: dict, actor: dict) -> dict:
             return named(c, share_handlers.links_list(web, view, actor))

@@ -3,8 +3,8 @@
 Pure functions. Three coordinate spaces meet here:
 
 - *original* pixels: the uploaded image, in which regions are stored (``*_px``);
-- *shown* pixels: the copy put on the canvases, at most ``max_side`` on its longest side, so a
-  large scan does not travel to the browser at full size;
+- *shown* pixels: the copy put on the canvases, within a width and height limit, so a large
+  scan does not travel to the browser at full size and a tall one fits on the screen;
 - canvas pixels: the prompter already scales those to the shown image's natural size.
 
 Shown → original is a per-axis scale by ``original / shown``, the exact inverse of the resize
@@ -12,6 +12,10 @@ that made the shown copy (both images span the same extent), so no pixel offset 
 
 Every region gets a ``label``: the number the user sees ("region 2"). Stored region lists keep
 the label next to the geometry, so a reopened session shows the same numbers.
+
+Regions of a reopened session are *saved* regions: they are kept as stored (never redrawn
+through a canvas, so never rounded) and shown as outlines burnt into the canvas image; new
+prompts are numbered after them.
 """
 
 from __future__ import annotations
@@ -30,19 +34,19 @@ from medplib.geometry import (
     editor_layer_to_mask,
     prompts_to_document,
 )
-from medplib.masks import decode_rle, resize_mask_nearest
+from medplib.masks import decode_rle
 
 REGION_TAG = "<region>"
 # `<region>` (optionally closed) or "region 2" / "Region #2": how a question names a region.
 _REFERENCE = re.compile(r"<region>(?:\s*</region>)?|\bregion\s*#?\s*(\d+)\b", re.IGNORECASE)
 _TAG = re.compile(r"<region>(?:\s*</region>)?", re.IGNORECASE)
-# Colour of restored sketch layers (RGBA): opaque, so the editor shows them clearly.
-SKETCH_RGBA = (255, 64, 64, 255)
 
 
-def shown_size(width_px: int, height_px: int, max_side: int) -> tuple[int, int]:
-    """(width, height) of the canvas copy: longest side at most ``max_side``, aspect kept."""
-    scale = min(1.0, max_side / max(width_px, height_px))
+def shown_size(
+    width_px: int, height_px: int, *, max_width_px: int, max_height_px: int
+) -> tuple[int, int]:
+    """(width, height) of the canvas copy: within both limits, aspect kept, never enlarged."""
+    scale = min(1.0, max_width_px / width_px, max_height_px / height_px)
     return max(1, round(width_px * scale)), max(1, round(height_px * scale))
 
 
@@ -91,11 +95,13 @@ def collect_regions(
     *,
     original_wh: tuple[int, int],
     shown_wh: tuple[int, int],
+    saved: Sequence[dict[str, Any]] = (),
 ) -> CanvasRegions:
-    """Every prompt on the two canvases as a labelled region, in original-image pixels.
+    """Saved regions, then every prompt on the two canvases, labelled 1, 2, ... in that order.
 
-    Points and boxes from the prompter come first, in drawing order; each painted layer of the
-    sketch editor is one free-form region after them. Negative clicks are dropped with a note.
+    Points and boxes from the prompter come in drawing order, then each painted layer of the
+    sketch editor as one free-form region. Coordinates are original-image pixels. Negative
+    clicks are dropped with a note.
     """
     width_px, height_px = original_wh
     rows = (prompter_value or {}).get("points") if isinstance(prompter_value, dict) else None
@@ -106,10 +112,15 @@ def collect_regions(
         if _painted(layer):
             mask = editor_layer_to_mask(layer, height_px=height_px, width_px=width_px)
             prompts.append(MaskPrompt(mask))
-    document = prompts_to_document(prompts)
+    document = [dict(item) for item in saved] + prompts_to_document(prompts)
     for number, item in enumerate(document, start=1):
         item["label"] = number
     return CanvasRegions(regions=document, notes=list(decoded.skipped))
+
+
+def relabel(regions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of the regions numbered 1, 2, ... in list order."""
+    return [{**item, "label": number} for number, item in enumerate(regions, start=1)]
 
 
 def describe_region(item: dict[str, Any], number: int | None = None) -> str:
@@ -198,30 +209,3 @@ def question_for_display(text: str, regions: Sequence[dict[str, Any]]) -> str:
         return f"[region {next(labels, '?')}]"
 
     return _TAG.sub(name, text)
-
-
-def regions_to_canvas(
-    regions: Sequence[dict[str, Any]],
-    *,
-    original_wh: tuple[int, int],
-    shown_wh: tuple[int, int],
-) -> tuple[list[list[float]], list[np.ndarray]]:
-    """Prompter rows (shown pixels) and one RGBA sketch layer per mask region, for restoring."""
-    sx = shown_wh[0] / original_wh[0]
-    sy = shown_wh[1] / original_wh[1]
-    rows: list[list[float]] = []
-    layers: list[np.ndarray] = []
-    for item in regions:
-        kind = item.get("kind")
-        if kind == "point":
-            x, y = item["xy_px"]
-            rows.append([x * sx, y * sy, 1.0, 0.0, 0.0, 4.0])
-        elif kind == "box":
-            x0, y0, x1, y1 = item["xyxy_px"]
-            rows.append([x0 * sx, y0 * sy, 2.0, x1 * sx, y1 * sy, 3.0])
-        elif kind == "mask":
-            mask = resize_mask_nearest(decode_rle(item["rle"]), (shown_wh[1], shown_wh[0]))
-            layer = np.zeros((shown_wh[1], shown_wh[0], 4), dtype=np.uint8)  # (h, w, RGBA)
-            layer[mask] = SKETCH_RGBA
-            layers.append(layer)
-    return rows, layers

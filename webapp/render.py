@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
+
+from medplib.masks import decode_rle, resize_mask_nearest
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -29,6 +31,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 # Expert 0 is the grounding ("Seg") expert, expert 1 the vision-language expert.
 EXPERT_NAMES = ("grounding expert", "VL expert")
 UNTRAINED_MARKER = "untrained"
+# Saved regions are outlined in one colour that no mask colour uses (with a dark halo).
+SAVED_REGION_RGB = (255, 255, 0)
 
 
 def escape_text(text: str | None) -> str:
@@ -146,37 +150,39 @@ def checkpoint_badge_html(checkpoint_id: str | None) -> str:
     return f'<div class="medplib-checkpoint">{text}</div>'
 
 
-def routing_series(routing: Any) -> dict[str, list[tuple[int, float]]]:
-    """Per token kind, ``(layer, share of tokens routed to the grounding expert)``.
+# Series of the chart, from the predictor's routing record (`medplib.predictor.RoutingStats`).
+ROUTING_SERIES = (
+    ("prompt_image_share", "image tokens"),
+    ("prompt_text_share", "question tokens"),
+    ("answer_share", "answer tokens"),
+)
 
-    Accepts ``{"layers": [{"layer": i, "expert_share": [g, vl], "text_share": [...],
-    "image_share": [...]}, ...]}`` (shares per expert, summing to 1; the per-kind keys are
-    optional) or ``{"expert_share": [[g, vl], ...]}`` (one pair per layer). Anything else
-    gives no series.
+
+def routing_series(routing: Any) -> dict[str, list[tuple[int, float]]]:
+    """Per token kind, ``(decoder layer, share of tokens routed to the grounding expert)``.
+
+    Reads the stored routing record: ``{"layers": [layer index per MoE layer],
+    "num_experts": 2, "prompt_image_share": [[grounding, vl], ...], "prompt_text_share":
+    [...], "answer_share": [...]}``; a kind without shares is left out. Without two experts
+    there is nothing to compare, so no series.
     """
-    series: dict[str, list[tuple[int, float]]] = {}
-    if not isinstance(routing, dict):
-        return series
+    if not isinstance(routing, dict) or int(routing.get("num_experts") or 0) < 2:
+        return {}
     layers = routing.get("layers")
-    if isinstance(layers, list):
-        for position, layer in enumerate(layers):
-            if not isinstance(layer, dict):
-                continue
-            index = int(layer.get("layer", position))
-            for key, name in (
-                ("expert_share", "all tokens"),
-                ("text_share", "text tokens"),
-                ("image_share", "image tokens"),
-            ):
-                share = layer.get(key)
-                if isinstance(share, (list, tuple)) and share:
-                    series.setdefault(name, []).append((index, float(share[0])))
-        return series
-    shares = routing.get("expert_share")
-    if isinstance(shares, list):
-        for index, share in enumerate(shares):
-            if isinstance(share, (list, tuple)) and share:
-                series.setdefault("all tokens", []).append((index, float(share[0])))
+    if not isinstance(layers, list):
+        return {}
+    series: dict[str, list[tuple[int, float]]] = {}
+    for key, name in ROUTING_SERIES:
+        shares = routing.get(key)
+        if not isinstance(shares, list) or len(shares) != len(layers):
+            continue
+        points = [
+            (int(layer), float(share[0]))
+            for layer, share in zip(layers, shares, strict=True)
+            if isinstance(share, (list, tuple)) and share
+        ]
+        if points:
+            series[name] = points
     return series
 
 
@@ -189,16 +195,18 @@ def routing_chart(routing: Any, *, title: str = "") -> np.ndarray | None:
 
     matplotlib.use("Agg")  # no display on servers
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(5.0, 2.4), dpi=100)
+    fig = Figure(figsize=(5.5, 2.6), dpi=100)
     ax = fig.add_subplot()
     for name, points in series.items():
         layers = [p[0] for p in points]
         ax.plot(layers, [p[1] for p in points], marker="o", markersize=3, label=name)
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
     ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel("decoder layer")
-    ax.set_ylabel(f"share to {EXPERT_NAMES[0]}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("decoder layer", fontsize=8)
+    ax.set_ylabel(f"share to {EXPERT_NAMES[0]}", fontsize=8)
     ax.text(1.0, 1.02, f"rest: {EXPERT_NAMES[1]}", transform=ax.transAxes, ha="right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=9, loc="left")
@@ -218,3 +226,47 @@ def region_list_markdown(lines: Sequence[str], notes: Sequence[str] = ()) -> str
     tail = "\n".join(f"\n*{escape_text(note)}*" for note in notes)
     hint = "\n\nRefer to them as `region 1`, `region 2` or `<region>` in the question."
     return (body + tail + (hint if lines else "")).strip()
+
+
+def annotate_regions(
+    image: np.ndarray, regions: Sequence[dict[str, Any]], *, original_wh: tuple[int, int]
+) -> np.ndarray:
+    """A copy of a shown (h, w, 3) image with each region outlined and numbered by its label.
+
+    Regions are geometry documents in original pixels (``original_wh``); they are scaled per
+    axis to the shown size. Points get a ring, boxes a rectangle, masks their outline.
+    """
+    if not regions:
+        return image
+    height, width = image.shape[:2]
+    sx, sy = width / original_wh[0], height / original_wh[1]
+    canvas = Image.fromarray(np.ascontiguousarray(image[..., :3]))
+    draw = ImageDraw.Draw(canvas)
+    ring = max(3.0, 0.015 * max(width, height))
+    for number, item in enumerate(regions, start=1):
+        label = str(item.get("label", number))
+        kind = item.get("kind")
+        if kind == "point":
+            x, y = item["xy_px"][0] * sx, item["xy_px"][1] * sy
+            draw.ellipse((x - ring, y - ring, x + ring, y + ring), outline=(0, 0, 0), width=3)
+            draw.ellipse((x - ring, y - ring, x + ring, y + ring), outline=SAVED_REGION_RGB)
+            anchor = (x + ring + 1, y - ring)
+        elif kind == "box":
+            x0, y0, x1, y1 = item["xyxy_px"]
+            xy = (min(x0, x1) * sx, min(y0, y1) * sy, max(x0, x1) * sx, max(y0, y1) * sy)
+            draw.rectangle(xy, outline=(0, 0, 0), width=3)
+            draw.rectangle(xy, outline=SAVED_REGION_RGB)
+            anchor = (xy[0] + 2, xy[1] + 1)
+        elif kind == "mask":
+            mask = resize_mask_nearest(decode_rle(item["rle"]), (height, width))
+            edge = _outline(mask)
+            pixels = np.asarray(canvas).copy()
+            pixels[edge] = SAVED_REGION_RGB
+            canvas = Image.fromarray(pixels)
+            draw = ImageDraw.Draw(canvas)
+            rows, cols = np.nonzero(mask)
+            anchor = (float(cols.min()) + 2, float(rows.min()) + 1) if rows.size else (2.0, 2.0)
+        else:
+            continue
+        draw.text(anchor, label, fill=SAVED_REGION_RGB, stroke_width=2, stroke_fill=(0, 0, 0))
+    return np.asarray(canvas)

@@ -203,11 +203,12 @@ async def ask(
     """Ask in one of the caller's sessions; with ``wait`` return the finished answer."""
     actor, state = await asyncio.to_thread(ensured_state, web, state, session_hash)
     regions = _json_arg(regions_json, "regions_json") or []
-    if not isinstance(regions, list):
-        raise gr.Error("regions_json must be a JSON list of regions.")
+    if not isinstance(regions, list) or not all(isinstance(item, dict) for item in regions):
+        raise gr.Error(
+            'regions_json must be a JSON list of regions like {"kind": "box", "xyxy_px": [...]}.'
+        )
     for number, item in enumerate(regions, start=1):
-        if isinstance(item, dict):
-            item.setdefault("label", number)
+        item["label"] = number  # "region N" means the N-th item of the list
     try:
         with user_errors():
             resolved = resolve_references(question or "", regions)
@@ -339,7 +340,7 @@ def rate(
                 db,
                 actor=actor,
                 turn_id=(turn_id or "").strip(),
-                text_score=int(text_score),
+                text_score=int(text_score or 0),
                 text_correct=correct,
                 mask_verdicts=verdicts,
                 comment=comment or "",

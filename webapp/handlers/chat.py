@@ -13,7 +13,9 @@ from webapp import render
 from webapp.adapters import set_session_regions
 from webapp.handlers.common import UserFacingError, Web, ensured_state, to_actor, user_errors
 from webapp.handlers.screen import (
+    EMPTY_CANVASES,
     blank_details,
+    canvas_values,
     region_lines,
     session_screen,
     turn_details,
@@ -23,16 +25,19 @@ from webapp.regions import (
     CanvasRegions,
     collect_regions,
     question_for_display,
+    relabel,
     resolve_references,
 )
 from worker.models import JobStatus
 from worker.services.sessions import create_session
-from worker.services.turns import JobView, cancel_job, job_view
+from worker.services.turns import JobView, cancel_job, job_view, submit_turn
 
 POLL_INTERVAL_S = 0.5
 
 
-def read_canvases(view: dict[str, Any], prompter: Any, editor: Any) -> CanvasRegions:
+def read_canvases(
+    view: dict[str, Any], prompter: Any, editor: Any, *, with_saved: bool = True
+) -> CanvasRegions:
     if not view.get("image_id"):
         return CanvasRegions()
     return collect_regions(
@@ -40,18 +45,35 @@ def read_canvases(view: dict[str, Any], prompter: Any, editor: Any) -> CanvasReg
         editor,
         original_wh=(view["width_px"], view["height_px"]),
         shown_wh=(view["shown_w"], view["shown_h"]),
+        saved=(view.get("saved") or []) if with_saved else (),
     )
 
 
-def regions_changed(web: Web, prompter: Any, editor: Any, view: dict[str, Any]) -> dict[str, Any]:
-    """Re-read both canvases into the numbered region list (kept in the ``drawn`` state)."""
+def regions_changed(
+    web: Web,
+    prompter: Any,
+    editor: Any,
+    view: dict[str, Any],
+    sketches: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Re-read the canvases into the numbered region list (kept in the ``drawn`` state).
+
+    The sketch editor's value is costly to send (whole images), so a prompter refresh passes
+    ``editor=None`` and the ``sketches`` read at the editor's last change instead.
+    """
     try:
-        found = read_canvases(view, prompter, editor)
+        if editor is not None or sketches is None:
+            sketches = read_canvases(view, None, editor, with_saved=False).regions
+        found = read_canvases(view, prompter, None)
     except UserInputError as exc:
         return {"regions_md": render.region_list_markdown([], [str(exc)])}
+    regions = relabel(found.regions + list(sketches))
     return {
-        "drawn": found.regions,
-        "regions_md": render.region_list_markdown(region_lines(found.regions), found.notes),
+        "drawn": regions,
+        "sketches": sketches,
+        "regions_md": render.region_list_markdown(
+            region_lines(regions, len(view.get("saved") or [])), found.notes
+        ),
     }
 
 
@@ -95,28 +117,42 @@ def submit(
     with user_errors():
         drawn = read_canvases(view, prompter, editor).regions
         resolved = resolve_references(question or "", drawn)
-    session_id = view.get("session_id")
-    if not session_id:
-        session = web.call(
-            create_session,
-            actor=actor,
-            image_id=view["image_id"],
-            regions=drawn,
-            max_regions=web.settings.max_regions,
-        )
-        session_id = session.id
-    else:
-        web.call(
-            set_session_regions,
+
+    # Session (on the first question), regions, turn and job in one transaction: a refused
+    # question leaves no empty session behind.
+    def body(db: Any) -> tuple[str, str]:
+        session_id = view.get("session_id")
+        if not session_id:
+            session_id = create_session(
+                db,
+                actor=actor,
+                image_id=view["image_id"],
+                regions=drawn,
+                max_regions=web.settings.max_regions,
+            ).id
+        else:
+            set_session_regions(
+                db,
+                actor=actor,
+                session_id=session_id,
+                regions=drawn,
+                max_regions=web.settings.max_regions,
+            )
+        job = submit_turn(
+            db,
             actor=actor,
             session_id=session_id,
-            regions=drawn,
-            max_regions=web.settings.max_regions,
+            question=resolved.text,
+            regions=resolved.regions,
+            settings=web.settings,
+            runner=web.platform.runner.name,
         )
+        return session_id, job.id
+
+    session_id, job_id = web.call(body)
     with user_errors():
-        job = web.platform.ask(
-            actor=actor, session_id=session_id, question=resolved.text, regions=resolved.regions
-        )
+        web.platform.runner.submit(job_id)
+    job = web.call(job_view, job_id=job_id)
     shown = question_for_display(resolved.text, resolved.regions)
     new_view = {**view, "session_id": session_id, "job_id": job.id}
     return job, new_view, actor_state, shown, drawn
@@ -157,9 +193,11 @@ async def ask(
         await asyncio.sleep(POLL_INTERVAL_S)
         try:
             job = await asyncio.to_thread(web.call, job_view, job_id=job.id)
-        except UserFacingError as exc:  # a database blip: keep polling, say so once
+        except UserFacingError as exc:  # a database blip: keep polling, say so
             status = str(exc)
         else:
+            if job.status.final:
+                break  # the final screen below shows the outcome
             status = _status_of(job)
         if status != last:
             last = status
@@ -183,7 +221,9 @@ async def ask(
     # The list as the question saw it (an in-flight stroke may have landed after the last
     # change event).
     out["drawn"] = drawn
-    out["regions_md"] = render.region_list_markdown(region_lines(drawn))
+    out["regions_md"] = render.region_list_markdown(
+        region_lines(drawn, len(view.get("saved") or []))
+    )
     out["cancel_btn"] = gr.update(visible=False)
     if job.status is JobStatus.failed:
         gr.Warning(final)
@@ -221,3 +261,27 @@ def show_turn(
         return {**blank_details(), "status": str(exc)}
     turn = next((t for t in session.turns if t.index == int(turn_index)), None)
     return turn_details(web, session, turn, opacity=float(opacity))
+
+
+def restore_prompter(web: Web, view: dict[str, Any]) -> dict[str, Any]:
+    """Put the image back after the prompter's own "clear" (uploads go through the file box)."""
+    if not view.get("display_key"):
+        return {"status": gr.update()}
+    return {
+        "prompter": canvas_values(web, view)["prompter"],
+        "status": "Prompts cleared. To change the image, upload a new file above.",
+    }
+
+
+def clear_saved(web: Web, view: dict[str, Any]) -> dict[str, Any]:
+    """Drop the regions restored with a session (the next question saves what is drawn)."""
+    if not view.get("saved"):
+        return {"status": "There are no saved regions to clear."}
+    return {
+        "view": {**view, "saved": []},
+        **EMPTY_CANVASES,
+        "drawn": [],
+        "sketches": [],
+        "regions_md": render.region_list_markdown([]),
+        "status": "Saved regions cleared.",
+    }

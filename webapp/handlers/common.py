@@ -30,8 +30,10 @@ from worker.services.images import load_display
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Longest side of the image copy put on the canvases and overlays (browser cost, not accuracy).
-CANVAS_MAX_SIDE_PX = 1024
+# Size limits of the image copy put on the canvases and overlays. Accuracy does not depend on
+# them (prompts are scaled back to original pixels); the height keeps a tall scan on screen.
+CANVAS_MAX_WIDTH_PX = 1024
+CANVAS_MAX_HEIGHT_PX = 560
 # Download files are kept this long for the browser to fetch them, then pruned.
 DOWNLOAD_TTL_S = 3600.0
 
@@ -58,7 +60,8 @@ class Web:
     """The platform plus web-only resources (a scratch directory for downloads)."""
 
     platform: Platform
-    canvas_max_side_px: int = CANVAS_MAX_SIDE_PX
+    canvas_max_width_px: int = CANVAS_MAX_WIDTH_PX
+    canvas_max_height_px: int = CANVAS_MAX_HEIGHT_PX
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="medplib-web-")))
 
     def call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
@@ -88,10 +91,18 @@ class Web:
             except OSError:
                 continue
 
+    def shown_size(self, width_px: int, height_px: int) -> tuple[int, int]:
+        return shown_size(
+            width_px,
+            height_px,
+            max_width_px=self.canvas_max_width_px,
+            max_height_px=self.canvas_max_height_px,
+        )
+
     def shown_image(self, display_key: str, width_px: int, height_px: int) -> np.ndarray:
         """The canvas copy of an image: (h, w, 3) uint8, longest side capped."""
         rgb = load_display(self.platform.store, display_key)  # (H, W, 3)
-        shown_w, shown_h = shown_size(width_px, height_px, self.canvas_max_side_px)
+        shown_w, shown_h = self.shown_size(width_px, height_px)
         if (shown_w, shown_h) == (width_px, height_px):
             return rgb
         with PILImage.fromarray(rgb) as im:
@@ -133,27 +144,13 @@ def anonymous_state(web: Web, browser_key: str) -> dict[str, Any]:
     return web.call(body)
 
 
-def ensure_actor(web: Web, state: dict[str, Any] | None, session_hash: str | None) -> Actor:
-    """The state's actor, or a fresh anonymous one when the page never loaded (API clients).
-
-    The caller must store the returned actor back: see `ensured_state`.
-    """
-    actor = to_actor(state)
-    if actor is not None:
-        return actor
-    fresh = anonymous_state(web, key_from_session_hash(session_hash))
-    if state is not None:
-        state.clear()
-        state.update(fresh)
-    actor = to_actor(fresh)
-    assert actor is not None
-    return actor
-
-
 def ensured_state(
     web: Web, state: dict[str, Any] | None, session_hash: str | None
 ) -> tuple[Actor, dict[str, Any]]:
-    """Like `ensure_actor`, also returning the state dict to put back into ``gr.State``."""
+    """The state's actor, or a fresh anonymous one when the page never loaded (API clients).
+
+    Returns the actor and the state dict to put back into ``gr.State``.
+    """
     actor = to_actor(state)
     if actor is not None and state is not None:
         return actor, state
@@ -175,9 +172,11 @@ def empty_view() -> dict[str, Any]:
         "shown_w": 0,
         "shown_h": 0,
         "filename": None,
+        "source_path": None,  # the uploaded file, kept to re-read with another window/slice
         "session_id": None,
         "token": None,  # a share token when the session is read through a link
         "read_only": False,
         "can_fork": False,
         "job_id": None,
+        "saved": [],  # regions of a reopened session, kept as stored (see webapp.regions)
     }

@@ -168,4 +168,5 @@ def export(web: Web, fmt: str, actor_state: dict[str, Any] | None) -> dict[str, 
     except UserFacingError as exc:
         return _fail(exc)
     path = web.download_path(f"medplib-ratings.{fmt}", text.encode())
-    return {"export_file": path, "review_status": f"Exported {text.count(chr(10))} lines."}
+    count = len(text.splitlines()) - (1 if fmt == "csv" else 0)  # csv has a header line
+    return {"export_file": path, "review_status": f"Exported {count} rating(s) as {fmt}."}

@@ -15,27 +15,31 @@ from medplib.masks import decode_rle, resize_mask_nearest
 from webapp import render
 from webapp.handlers.common import Web, empty_view
 from webapp.handlers.views import ImageData, SessionData, TurnData
-from webapp.regions import describe_region, question_for_display, regions_to_canvas, shown_size
+from webapp.regions import describe_region, question_for_display
 
 NO_SESSION_CHAT: list[dict[str, str]] = []
 
 
-def canvas_values(
-    shown: np.ndarray | None, regions: list[dict[str, Any]], *, original_wh: tuple[int, int]
-) -> dict[str, Any]:
-    """Prompter and sketch-editor values for an image, with regions drawn back on."""
-    if shown is None:
-        return {"prompter": None, "editor": None}
-    shown_wh = (shown.shape[1], shown.shape[0])
-    rows, layers = regions_to_canvas(regions, original_wh=original_wh, shown_wh=shown_wh)
+# Canvases are emptied first and filled by a follow-up event: the prompter keeps its drawn
+# prompts across an image change unless its drawing layer is rebuilt (value None, then image).
+EMPTY_CANVASES: dict[str, Any] = {"prompter": None, "editor": None}
+
+
+def canvas_values(web: Web, view: dict[str, Any]) -> dict[str, Any]:
+    """Both canvases for the view's image, saved regions burnt in, no prompts on them."""
+    if not view.get("display_key"):
+        return dict(EMPTY_CANVASES)
+    shown = web.shown_image(view["display_key"], view["width_px"], view["height_px"])
+    original_wh = (view["width_px"], view["height_px"])
+    annotated = render.annotate_regions(shown, view.get("saved") or [], original_wh=original_wh)
     return {
-        "prompter": {"image": shown, "points": rows},
-        "editor": {"background": shown, "layers": layers, "composite": None},
+        "prompter": {"image": annotated, "points": []},
+        "editor": {"background": annotated, "layers": [], "composite": None},
     }
 
 
 def view_for_image(web: Web, image: ImageData, **extra: Any) -> dict[str, Any]:
-    shown_w, shown_h = shown_size(image.width_px, image.height_px, web.canvas_max_side_px)
+    shown_w, shown_h = web.shown_size(image.width_px, image.height_px)
     view = empty_view()
     view.update(
         image_id=image.id,
@@ -91,8 +95,12 @@ def turn_choices(session: SessionData) -> list[tuple[str, int]]:
     return choices
 
 
-def region_lines(regions: list[dict[str, Any]]) -> list[str]:
-    return [describe_region(item, i + 1) for i, item in enumerate(regions)]
+def region_lines(regions: list[dict[str, Any]], saved: int = 0) -> list[str]:
+    """One line per region; the first ``saved`` are the session's saved regions."""
+    return [
+        describe_region(item, i + 1) + (" (saved)" if i < saved else "")
+        for i, item in enumerate(regions)
+    ]
 
 
 def session_screen(
@@ -111,6 +119,7 @@ def session_screen(
         session_id=session.id,
         read_only=session.read_only,
         can_fork=session.can_fork,
+        saved=restored,
     )
     choices = turn_choices(session)
     selected = choices[-1][1] if choices else None
@@ -126,8 +135,8 @@ def session_screen(
         "question": gr.update(interactive=not session.read_only),
     }
     if canvases:
-        out.update(canvas_values(shown, restored, original_wh=(image.width_px, image.height_px)))
-        out["regions_md"] = render.region_list_markdown(region_lines(restored))
+        out.update(EMPTY_CANVASES, sketches=[])
+        out["regions_md"] = render.region_list_markdown(region_lines(restored, len(restored)))
         out["drawn"] = restored
     turn = next((t for t in session.turns if t.index == selected), None)
     out.update(turn_details(web, session, turn, opacity=0.5, shown=shown))

@@ -45,7 +45,10 @@ def page_load(
     student's own copy, for a class link); ``?class=TOKEN`` always opens the student copy.
     """
     key = browser_key if _valid_key(browser_key) else key_from_session_hash(session_hash)
-    state = anonymous_state(web, key)
+    try:
+        state = anonymous_state(web, key)
+    except UserFacingError as exc:
+        return {"status": f"⚠ {render.escape_text(str(exc))}", "browser_key": key}
     out: dict[str, Any] = {"actor": state, "browser_key": key}
     params = parse_qs((query or "").lstrip("?"))
     share = (params.get("share") or [""])[0]

@@ -12,6 +12,7 @@ from webapp import render
 from webapp.handlers.common import UserFacingError, Web, to_actor
 from webapp.handlers.screen import session_screen
 from webapp.handlers.views import read_session
+from webapp.regions import question_for_display
 from worker.models import LinkKind, LinkRole, ShareLink, User
 from worker.services.shares import class_forks, create_share_link, list_links, revoke_link
 
@@ -143,7 +144,7 @@ def class_overview(
                 [
                     owner.username if owner else "?",
                     len(answered),
-                    last.question if last else "",
+                    question_for_display(last.question, last.regions) if last else "",
                     last.answer if last else "",
                     fork.id,
                 ]

@@ -11,7 +11,7 @@ from medplib.errors import UserInputError
 from medplib.imageio import detect_format, load_volume
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, user_errors
-from webapp.handlers.screen import blank_details, canvas_values, image_info, view_for_image
+from webapp.handlers.screen import EMPTY_CANVASES, blank_details, image_info, view_for_image
 from webapp.handlers.views import image_data
 from worker.services.images import ingest_image
 
@@ -29,13 +29,18 @@ AXIS_CHOICES = [("sagittal (0)", 0), ("coronal (1)", 1), ("axial (2)", 2)]
 
 def read_upload(web: Web, path: str) -> bytes:
     limit = web.settings.max_upload_bytes
-    size = os.path.getsize(path)
-    if size > limit:
+    try:
+        size = os.path.getsize(path)
+        if size > limit:
+            raise UserFacingError(
+                f"The file is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB."
+            )
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
         raise UserFacingError(
-            f"The file is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB."
-        )
-    with open(path, "rb") as fh:
-        return fh.read()
+            "The uploaded file is no longer available; upload it again."
+        ) from None
 
 
 def volume_slices(data: bytes, axis: int) -> int | None:
@@ -62,10 +67,14 @@ def upload(
 ) -> dict[str, Any]:
     """Ingest the file with the chosen window/slice; on success show it on both canvases.
 
-    On any error the screen keeps the previous image and says why, in one sentence.
+    ``new_file=False`` re-reads the current image's file (another window or slice). On
+    success the file box is emptied, ready for the next upload. On any error the screen
+    keeps the previous image and says why, in one sentence.
     """
+    if not new_file:
+        path = view.get("source_path")
     if not path:
-        return {}
+        return {"status": gr.update()}
     axis = 2 if new_file or nifti_axis is None else int(nifti_axis)
     index = None if new_file or nifti_slice is None else int(nifti_slice)
     try:
@@ -90,20 +99,22 @@ def upload(
             )
     except UserFacingError as exc:
         gr.Warning(str(exc))
-        return {"status": f"⚠ {render.escape_text(str(exc))}"}
-    shown = web.shown_image(image.display_key, image.width_px, image.height_px)
+        return {"status": f"⚠ {render.escape_text(str(exc))}", "file": None}
     dropped = len(drawn or [])
     message = "Image loaded. Draw regions if you like, then ask a question."
     if view.get("image_id") or view.get("session_id"):
         message = "New image loaded: a new conversation starts."
-        if dropped:
-            plural = "region was" if dropped == 1 else "regions were"
-            message += f" The {dropped} {plural} drawn on the previous image cleared."
+        if dropped == 1:
+            message += " The region drawn on the previous image was cleared."
+        elif dropped:
+            message += f" The {dropped} regions drawn on the previous image were cleared."
     out: dict[str, Any] = {
-        "view": view_for_image(web, image),
-        **canvas_values(shown, [], original_wh=(image.width_px, image.height_px)),
+        "view": view_for_image(web, image, source_path=path),
+        "file": None,
+        **EMPTY_CANVASES,
         "regions_md": render.region_list_markdown([]),
         "drawn": [],
+        "sketches": [],
         "image_info": image_info(image),
         "chat": [],
         "turn_pick": gr.update(choices=[], value=None),

@@ -15,6 +15,7 @@ import gradio as gr
 SCREEN = (
     "view",
     "drawn",
+    "sketches",
     "prompter",
     "editor",
     "regions_md",
@@ -35,6 +36,9 @@ SCREEN = (
 
 
 def named(c: dict[str, Any], values: dict[str, Any]) -> dict[Any, Any]:
+    """``{name: value}`` → ``{component: value}``; Gradio reads an empty dict as one value."""
+    if not values:
+        raise ValueError("a handler must update at least one output (use gr.update())")
     return {c[name]: value for name, value in values.items()}
 
 

@@ -8,11 +8,32 @@ import gradio as gr
 from gradio_image_prompter import ImagePrompter
 
 from webapp.handlers import chat as handlers
+from webapp.handlers import screen
 from webapp.handlers.common import Web
 from webapp.render import region_list_markdown
 from webapp.ui import named, outs
 
 CANVAS_HEIGHT_PX = 460
+# Installed once per page (see webapp.app.LOAD_JS): after a click, drag or stroke on a
+# canvas (or its own undo / clear / layer buttons), ask the server to re-read that canvas.
+# Neither canvas's change event can be used: the prompter's fires without end once it holds
+# an image, and the editor's is sometimes not fired after a stroke.
+REFRESH_JS = """
+  const refresh = (event) => {
+    if (!event.target.closest) return;
+    const ids = [["#medplib-prompter", "medplib-refresh-regions"],
+                 ["#medplib-editor", "medplib-refresh-sketches"]];
+    for (const [canvas, id] of ids) {
+      if (!event.target.closest(canvas)) continue;
+      window.setTimeout(() => {
+        const button = document.getElementById(id);
+        if (button) button.click();
+      }, 150);
+    }
+  };
+  document.addEventListener("mouseup", refresh, true);
+  document.addEventListener("touchend", refresh, true);
+"""
 
 
 def build(c: dict[str, Any]) -> None:
@@ -41,20 +62,67 @@ def build(c: dict[str, Any]) -> None:
                 elem_id="medplib-editor",
             )
     c["regions_md"] = gr.Markdown(region_list_markdown([]), elem_id="medplib-regions")
+    c["clear_saved"] = gr.Button("Clear saved regions", size="sm", elem_id="medplib-clear-saved")
+    for name in ("regions", "sketches"):
+        c[f"refresh_{name}"] = gr.Button(
+            f"refresh {name}", elem_id=f"medplib-refresh-{name}", elem_classes=["medplib-hidden"]
+        )
+
+
+def fill_after(c: dict[str, Any], web: Web, event: Any) -> Any:
+    """Chain the second step of a canvas reset: the handler emptied them, this fills them."""
+
+    def fill(view: dict, prompter: Any) -> dict:
+        # Handlers that failed left the canvases (and the user's prompts) alone.
+        if prompter is not None:
+            return named(c, {"prompter": gr.update(), "editor": gr.update()})
+        return named(c, screen.canvas_values(web, view))
+
+    return event.then(
+        fill, [c["view"], c["prompter"]], outs(c, "prompter", "editor"), show_api=False
+    )
 
 
 def wire(c: dict[str, Any], web: Web) -> None:
-    def changed(prompter: Any, editor: Any, view: dict) -> dict:
+    def sketched(prompter: Any, editor: Any, view: dict) -> dict:
         return named(c, handlers.regions_changed(web, prompter, editor, view))
 
-    inputs = [c["prompter"], c["editor"], c["view"]]
-    outputs = outs(c, "drawn", "regions_md")
-    for component in (c["prompter"], c["editor"]):
-        component.change(
-            changed,
-            inputs,
-            outputs,
-            trigger_mode="always_last",
-            show_progress="hidden",
+    def prompted(prompter: Any, sketches: list, view: dict) -> dict:
+        return named(c, handlers.regions_changed(web, prompter, None, view, sketches))
+
+    def restore(view: dict) -> dict:
+        return named(c, handlers.restore_prompter(web, view))
+
+    c["prompter"].clear(restore, [c["view"]], outs(c, "prompter", "status"), show_api=False)
+
+    def clear_saved(view: dict) -> dict:
+        return named(c, handlers.clear_saved(web, view))
+
+    fill_after(
+        c,
+        web,
+        c["clear_saved"].click(
+            clear_saved,
+            [c["view"]],
+            outs(c, "view", "prompter", "editor", "drawn", "regions_md", "status"),
             show_api=False,
-        )
+        ),
+    )
+
+    outputs = outs(c, "drawn", "sketches", "regions_md")
+    # One queue for both region events, one at a time: a slow sketch read finishing after a
+    # quick prompt read would otherwise show a stale list. Each takes milliseconds.
+    options = {
+        "trigger_mode": "always_last",
+        "show_progress": "hidden",
+        "show_api": False,
+        "concurrency_id": "regions",
+        "concurrency_limit": 1,
+    }
+    # REFRESH_JS clicks these hidden buttons after each click, drag or stroke on a canvas.
+    c["refresh_sketches"].click(
+        sketched, [c["prompter"], c["editor"], c["view"]], outputs, **options
+    )
+    c["refresh_regions"].click(
+        prompted, [c["prompter"], c["sketches"], c["view"]], outputs, **options
+    )

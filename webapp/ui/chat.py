@@ -11,6 +11,7 @@ from webapp.handlers import chat as handlers
 from webapp.handlers import sessions as session_handlers
 from webapp.handlers.common import Web
 from webapp.ui import SCREEN, named, outs
+from webapp.ui.canvas import fill_after
 
 DETAILS = ("overlay", "legend", "badge", "routing", "downloads", "status")
 
@@ -103,6 +104,10 @@ def wire(c: dict[str, Any], web: Web) -> None:
     def fork(view: dict, actor: dict) -> dict:
         return named(c, session_handlers.fork_current(web, view, actor))
 
-    c["fork_btn"].click(
-        fork, [c["view"], c["actor"]], outs(c, SCREEN, "sessions_table"), show_api=False
+    fill_after(
+        c,
+        web,
+        c["fork_btn"].click(
+            fork, [c["view"], c["actor"]], outs(c, SCREEN, "sessions_table"), show_api=False
+        ),
     )

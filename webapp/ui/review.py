@@ -16,8 +16,8 @@ ITEM = ("review_image", "review_text", "review_badge", "review_status", *VERDICT
 
 def build(c: dict[str, Any]) -> None:
     gr.Markdown(
-        "For reviewers (log in on the Account tab). Rate answers nobody has asked you "
-        "about yet; each answer can be rated by several reviewers."
+        "For reviewers (log in on the Account tab). The queue holds answers you have not "
+        "rated yet; several reviewers may rate the same answer (see the agreement below)."
     )
     with gr.Row():
         c["review_load"] = gr.Button("Load my queue", variant="primary")

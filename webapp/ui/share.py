@@ -9,6 +9,7 @@ import gradio as gr
 from webapp.handlers import share as handlers
 from webapp.handlers.common import Web
 from webapp.ui import SCREEN, named, outs
+from webapp.ui.canvas import fill_after
 
 
 def build_share(c: dict[str, Any]) -> None:
@@ -90,6 +91,13 @@ def wire(c: dict[str, Any], web: Web) -> None:
     def open_copy(session_id: str, actor: dict) -> dict:
         return named(c, handlers.open_fork(web, session_id, actor))
 
-    c["class_open"].click(
-        open_copy, [c["class_session"], c["actor"]], outs(c, SCREEN, "class_status"), show_api=False
+    fill_after(
+        c,
+        web,
+        c["class_open"].click(
+            open_copy,
+            [c["class_session"], c["actor"]],
+            outs(c, SCREEN, "class_status"),
+            show_api=False,
+        ),
     )

@@ -9,8 +9,9 @@ import gradio as gr
 from webapp.handlers import upload as handlers
 from webapp.handlers.common import Web
 from webapp.ui import SCREEN, named, outs
+from webapp.ui.canvas import fill_after
 
-UPLOAD_OUTPUTS = (*SCREEN, "nifti_box", "nifti_axis", "nifti_slice")
+UPLOAD_OUTPUTS = (*SCREEN, "file", "nifti_box", "nifti_axis", "nifti_slice")
 
 
 def build(c: dict[str, Any]) -> None:
@@ -28,7 +29,7 @@ def build(c: dict[str, Any]) -> None:
     with gr.Group(visible=False) as c["nifti_box"]:
         c["nifti_axis"] = gr.Radio(choices=handlers.AXIS_CHOICES, value=2, label="Slice axis")
         c["nifti_slice"] = gr.Slider(minimum=0, maximum=1, step=1, value=0, label="Slice")
-    c["image_info"] = gr.Markdown()
+    c["image_info"] = gr.Markdown(elem_id="medplib-image-info")
 
 
 def wire(c: dict[str, Any], web: Web) -> None:
@@ -51,8 +52,9 @@ def wire(c: dict[str, Any], web: Web) -> None:
         )
 
     outputs = outs(c, UPLOAD_OUTPUTS)
-    c["file"].upload(new_file, inputs, outputs, show_progress="minimal", show_api=False)
+    options = {"show_progress": "minimal", "show_api": False}
+    fill_after(c, web, c["file"].upload(new_file, inputs, outputs, **options))
     # `input` / `release` fire on user action only, not when a handler sets the value.
-    c["window"].input(same_file, inputs, outputs, show_progress="minimal", show_api=False)
-    c["nifti_axis"].input(same_file, inputs, outputs, show_progress="minimal", show_api=False)
-    c["nifti_slice"].release(same_file, inputs, outputs, show_progress="minimal", show_api=False)
+    fill_after(c, web, c["window"].input(same_file, inputs, outputs, **options))
+    fill_after(c, web, c["nifti_axis"].input(same_file, inputs, outputs, **options))
+    fill_after(c, web, c["nifti_slice"].release(same_file, inputs, outputs, **options))

@@ -1,0 +1,61 @@
+"""Helpers for the headless-Chromium tests (their fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def upload(page, path: str) -> dict:
+    page.set_input_files("#medplib-upload input[type=file]", path)
+    # The old canvas goes in the same update that names the new file; then the new one comes.
+    page.wait_for_function(
+        "name => document.querySelector('#medplib-image-info').innerText.includes(name)",
+        arg=Path(path).name,
+    )
+    page.wait_for_selector("#medplib-prompter canvas")
+    time.sleep(0.5)  # the canvas sizes itself to the image once it has loaded
+    canvas = page.locator("#medplib-prompter canvas").first
+    canvas.scroll_into_view_if_needed()
+    return canvas.bounding_box()
+
+
+def regions_text(page, pattern: str) -> str:
+    page.wait_for_function(
+        "p => new RegExp(p).test(document.querySelector('#medplib-regions').innerText)",
+        arg=pattern,
+    )
+    return page.inner_text("#medplib-regions")
+
+
+def numbers(text: str, kind: str) -> list[float]:
+    match = re.search(kind + r" \(([\d.]+), ([\d.]+)\)(?:–\(([\d.]+), ([\d.]+)\))?", text)
+    assert match, text
+    return [float(v) for v in match.groups() if v is not None]
+
+
+def drag(page, box: dict, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(box["x"] + start[0], box["y"] + start[1])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end[0], box["y"] + end[1], steps=8)
+    page.mouse.up()
+
+
+def gradient_png(path: Path, width: int, height: int) -> str:
+    """A smooth image: a few kB of PNG even at full HD, so uploads stay fast."""
+    ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :] * np.ones((height, 1))
+    Image.fromarray(np.dstack([ramp.astype(np.uint8)] * 3)).save(path)
+    return str(path)
+
+
+def fetch_image(src: str) -> np.ndarray:
+    with urllib.request.urlopen(src, timeout=30) as response:
+        return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))

@@ -1,0 +1,68 @@
+"""Small drivers for handler tests: identities, uploads, and a finished question."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from webapp.handlers import chat, sessions, upload
+from webapp.handlers.common import Web, actor_state, empty_view
+from worker.models import Role
+from worker.services.accounts import create_user
+
+
+def browser(web: Web, key: str, query: str = "") -> dict[str, Any]:
+    """What a browser with localStorage key ``key`` gets on page load."""
+    return sessions.page_load(web, key, query, session_hash="hash" + key[:8])
+
+
+def user(web: Web, name: str, role: Role) -> dict[str, Any]:
+    def body(db: Any) -> dict[str, Any]:
+        made = create_user(db, username=name, password="a long password", role=role)
+        from worker.services.accounts import Actor
+
+        return actor_state(Actor(user_id=made.id, role=role), name)
+
+    return web.call(body)
+
+
+def uploaded(web: Web, path: str, view: dict | None = None, drawn: list | None = None) -> dict:
+    return upload.upload(
+        web, path, "default", 2, 0, view or empty_view(), drawn or [], new_file=True
+    )
+
+
+def run_ask(
+    web: Web,
+    question: str,
+    prompter: Any,
+    editor: Any,
+    view: dict,
+    actor: dict,
+    chat_value: list | None = None,
+) -> list[dict[str, Any]]:
+    """Every value the ask generator yields, in order, until the job ends."""
+
+    async def drain() -> list[dict[str, Any]]:
+        return [
+            out
+            async for out in chat.ask(
+                web, question, prompter, editor, view, actor, chat_value or [], "hash"
+            )
+        ]
+
+    return asyncio.run(drain())
+
+
+def ask_box(
+    web: Web,
+    path: str,
+    actor: dict,
+    question: str = "What is in region 1?",
+    rows: list | None = None,
+) -> dict[str, Any]:
+    """Upload an image, draw a box, ask; return the final screen values."""
+    screen = uploaded(web, path)
+    prompter = {"image": None, "points": rows or [[10.0, 8.0, 2.0, 30.0, 24.0, 3.0]]}
+    outputs = run_ask(web, question, prompter, None, screen["view"], actor)
+    return outputs[-1]

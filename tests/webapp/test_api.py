@@ -1,0 +1,154 @@
+"""Every named endpoint through `gradio_client` against a server launched in-process."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from medplib.masks import decode_rle
+from tests.webapp.conftest import live_server, write_png
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    with live_server(tmp_path_factory.mktemp("api")) as address:
+        yield address
+
+
+def client(address: str) -> Client:
+    return Client(address, verbose=False)
+
+
+def upload(c: Client, path: str) -> dict:
+    return c.predict(handle_file(path), "", 2, -1, "case", api_name="/upload")
+
+
+def test_page_answers_200_and_lists_the_endpoints(server):
+    address = server
+    with urllib.request.urlopen(address, timeout=30) as response:
+        assert response.status == 200 and b"MedPLIB" in response.read()
+    names = set(client(address).view_api(return_format="dict")["named_endpoints"])
+    expected = {"/login", "/upload", "/ask", "/job", "/session", "/share", "/fork", "/revoke"}
+    assert expected | {"/review_queue", "/rate", "/export"} == names
+
+
+def test_upload_ask_and_poll(server, tmp_path):
+    address = server
+    alice = client(address)
+    made = upload(alice, write_png(tmp_path / "scan.png", 60, 40))
+    assert (made["width_px"], made["height_px"]) == (60, 40) and made["session_id"]
+    box = [{"kind": "box", "xyxy_px": [10, 8, 30, 24]}]
+    answer = alice.predict(
+        made["session_id"], "What is in region 1?", json.dumps(box), True, api_name="/ask"
+    )
+    assert answer["status"] == "succeeded" and answer["turn_index"] == 0
+    turn = answer["turn"]
+    assert turn["question"] == "What is in <region>?" and turn["untrained"] is True
+    assert turn["regions"] == [{**box[0], "label": 1}]
+    echoed = decode_rle(turn["masks"][1]["rle"])
+    assert echoed.shape == (40, 60) and echoed[8:24, 10:30].all() and echoed.sum() == 320
+    queued = alice.predict(made["session_id"], "And then?", "", False, api_name="/ask")
+    assert queued["status"] in ("queued", "running", "succeeded")
+    for _ in range(100):
+        polled = alice.predict(queued["job_id"], api_name="/job")
+        if polled["status"] == "succeeded":
+            break
+    assert polled["turn"]["answer"] == "answer to: And then?"
+    whole = alice.predict(made["session_id"], "", api_name="/session")
+    assert [t["index"] for t in whole["turns"]] == [0, 1] and not whole["read_only"]
+
+
+def test_bad_input_is_refused_with_its_reason(server, tmp_path):
+    address = server
+    c = client(address)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(AppError, match="not an image"):
+        upload(c, str(junk))
+    made = upload(c, write_png(tmp_path / "scan.png", 60, 40, seed=3))
+    one_box = json.dumps([{"kind": "box", "xyxy_px": [1, 1, 9, 9]}])
+    with pytest.raises(AppError, match="region 4"):
+        c.predict(made["session_id"], "region 4?", one_box, True, api_name="/ask")
+    with pytest.raises(AppError, match="not valid JSON"):
+        c.predict(made["session_id"], "q", "[{", True, api_name="/ask")
+    with pytest.raises(AppError, match="JSON list of regions"):
+        c.predict(made["session_id"], "q", '["box"]', True, api_name="/ask")
+    with pytest.raises(AppError, match="outside"):
+        bad = json.dumps([{"kind": "point", "xy_px": [500, 5]}])
+        c.predict(made["session_id"], "q", bad, True, api_name="/ask")
+    with pytest.raises(AppError, match="Wrong username"):
+        c.predict("rita", "nope", api_name="/login")
+
+
+def test_sessions_are_private_and_a_view_link_cannot_write(server, tmp_path):
+    address = server
+    alice, bob = client(address), client(address)
+    made = upload(alice, write_png(tmp_path / "scan.png", 60, 40, seed=4))
+    alice.predict(made["session_id"], "hello", "", True, api_name="/ask")
+    with pytest.raises(AppError, match="does not exist"):
+        bob.predict(made["session_id"], "", api_name="/session")
+    link = alice.predict(made["session_id"], "view", 24, False, api_name="/share")
+    assert link["url"].endswith("/?share=" + link["token"]) and link["expires_at"]
+    seen = bob.predict("", link["token"], api_name="/session")
+    assert seen["read_only"] and not seen["can_fork"] and seen["turns"][0]["answer"]
+    # Holding a view link gives no write access to the session behind it.
+    with pytest.raises(AppError, match="does not exist"):
+        bob.predict(made["session_id"], "my question", "", True, api_name="/ask")
+    assert len(alice.predict(made["session_id"], "", api_name="/session")["turns"]) == 1
+    with pytest.raises(AppError, match="view-only"):
+        bob.predict(link["token"], api_name="/fork")
+    with pytest.raises(AppError, match="creator"):
+        bob.predict(link["link_id"], api_name="/revoke")
+    assert alice.predict(link["link_id"], api_name="/revoke")["revoked"] is True
+    with pytest.raises(AppError, match="revoked"):
+        bob.predict("", link["token"], api_name="/session")
+
+
+def test_fork_link_gives_a_writable_copy(server, tmp_path):
+    address = server
+    alice, bob = client(address), client(address)
+    made = upload(alice, write_png(tmp_path / "scan.png", 60, 40, seed=5))
+    alice.predict(made["session_id"], "first", "", True, api_name="/ask")
+    link = alice.predict(made["session_id"], "fork", 0, False, api_name="/share")
+    assert link["expires_at"] is None or link["role"] == "fork"
+    copy = bob.predict(link["token"], api_name="/fork")["session_id"]
+    answer = bob.predict(copy, "second", "", True, api_name="/ask")
+    assert answer["status"] == "succeeded" and answer["turn_index"] == 1
+    # A class link needs the instructor role.
+    with pytest.raises(AppError, match="instructor"):
+        alice.predict(made["session_id"], "fork", 24, True, api_name="/share")
+
+
+def test_rating_needs_a_reviewer_login_then_exports(server, tmp_path):
+    address = server
+    asker, reviewer = client(address), client(address)
+    made = upload(asker, write_png(tmp_path / "scan.png", 60, 40, seed=6))
+    done = asker.predict(made["session_id"], "rate me", "", True, api_name="/ask")
+    turn_id = done["turn"]["turn_id"]
+    with pytest.raises(AppError, match="reviewer"):
+        asker.predict(turn_id, 4, "yes", '["good"]', "", api_name="/rate")
+    with pytest.raises(AppError, match="reviewer"):
+        reviewer.predict(turn_id, 4, "yes", '["good"]', "", api_name="/rate")
+    assert reviewer.predict("rita", "a long password", api_name="/login") == {
+        "username": "rita",
+        "role": "reviewer",
+    }
+    items = reviewer.predict(api_name="/review_queue")["items"]
+    assert turn_id in [item["turn_id"] for item in items]
+    with pytest.raises(AppError, match="1 mask"):
+        reviewer.predict(turn_id, 4, "yes", '["good", "good"]', "", api_name="/rate")
+    rated = reviewer.predict(turn_id, 4, "yes", '["partly"]', "fine", api_name="/rate")
+    assert rated["turn_id"] == turn_id and rated["rating_id"]
+    path = reviewer.predict("jsonl", api_name="/export")
+    rows = [json.loads(line) for line in open(path).read().splitlines()]
+    mine = [r for r in rows if r["turn_id"] == turn_id]
+    assert mine[0]["mask_verdicts"] == ["partly"] and mine[0]["reviewer"] == "rita"
+    assert np.isclose(mine[0]["text_score"], 4)

@@ -1,0 +1,80 @@
+"""In headless Chromium: upload, draw a box and a point, sketch, ask, see the overlay."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.webapp.browsing import (
+    ARTIFACTS,
+    drag,
+    fetch_image,
+    numbers,
+    regions_text,
+    upload,
+)
+from tests.webapp.conftest import lesion_mask, phantom_png
+from webapp import render
+
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+def test_upload_draw_sketch_ask_and_see_the_overlay(page, tmp_path):
+    box = upload(page, phantom_png(tmp_path / "chest-ct.png", 320, 256))
+    # Shown at natural size: one canvas pixel is one image pixel.
+    assert (round(box["width"]), round(box["height"])) == (320, 256)
+    drag(page, box, (100, 60), (200, 150))
+    page.mouse.click(box["x"] + 250, box["y"] + 200)
+    text = regions_text(page, "region 2: point")
+    assert numbers(text, "box") == pytest.approx([100, 60, 200, 150], abs=1)
+    assert numbers(text, "point") == pytest.approx([250, 200], abs=1)
+
+    page.get_by_role("tab", name="Sketch").click()
+    editor = page.locator("#medplib-editor canvas").first.bounding_box()
+    drag(page, editor, (40, 180), (80, 220))
+    text = regions_text(page, "region 3: sketch")
+    assert int(re.search(r"sketch, ([\d,]+) px", text).group(1).replace(",", "")) > 100
+
+    page.fill("#medplib-question textarea", "Is region 1 near <region>?")
+    page.click("#medplib-ask")
+    page.wait_for_function(
+        "() => /queued|running/.test(document.querySelector('#medplib-status').innerText)"
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#medplib-status').innerText.includes('answered')"
+    )
+    chat = page.inner_text("#medplib-chat")
+    assert "Is [region 1] near [region 2]?" in chat
+    assert "answer to: Is <region> near <region>?" in chat
+    legend = page.inner_text("#medplib-legend")
+    assert all(f"mask {i}" in legend for i in (1, 2, 3))
+    assert "untrained demo model" in page.inner_text("#medplib-badge")
+    # The file list breaks names before the extension.
+    downloads = page.inner_text("#medplib-downloads").replace("\n", "")
+    assert "answer1-mask1.png" in downloads and "answer1-mask1.rle.json" in downloads
+
+    overlay = fetch_image(page.locator("#medplib-overlay img").first.get_attribute("src"))
+    assert overlay.shape == (256, 320, 3)
+    lesion = lesion_mask(256, 320)
+    colour = np.asarray(render.PALETTE[0], dtype=float)
+    # Inside the lesion the overlay leans to mask 1's colour; far away it is untouched grey.
+    assert np.abs(overlay[lesion].mean(axis=0) - colour).sum() < 150
+    assert np.ptp(overlay[5, 5].astype(int)) < 3
+
+    page.get_by_role("tab", name="Points and boxes").click()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-answer.png"), full_page=True)
+    target = os.environ.get("MEDPLIB_TEST_SCREENSHOT")
+    if target:
+        shutil.copyfile(ARTIFACTS / "browser-answer.png", target)
+
+    # A reload keeps the anonymous identity (localStorage), so the session is listed.
+    page.reload()
+    page.get_by_role("tab", name="My sessions").click()
+    page.wait_for_function(
+        "() => document.querySelector('#medplib-sessions').innerText.includes('chest-ct.png')"
+    )

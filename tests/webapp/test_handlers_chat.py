@@ -1,0 +1,199 @@
+"""Upload, ask, answer details and reopening, through the handlers on a migrated SQLite."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from sqlalchemy import func, select
+
+from medplib.masks import decode_rle, png_bytes_to_mask
+from tests.webapp.conftest import write_png
+from tests.webapp.helpers import ask_box, browser, run_ask, uploaded
+from webapp import render
+from webapp.handlers import chat, sessions
+from webapp.handlers.common import Web
+from webapp.handlers.screen import canvas_values
+from worker.models import ChatSession, Image, Turn
+
+
+def _count(web: Web, model) -> int:
+    return web.call(lambda db: db.scalar(select(func.count()).select_from(model)))
+
+
+def test_upload_shows_the_image_on_both_canvases(web, tmp_path):
+    out = uploaded(web, write_png(tmp_path / "scan.png", 60, 40))
+    view = out["view"]
+    assert (view["width_px"], view["height_px"]) == (60, 40) and view["session_id"] is None
+    # The canvases are emptied, then filled by a follow-up event (see webapp.ui.canvas).
+    assert out["prompter"] is None and out["editor"] is None and out["file"] is None
+    filled = canvas_values(web, view)
+    assert filled["prompter"]["image"].shape == (40, 60, 3) and filled["prompter"]["points"] == []
+    assert filled["editor"]["background"].shape == (40, 60, 3) and filled["editor"]["layers"] == []
+    assert "scan.png" in out["image_info"] and "60×40" in out["image_info"]
+    assert _count(web, Image) == 1 and _count(web, ChatSession) == 0
+
+
+def test_bad_uploads_give_one_message_and_store_nothing(make_platform, tmp_path):
+    web = Web(make_platform(max_image_pixels=1000))
+    junk = tmp_path / "notes.png"
+    junk.write_bytes(b"this is not an image at all")
+    out = uploaded(web, str(junk))
+    assert set(out) == {"status", "file"} and "not an image" in out["status"]
+    big = uploaded(web, write_png(tmp_path / "big.png", 60, 40))  # 2400 px > 1000
+    assert (
+        set(big) == {"status", "file"}
+        and "60x40 pixels" in big["status"]
+        and "limit" in big["status"]
+    )
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    assert "empty" in uploaded(web, str(empty))["status"]
+    assert _count(web, Image) == 0
+
+
+def test_replacing_the_image_clears_regions_with_a_message(web, tmp_path):
+    first = uploaded(web, write_png(tmp_path / "a.png", seed=1))
+    drawn = [{"kind": "point", "xy_px": [3, 3], "label": 1}] * 2
+    second = uploaded(web, write_png(tmp_path / "b.png", seed=2), first["view"], drawn)
+    assert "The 2 regions drawn on the previous image were cleared." in second["status"]
+    assert second["drawn"] == [] and second["prompter"] is None
+    assert second["view"]["image_id"] != first["view"]["image_id"]
+
+
+def test_ask_streams_status_then_shows_answer_overlay_and_downloads(web, tmp_path):
+    actor = browser(web, "k" * 32)["actor"]
+    screen = uploaded(web, write_png(tmp_path / "scan.png", 60, 40))
+    prompter = {"image": None, "points": [[10.0, 8.0, 2.0, 30.0, 24.0, 3.0]]}
+    outputs = run_ask(web, "What is in region 1?", prompter, None, screen["view"], actor)
+    first, final = outputs[0], outputs[-1]
+    assert first["question"] == "" and "queued" in first["status"]
+    assert first["chat"][-2]["content"] == "What is in [region 1]?"
+    assert final["status"] == "answered"
+    # The model saw a tag per region; the answer is shown escaped.
+    assert final["chat"][-1] == {
+        "role": "assistant",
+        "content": "answer to: What is in &lt;region&gt;?",
+    }
+    # Two masks: the predictor's quarter and the echoed box; each in its palette colour.
+    legend = final["legend"]
+    assert "mask 1" in legend and "mask 2" in legend and "score 0.75" in legend
+    overlay = final["overlay"]
+    assert overlay.shape == (40, 60, 3)
+    assert tuple(overlay[0, 0]) == render.PALETTE[0]  # outline of the quarter mask
+    assert "untrained demo model" in final["badge"]
+    assert final["routing"] is not None and final["routing"].ndim == 3
+    files = list(final["downloads"])
+    assert [f.rsplit("-", 1)[-1] for f in files] == [
+        "mask1.png",
+        "mask1.rle.json",
+        "mask2.png",
+        "mask2.rle.json",
+    ]
+    box = png_bytes_to_mask(open(files[2], "rb").read())
+    assert box.shape == (40, 60) and box[8:24, 10:30].all() and box.sum() == 20 * 16
+    doc = json.load(open(files[3]))
+    assert np.array_equal(decode_rle(doc["rle"]), box) and doc["area_px"] == 320
+
+
+def test_question_over_the_limit_is_refused_and_nothing_is_stored(make_platform, tmp_path):
+    web = Web(make_platform(max_question_chars=20))
+    actor = browser(web, "q" * 32)["actor"]
+    screen = uploaded(web, write_png(tmp_path / "scan.png"))
+    outputs = run_ask(web, "x" * 21, None, None, screen["view"], actor)
+    assert len(outputs) == 1 and "limit is 20" in outputs[0]["status"]
+    assert _count(web, Turn) == 0
+    # A reference to a region that is not drawn is refused before anything is stored too.
+    outputs = run_ask(web, "what is <region>?", None, None, screen["view"], actor)
+    assert "no region is drawn" in outputs[0]["status"] and _count(web, ChatSession) == 0
+
+
+def test_asking_without_an_image_says_so(web):
+    actor = browser(web, "n" * 32)["actor"]
+    outputs = run_ask(web, "hello?", None, None, {"image_id": None}, actor)
+    assert outputs == [{"status": "⚠ Upload an image first."}]
+
+
+def test_reopening_restores_image_regions_answers_and_masks(web, tmp_path):
+    page = browser(web, "r" * 32)
+    final = ask_box(web, write_png(tmp_path / "scan.png", 60, 40), page["actor"])
+    session_id = final["view"]["session_id"]
+    # A reload: the same browser key, a fresh page.
+    again = browser(web, "r" * 32)
+    table = again["sessions_table"]
+    assert [row[-1] for row in table] == [session_id] and table[0][1] == 1
+    opened = sessions.open_session(web, session_id, again["actor"])
+    box = {"kind": "box", "xyxy_px": [10.0, 8.0, 30.0, 24.0], "label": 1}
+    assert opened["drawn"] == [box] and opened["view"]["saved"] == [box]
+    assert "region 1: box (10, 8)–(30, 24) px (saved)" in opened["regions_md"]
+    # The saved box is burnt into the canvas image; no prompts sit on the canvas.
+    filled = canvas_values(web, opened["view"])
+    assert filled["prompter"]["points"] == []
+    assert tuple(filled["prompter"]["image"][8, 20]) == render.SAVED_REGION_RGB
+    # Asking again sends the saved region unchanged.
+    outputs = run_ask(
+        web, "and region 1?", filled["prompter"], None, opened["view"], again["actor"]
+    )
+    assert outputs[-1]["status"] == "answered" and outputs[-1]["drawn"] == [box]
+    assert opened["chat"] == final["chat"]
+    assert np.array_equal(opened["overlay"], final["overlay"])
+    assert opened["turn_pick"]["value"] == 0
+    # Another browser cannot open it, nor fetch its masks.
+    stranger = browser(web, "s" * 32)["actor"]
+    refused = sessions.open_session(web, session_id, stranger)
+    assert set(refused) == {"status"} and "does not exist" in refused["status"]
+    details = chat.show_turn(web, 0, 0.5, {"session_id": session_id}, stranger)
+    assert details["downloads"] is None and "does not exist" in details["status"]
+
+
+def test_opacity_changes_the_overlay_only(web, tmp_path):
+    actor = browser(web, "o" * 32)["actor"]
+    final = ask_box(web, write_png(tmp_path / "scan.png", 60, 40), actor)
+    faint = chat.show_turn(web, 0, 0.0, final["view"], actor)
+    strong = chat.show_turn(web, 0, 1.0, final["view"], actor)
+    inside = (5, 5)  # inside the quarter mask, away from its outline
+    assert tuple(strong["overlay"][inside]) == render.PALETTE[0]
+    assert tuple(faint["overlay"][inside]) != render.PALETTE[0]
+    assert faint["legend"] == strong["legend"]
+
+
+def test_cancel_stops_a_running_question_and_says_so(make_platform, tmp_path):
+    import asyncio
+
+    from tests.webapp.conftest import FakePredictor
+
+    web = Web(make_platform(predictor=FakePredictor(delay_s=1.5)))
+    actor = browser(web, "c" * 32)["actor"]
+    screen = uploaded(web, write_png(tmp_path / "scan.png"))
+
+    async def ask_then_cancel() -> tuple[dict, list[dict]]:
+        stream = chat.ask(web, "slow?", None, None, screen["view"], actor, [], "hash")
+        first = await stream.__anext__()
+        cancelled = chat.cancel(web, first["view"], actor)
+        return cancelled, [first] + [out async for out in stream]
+
+    cancelled, outputs = asyncio.run(ask_then_cancel())
+    assert cancelled == {"status": "cancelled"}
+    final = outputs[-1]
+    assert final["status"] == "cancelled" and final["view"]["job_id"] is None
+    assert final["chat"][-1]["content"] == "*cancelled*"
+    assert final["ask_btn"]["interactive"] is True
+    web.platform.runner.wait_idle(10)
+    # The model finishing later does not bring the answer back.
+    again = sessions.open_session(web, final["view"]["session_id"], actor)
+    assert again["chat"][-1]["content"] == "*cancelled*" and again["turn_pick"]["choices"] == []
+
+
+def test_progress_is_reported_while_the_model_runs(make_platform, tmp_path):
+    from tests.webapp.conftest import FakePredictor
+
+    web = Web(make_platform(predictor=FakePredictor(delay_s=1.2)))
+    actor = browser(web, "p" * 32)["actor"]
+    screen = uploaded(web, write_png(tmp_path / "scan.png"))
+    outputs = run_ask(web, "slow?", None, None, screen["view"], actor)
+    statuses = [out["status"] for out in outputs]
+    assert statuses[0] == "queued (position 1)"
+    assert "running: decoding (50 %)" in statuses
+    assert statuses[-1] == "answered"
+    running = next(out for out in outputs if out["status"].startswith("running"))
+    assert running["chat"][-1]["content"] == "*running: decoding (50 %)*"

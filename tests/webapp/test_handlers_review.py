@@ -1,0 +1,84 @@
+"""Logging in, the review queue, ratings, statistics and exports through the handlers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from tests.webapp.conftest import write_png
+from tests.webapp.helpers import ask_box, browser, user
+from webapp.handlers import account, review
+from worker.models import Role
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture
+def answered(web, tmp_path):
+    asker = browser(web, "a" * 32)["actor"]
+    final = ask_box(web, write_png(tmp_path / "scan.png", 60, 40), asker, "<b>which</b> organ?")
+    return final
+
+
+def test_login_switches_the_tab_to_the_account_and_logout_back(web):
+    user(web, "rita", Role.reviewer)
+    page = browser(web, "k" * 32)
+    wrong = account.login(web, "rita", "not the password")
+    assert wrong["login_status"] == "⚠ Wrong username or password." and "actor" not in wrong
+    ok = account.login(web, "rita", "a long password")
+    assert ok["actor"]["role"] == "reviewer" and not ok["actor"]["anonymous"]
+    assert "Logged in as **rita** (reviewer)" in ok["account_md"] and ok["password"] == ""
+    out = account.logout(web, page["browser_key"])
+    assert out["actor"] == page["actor"] and "anonymously" in out["account_md"]
+
+
+def test_rating_needs_a_reviewer(web, answered):
+    anonymous = browser(web, "z" * 32)["actor"]
+    assert "reviewer role" in review.load_queue(web, anonymous)["review_status"]
+    turn_id = _first_turn(web, answered)
+    refused = review.submit_rating(web, turn_id, 4, "yes", "", ["good", "good"], anonymous)
+    assert "reviewer role" in refused["review_status"]
+    assert "reviewer role" in review.export(web, "csv", anonymous)["review_status"]
+    assert "reviewer role" in review.show_item(web, turn_id, anonymous)["review_status"]
+
+
+def _first_turn(web, final) -> str:
+    from worker.models import Turn
+
+    return web.call(lambda db: db.query(Turn).one().id)
+
+
+def test_queue_rate_statistics_and_export(web, answered):
+    rita = user(web, "rita", Role.reviewer)
+    ravi = user(web, "ravi", Role.reviewer)
+    queue = review.load_queue(web, rita)
+    ((label, turn_id),) = queue["review_pick"]["choices"]
+    assert "which" in label and queue["review_pick"]["value"] == turn_id
+    item = review.show_item(web, turn_id, rita)
+    assert item["verdict_0"]["visible"] and item["verdict_1"]["visible"]
+    assert not item["verdict_2"]["visible"]
+    assert (
+        "&lt;b&gt;which&lt;/b&gt;" in item["review_text"] and "<b>which" not in item["review_text"]
+    )
+    assert item["review_image"].shape == (40, 60, 3)
+    # One verdict per mask: a missing one is refused by the service with its reason.
+    short = review.submit_rating(web, turn_id, 4, "yes", "", ["good", None], rita)
+    assert "2 mask(s)" in short["review_status"]
+    saved = review.submit_rating(web, turn_id, 4, "yes", "=HYPERLINK(x)", ["good", "partly"], rita)
+    assert (
+        saved["review_status"].startswith("Rating saved.") and not saved["review_pick"]["choices"]
+    )
+    review.submit_rating(web, turn_id, 2, "no", "", ["wrong", "partly"], ravi)
+    stats = review.statistics(web, rita)
+    assert stats["agreement"]["items_with_two_or_more"] == 1
+    (row,) = stats["checkpoint_table"]
+    assert row[0] == "tiny-untrained-test" and row[1] == 2 and row[2] == 3.0
+    exported = review.export(web, "csv", rita)
+    rows = list(csv.DictReader(io.StringIO(open(exported["export_file"]).read())))
+    assert sorted(r["reviewer"] for r in rows) == ["ravi", "rita"]
+    assert {r["comment"] for r in rows} == {"'=HYPERLINK(x)", ""}
+    lines = open(review.export(web, "jsonl", ravi)["export_file"]).read().splitlines()
+    assert sorted(json.loads(line)["text_score"] for line in lines) == [2, 4]
