@@ -13,8 +13,8 @@ def test_percentile_matches_linear_interpolation():
     assert summary_ms([0.001, 0.002, 0.003])["p50_ms"] == 2.0
 
 
-def test_queue_and_load_benchmarks_complete_on_the_embedded_stack(tmp_path):
-    with running_stack("embedded", tmp_path, postgres_admin_url="", broker_url="") as platform:
+def test_queue_and_load_benchmarks_complete_on_the_embedded_stack():
+    with running_stack("embedded", postgres_admin_url="", broker_url="") as platform:
         queue = measure(platform, jobs=5)
         assert queue["completed"] == 10 and queue["lost"] == 0
         assert queue["overhead"]["n"] == 5

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,17 +116,13 @@ def run(args: Any) -> dict[str, Any]:
     results = []
     modes = ["embedded"] + (["distributed"] if args.broker_url else [])
     for mode in modes:
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            running_stack(
-                mode,
-                Path(tmp),
-                postgres_admin_url=args.postgres_url,
-                broker_url=args.broker_url,
-                workers=args.workers,
-                noop_delay_s=args.model_seconds,
-            ) as platform,
-        ):
+        with running_stack(
+            mode,
+            postgres_admin_url=args.postgres_url,
+            broker_url=args.broker_url,
+            workers=args.workers,
+            noop_delay_s=args.model_seconds,
+        ) as platform:
             results.append(
                 {
                     "mode": mode,

@@ -112,7 +112,6 @@ def measure(platform: Platform, *, jobs: int, timeout_s: float = 120.0) -> dict[
 @contextmanager
 def running_stack(
     mode: str,
-    tmp: Path,
     *,
     postgres_admin_url: str,
     broker_url: str,
@@ -121,6 +120,28 @@ def running_stack(
 ) -> Iterator[Platform]:
     """A throw-away platform with the noop model: embedded on SQLite, or PostgreSQL +
     Redis + ``workers`` Celery worker processes. Everything is removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with _stack_in(
+            mode,
+            Path(tmp),
+            postgres_admin_url=postgres_admin_url,
+            broker_url=broker_url,
+            workers=workers,
+            noop_delay_s=noop_delay_s,
+        ) as platform:
+            yield platform
+
+
+@contextmanager
+def _stack_in(
+    mode: str,
+    tmp: Path,
+    *,
+    postgres_admin_url: str,
+    broker_url: str,
+    workers: int = 1,
+    noop_delay_s: float = 0.0,
+) -> Iterator[Platform]:
     if mode == "embedded":
         url = f"sqlite:///{tmp}/bench.db"
         command.upgrade(alembic_config(url), "head")
@@ -190,16 +211,12 @@ def run(args: Any) -> dict[str, Any]:
     runs = [("embedded", 1)] + ([("distributed", 1), ("distributed", 2)] if args.broker_url else [])
     results = []
     for mode, workers in runs:
-        with (
-            tempfile.TemporaryDirectory() as tmp,
-            running_stack(
-                mode,
-                Path(tmp),
-                postgres_admin_url=args.postgres_url,
-                broker_url=args.broker_url,
-                workers=workers,
-            ) as platform,
-        ):
+        with running_stack(
+            mode,
+            postgres_admin_url=args.postgres_url,
+            broker_url=args.broker_url,
+            workers=workers,
+        ) as platform:
             results.append({"mode": mode, "workers": workers, **measure(platform, jobs=args.jobs)})
     return {
         "benchmark": "queue",
