@@ -17,7 +17,12 @@ from importlib.metadata import entry_points
 from medplib.errors import UserInputError
 
 # Each module exposes `register(subparsers)`; a subcommand sets `func(args) -> int`.
-LIBRARY_COMMANDS: tuple[str, ...] = ()
+LIBRARY_COMMANDS: tuple[str, ...] = (
+    "medplib.cli.convert",
+    "medplib.cli.predict",
+    "medplib.cli.data",
+    "medplib.cli.eval",
+)
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 

@@ -109,11 +109,14 @@ class MoEFeedForward(nn.Module):
             y = expert(flat[rows])  # (n_e, D)
             if self.moe_config.scale_by_router_prob:
                 y = y * top_prob[rows].to(y.dtype).unsqueeze(-1)
-            out = out.index_copy(0, rows, y)
+            out.index_copy_(0, rows, y)  # in place: no copy of the whole output per expert
         self.last_routing = RoutingRecord(
             expert_index=expert_index.view(b, t).detach(),
             router_probs=probs.view(b, t, -1).detach(),
             kept=kept.view(b, t),
-            aux_loss=load_balancing_loss(probs, expert_index, self.num_experts),
+            # The balancing loss only matters for training; inference skips its cost.
+            aux_loss=load_balancing_loss(probs, expert_index, self.num_experts)
+            if self.training
+            else probs.new_zeros(()),
         )
         return out.view(b, t, d)

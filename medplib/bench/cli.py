@@ -1,0 +1,58 @@
+"""Registers the model benchmarks under `medplib bench` (the platform's `register_bench` calls
+`register` with the benchmark sub-parsers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from medplib.errors import UserInputError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (the only output format)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--repeats", type=int, help="timed runs per measurement (median reported)")
+    p.add_argument("--new-tokens", type=int, help="tokens decoded per run")
+    # Tiny sizes and single runs: checks the plumbing in seconds; the timings mean nothing.
+    p.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
+
+
+def register(bsub: Any) -> None:
+    moe = bsub.add_parser(
+        "moe", help="dense vs 2-expert top-1 MoE: forward FLOPs and CPU wall time, side by side"
+    )
+    _common(moe)
+    moe.set_defaults(func=_run_moe)
+    gen = bsub.add_parser(
+        "generate", help="decoding tokens/s with vs without the KV cache, and peak memory"
+    )
+    _common(gen)
+    gen.set_defaults(func=_run_generate)
+
+
+def _check(args: argparse.Namespace) -> None:
+    for flag, value, least in (
+        ("--threads", args.threads, 1),
+        ("--repeats", args.repeats, 1),
+        ("--new-tokens", args.new_tokens, 2),
+    ):
+        if value is not None and value < least:
+            raise UserInputError(f"{flag} must be at least {least}, got {value}.")
+
+
+def _run_moe(args: argparse.Namespace) -> int:
+    from medplib.bench import moe
+
+    _check(args)
+    print(json.dumps(moe.run(moe.settings_from_args(args)), indent=2))
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from medplib.bench import generate
+
+    _check(args)
+    print(json.dumps(generate.run(generate.settings_from_args(args)), indent=2))
+    return 0
