@@ -22,6 +22,7 @@ LIBRARY_COMMANDS: tuple[str, ...] = (
     "medplib.cli.predict",
     "medplib.cli.data",
     "medplib.cli.eval",
+    "medplib.cli.train",
 )
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]

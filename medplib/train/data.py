@@ -1,0 +1,302 @@
+"""Training data: a MeCoVQA corpus folder → a deterministic, resumable stream of batches.
+
+The order of records is a pure function of (seed, epoch), so micro-batch `k` is always the
+same samples: resuming at micro-batch `k` needs nothing but `k`. With several processes each
+takes its slice of the global micro-batch (`rank`, `world_size`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medplib.conversation import SYSTEM_PROMPT, render_prompt
+from medplib.data.mecovqa import LoadedSample, MeCoVQADataset
+from medplib.errors import UserInputError
+from medplib.modeling.batching import Batch, Sample, collate
+from medplib.modeling.configuration import MedPLIBConfig
+from medplib.modeling.sam_med2d import SamMed2DConfig
+from medplib.modeling.sam_med2d.transforms import (
+    centred_pad_offsets,
+    preprocess_image,
+    resize_longest_side_hw,
+)
+
+_TAGS = re.compile(r"<image>|<im_start>|<im_end>|<SEG>|<region>|</region>|</s>")
+
+
+def corpus_files(data_dir: Path, tasks: Iterable[str], split: str) -> list[Path]:
+    return [data_dir / task / f"{split}.json" for task in tasks]
+
+
+def check_corpus(data_dir: Path, tasks: Sequence[str], split: str, stage: str) -> None:
+    """Raise UserInputError unless `data_dir` holds images/ and `{task}/{split}.json` per task."""
+    if not data_dir.is_dir():
+        raise UserInputError(
+            f"--data {data_dir} is not a folder; build one with `medplib data build --out DIR`."
+        )
+    missing = [str(p.relative_to(data_dir)) for p in corpus_files(data_dir, tasks, split)]
+    missing = [m for m in missing if not (data_dir / m).is_file()]
+    if not (data_dir / "images").is_dir():
+        missing.insert(0, "images/")
+    if missing:
+        raise UserInputError(
+            f"--data {data_dir} lacks {', '.join(missing)}, which the {stage} stage needs; "
+            "point it at a folder made by `medplib data build`."
+        )
+
+
+def load_task_datasets(
+    data_dir: Path, tasks: Sequence[str], split: str, max_records: int | None = None
+) -> dict[str, MeCoVQADataset]:
+    """One lazy dataset per task; records beyond `max_records` are dropped (quick runs)."""
+    out = {}
+    for task in tasks:
+        ds = MeCoVQADataset(data_dir / task / f"{split}.json", data_dir)
+        if max_records is not None:
+            ds.samples = ds.samples[:max_records]
+        out[task] = ds
+    return out
+
+
+def corpus_texts(datasets: Iterable[MeCoVQADataset]) -> Iterator[str]:
+    """Rendered conversations without placeholder tags, for training the tokenizer."""
+    yield SYSTEM_PROMPT
+    for ds in datasets:
+        for s in ds.samples:
+            text = render_prompt([(t.question, t.answer) for t in s.turns], use_im_start_end=False)
+            yield _TAGS.sub(" ", text)
+
+
+def to_model_sample(loaded: LoadedSample) -> Sample:
+    return Sample(
+        image=loaded.image,
+        turns=loaded.qa_pairs,
+        regions=loaded.regions,
+        target_masks=[m.astype(np.float32) for m in loaded.target_masks],
+    )
+
+
+class RecordOrder:
+    """Task-weighted, per-epoch shuffled (task, index) order over several datasets.
+
+    A weight w repeats every record floor(w) times and adds a random fraction w - floor(w)
+    of them, so `tasks: {vqa: 0.5}` sees a different half of the VQA records each epoch.
+    """
+
+    def __init__(self, sizes: dict[str, int], weights: dict[str, float], seed: int) -> None:
+        self.tasks = list(sizes)
+        self.sizes, self.weights, self.seed = sizes, weights, seed
+        self.epoch_length = sum(self._count(t) for t in self.tasks)
+        if self.epoch_length == 0:
+            raise UserInputError("the training data is empty after weighting; raise data.tasks.")
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def _count(self, task: str) -> int:
+        return int(round(self.weights[task] * self.sizes[task]))
+
+    def epoch(self, epoch: int) -> np.ndarray:
+        """(epoch_length, 2) int64 rows of (task number, record index)."""
+        if epoch not in self._cache:
+            rng = np.random.default_rng([self.seed, epoch])
+            parts = []
+            for t, task in enumerate(self.tasks):
+                n, w = self.sizes[task], self.weights[task]
+                whole = int(w)
+                idx = np.tile(np.arange(n), whole)
+                extra = self._count(task) - whole * n
+                if extra > 0:
+                    idx = np.concatenate([idx, rng.permutation(n)[:extra]])
+                parts.append(np.stack([np.full(len(idx), t), idx], axis=1))
+            rows = np.concatenate(parts)
+            self._cache[epoch] = rows[rng.permutation(len(rows))]
+            while len(self._cache) > 2:
+                self._cache.popitem(last=False)
+        return self._cache[epoch]
+
+    def take(self, start: int, count: int) -> list[tuple[str, int]]:
+        """`count` entries from global position `start` of the endless epoch sequence."""
+        out = []
+        for pos in range(start, start + count):
+            e, i = divmod(pos, self.epoch_length)
+            t, k = self.epoch(e)[i]
+            out.append((self.tasks[int(t)], int(k)))
+        return out
+
+
+@dataclass
+class SamBatch:
+    """Prompted-segmentation batch for align: SAM input, one box or point prompt, the target."""
+
+    sam_pixels: torch.Tensor  # (B, 3, S, S) float32
+    boxes_xyxy_px: torch.Tensor  # (B, 4) in the padded S × S frame; rows of a point prompt unused
+    points_xy_px: torch.Tensor  # (B, 1, 2) in the padded frame
+    use_box: torch.Tensor  # (B,) bool: box prompt, else a single positive point
+    input_hw: list[tuple[int, int]]  # resized size before padding
+    target_masks: list[torch.Tensor] = field(default_factory=list)  # each (H, W) float
+
+    def to(self, device: torch.device | str) -> SamBatch:
+        return SamBatch(
+            self.sam_pixels.to(device),
+            self.boxes_xyxy_px.to(device),
+            self.points_xy_px.to(device),
+            self.use_box.to(device),
+            list(self.input_hw),
+            [m.to(device) for m in self.target_masks],
+        )
+
+
+def prompt_from_mask(mask: np.ndarray, sam_size: int) -> tuple[list[float], list[float], tuple]:
+    """Box (xyxy) and an inside point (x, y), in pixels of the padded SAM frame, from a mask.
+
+    The point is the mask pixel closest to the mask's centroid, so it lies on the structure
+    even for crescents. Returns (box, point, resized_hw).
+    """
+    h, w = mask.shape
+    rh, rw = resize_longest_side_hw((h, w), sam_size)
+    top, left = centred_pad_offsets((rh, rw), sam_size)
+    sy, sx = rh / h, rw / w
+    ys, xs = np.nonzero(mask)
+    box = [
+        left + xs.min() * sx,
+        top + ys.min() * sy,
+        left + (xs.max() + 1) * sx,
+        top + (ys.max() + 1) * sy,
+    ]
+    k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    point = [left + (xs[k] + 0.5) * sx, top + (ys[k] + 0.5) * sy]
+    return [float(v) for v in box], [float(v) for v in point], (rh, rw)
+
+
+def collate_sam(
+    items: Sequence[tuple[np.ndarray, np.ndarray, bool]], sam: SamMed2DConfig
+) -> SamBatch:
+    """(image RGB uint8, target mask, use_box) triples → SamBatch."""
+    size = sam.image_encoder.img_size
+    pixels, boxes, points, hws, targets = [], [], [], [], []
+    for image, mask, _ in items:
+        pixels.append(
+            preprocess_image(
+                image, target_px=size, pixel_mean=sam.pixel_mean, pixel_std=sam.pixel_std
+            )
+        )
+        box, point, hw = prompt_from_mask(mask, size)
+        boxes.append(box)
+        points.append([point])
+        hws.append(hw)
+        targets.append(torch.from_numpy(mask.astype(np.float32)))
+    return SamBatch(
+        sam_pixels=torch.stack(pixels),
+        boxes_xyxy_px=torch.tensor(boxes, dtype=torch.float32),
+        points_xy_px=torch.tensor(points, dtype=torch.float32),
+        use_box=torch.tensor([b for _, _, b in items], dtype=torch.bool),
+        input_hw=hws,
+        target_masks=targets,
+    )
+
+
+@dataclass
+class StreamSpec:
+    """One batch source: datasets, their order and the per-process batch size."""
+
+    datasets: dict[str, MeCoVQADataset]
+    order: RecordOrder
+    batch_size: int
+
+
+class BatchStream(torch.utils.data.Dataset):
+    """Map-style dataset whose item `k` is global micro-batch `k` for this process.
+
+    Items are dicts: ``{"lm": Batch}`` and, for the align stage, ``"sam": SamBatch``.
+    """
+
+    def __init__(
+        self,
+        lm: StreamSpec,
+        tokenizer,
+        model_config: MedPLIBConfig,
+        *,
+        num_micro_batches: int,
+        sam: StreamSpec | None = None,
+        max_length: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.lm, self.sam = lm, sam
+        self.tokenizer, self.model_config = tokenizer, model_config
+        self.num_micro_batches = num_micro_batches
+        self.max_length = max_length
+        self.rank, self.world_size = rank, world_size
+        self.skipped = 0  # samples left out because they exceed the sequence limit
+
+    def __len__(self) -> int:
+        return self.num_micro_batches
+
+    def _entries(self, spec: StreamSpec, k: int) -> list[tuple[str, int]]:
+        start = (k * self.world_size + self.rank) * spec.batch_size
+        return spec.order.take(start, spec.batch_size)
+
+    def lm_samples(self, k: int) -> list[Sample]:
+        return [to_model_sample(self.lm.datasets[t][i]) for t, i in self._entries(self.lm, k)]
+
+    def __getitem__(self, k: int) -> dict:
+        if not 0 <= k < self.num_micro_batches:
+            raise IndexError(k)
+        out: dict = {"lm": self._collate(self.lm_samples(k))}
+        if self.sam is not None:
+            items = []
+            for n, (t, i) in enumerate(self._entries(self.sam, k)):
+                loaded = self.sam.datasets[t][i]
+                masks = loaded.target_masks
+                # Box and point prompts alternate so the encoder learns extents, not just boxes.
+                items.append((loaded.image, masks[0], (k + n) % 2 == 0))
+            out["sam"] = collate_sam(items, SamMed2DConfig.from_dict(self.model_config.sam))
+        return out
+
+    def _collate(self, samples: list[Sample]) -> Batch:
+        try:
+            return collate(samples, self.tokenizer, self.model_config, self.max_length)
+        except ValueError:
+            pass
+        kept = []
+        for s in samples:  # rare path: find the samples that do not fit
+            try:
+                collate([s], self.tokenizer, self.model_config, self.max_length)
+                kept.append(s)
+            except ValueError:
+                self.skipped += 1
+        if not kept:
+            raise UserInputError(
+                "every sample of a batch is longer than data.max_length; raise data.max_length."
+            )
+        return collate(kept, self.tokenizer, self.model_config, self.max_length)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def make_loader(stream: BatchStream, start: int, num_workers: int) -> torch.utils.data.DataLoader:
+    """Yields micro-batches start, start+1, … (items are collated already)."""
+    return torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        sampler=range(start, len(stream)),  # type: ignore[arg-type]
+        num_workers=num_workers,
+        collate_fn=_as_is,
+        # Its own generator: creating the iterator must not draw from the global RNG, or a
+        # resumed run's dropout masks would differ from an uninterrupted run's.
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def val_samples(datasets: dict[str, MeCoVQADataset], count: int) -> dict[str, list[LoadedSample]]:
+    """The first `count` records of each task's validation split."""
+    return {t: [ds[i] for i in range(min(count, len(ds)))] for t, ds in datasets.items()}

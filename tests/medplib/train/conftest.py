@@ -1,0 +1,65 @@
+"""A small synthetic corpus and a chain of briefly trained stages, shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import stage_dict
+
+from medplib.data.build import BuildConfig, build_corpus
+from medplib.train import config_from_dict, run_stage
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _two_threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "corpus"
+    build_corpus(BuildConfig.small(out, seed=1, realdata=None))
+    return out
+
+
+@pytest.fixture(scope="session")
+def align_dir(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("align") / "align"
+    run_stage(config_from_dict(stage_dict("align")), corpus, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def stages(
+    corpus: Path, align_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """align → vl → grounding → moe, a few steps each; {stage: out dir}."""
+    root = tmp_path_factory.mktemp("stages")
+    out = {s: root / s for s in ("vl", "grounding", "moe")}
+    out["align"] = align_dir
+    run_stage(
+        config_from_dict(stage_dict("vl")),
+        corpus,
+        out["vl"],
+        init_dir=align_dir,
+        progress=False,
+    )
+    run_stage(
+        config_from_dict(stage_dict("grounding")),
+        corpus,
+        out["grounding"],
+        init_dir=out["vl"],
+        progress=False,
+    )
+    run_stage(
+        config_from_dict(stage_dict("moe")),
+        corpus,
+        out["moe"],
+        experts=(out["vl"], out["grounding"]),
+        export_dir=root / "export",
+        progress=False,
+    )
+    out["export"] = root / "export"
+    return out
