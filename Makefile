@@ -38,6 +38,7 @@ clean:
 # The shipped demo checkpoint, medplib/assets/tiny-demo/ (fp16, ≈15 MB): builds the demo corpus,
 # then trains align → vl → grounding → moe on the CPU (configs/tiny/, ≈ 60 min on 2 cores).
 # Interrupted? Run it again: finished stages are skipped and the running one resumes.
+# On a CPU shared with other jobs, OMP_NUM_THREADS=1 is often faster than two waiting threads.
 DEMO_CORPUS ?= var/demo-corpus
 DEMO_RUNS ?= var/demo-train
 demo-model: install

@@ -3,8 +3,9 @@
     python benchmarks/ablation.py --data var/demo-corpus --out var/ablation --budget-minutes 40
     python benchmarks/ablation.py --quick --out /tmp/ablation      # minutes: the path, not numbers
 
-Every variant starts from the same `align` checkpoint (trained once, shared) and then gets
-the same number of training samples, `budget` optimizer steps of the same batch size:
+Every variant starts from the same `align` checkpoint (trained once, shared; at tiny scale
+align already trains the text-prompted grounding path, see configs/tiny/align.yaml) and then
+gets the same number of training samples, `budget` optimizer steps of the same batch size:
 
   (a) joint      one dense model trained on VQA + region + grounding together (stage-IV losses)
   (b) vl         the vision-language stage only

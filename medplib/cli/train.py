@@ -12,8 +12,9 @@ from pathlib import Path
 from medplib.errors import UserInputError
 
 STAGE_HELP = """stages:
-  align      tiny presets only: trains the tokenizer, then CLIP + projector + language model on
-             the corpus text and SAM-Med2D on box / point prompts (stands in for pretrained weights)
+  align      tiny presets only (stands in for pretrained weights): trains the tokenizer, then
+             CLIP + projector + language model on the corpus text, SAM-Med2D on box / point
+             prompts and the [SEG] path on the grounding answers
   vl         the vision-language expert on complex + region VQA (region adapter trained)
   grounding  the pixel-grounding expert (--init = vl output): FFNs, [SEG] head, mask decoder
   moe        assembles --experts VL GROUNDING into a 2-expert MoE and fine-tunes on all tasks"""

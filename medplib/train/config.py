@@ -148,8 +148,13 @@ class TrainConfig:
         return _plain(dataclasses.asdict(self))
 
     def fingerprint(self) -> str:
-        """Hash of the settings that shape the run (a resumed run must match it)."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        """Hash of the settings that shape the run (a resumed run must match it).
+
+        `data.num_workers` is left out: it changes speed, never the batches.
+        """
+        shaping = self.to_dict()
+        shaping["data"].pop("num_workers")
+        text = json.dumps(shaping, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def moe_config(self) -> MoEConfig:

@@ -2,8 +2,9 @@
 
 | stage     | starts from                          | data                  | trained by default (tiny)          |
 |-----------|--------------------------------------|-----------------------|------------------------------------|
-| align     | the preset, random; a new tokenizer  | VQA + region text;    | everything: CLIP, projector, LLM,  |
-|           |                                      | grounding masks (SAM) | region adapter, SAM-Med2D          |
+| align     | the preset, random; a new tokenizer  | VQA + region +        | everything: CLIP, projector, LLM,  |
+|           |                                      | grounding; grounding  | region adapter, [SEG] head,        |
+|           |                                      | masks (SAM prompts)   | SAM-Med2D                          |
 | vl        | `--init` (align output)              | VQA + region          | LLM, projector, region adapter     |
 | grounding | `--init` (vl output)                 | grounding             | LLM FFNs, [SEG] head, mask decoder |
 | moe       | `--experts VL GROUNDING`, assembled  | all three             | router, FFN experts, q/v, heads …  |

@@ -19,7 +19,8 @@ def test_committed_notebook_has_no_outputs():
 
 
 @pytest.mark.slow
-def test_notebook_trains_all_stages_and_shows_their_curves():
+def test_notebook_trains_all_stages_and_shows_their_curves(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it (see conftest)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = NotebookClient(
         nb,

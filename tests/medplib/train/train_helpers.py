@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-ALIGN_MODULES = ["vision_tower.*", "projector.*", "region_encoder.*", "language_model.*", "sam.*"]
+ALIGN_MODULES = [
+    "vision_tower.*",
+    "projector.*",
+    "region_encoder.*",
+    "language_model.*",
+    "seg_head.*",
+    "sam.*",
+]
 VL_MODULES = ["language_model.*", "projector.*", "region_encoder.*"]
 GROUNDING_MODULES = ["language_model.model.layers.*.mlp.*", "seg_head.*", "sam.mask_decoder.*"]
 MOE_MODULES = [
@@ -19,7 +26,7 @@ MOE_MODULES = [
 def stage_dict(stage: str, steps: int = 8, **changes: Any) -> dict[str, Any]:
     """A quick config: a handful of records seen again and again, so the loss must fall."""
     tasks = {
-        "align": {"vqa": 1.0, "region": 1.0},
+        "align": {"vqa": 1.0, "region": 1.0, "grounding": 1.0},
         "vl": {"vqa": 1.0, "region": 1.0},
         "grounding": {"grounding": 1.0},
         "moe": {"vqa": 1.0, "region": 1.0, "grounding": 1.0},
@@ -40,7 +47,7 @@ def stage_dict(stage: str, steps: int = 8, **changes: Any) -> dict[str, Any]:
         "train_modules": modules,
         "align": {"sam_batch_size": 4},
     }
-    if stage == "grounding":
+    if stage in ("align", "grounding"):
         config["losses"] = {
             "ce_weight": 1.0,
             "bce_weight": 1.0,
