@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from medplib.bench.measure import (
+    QUICK_SIZE,
     LLMSize,
     PeakRSS,
     bench_config,
@@ -43,14 +44,7 @@ class GenerateBenchSettings:
 
 
 QUICK = GenerateBenchSettings(
-    mid=LLMSize(
-        hidden_size=128,
-        intermediate_size=344,
-        num_layers=2,
-        num_heads=4,
-        vocab_size=512,
-        image_px=112,
-    ),
+    mid=QUICK_SIZE,
     text_tokens=8,
     new_tokens=3,
     repeats=1,

@@ -43,6 +43,12 @@ class LLMSize:
     image_px: int = 224  # 224 / 14 = 16 → 256 visual tokens
 
 
+# The size `--quick` runs use: seconds on a CPU, same code path.
+QUICK_SIZE = LLMSize(
+    hidden_size=128, intermediate_size=344, num_layers=2, num_heads=4, vocab_size=512, image_px=112
+)
+
+
 def bench_config(size: LLMSize, num_experts: int) -> MedPLIBConfig:
     """The tiny preset with the LLM (and the CLIP grid) scaled to `size`."""
     cfg = build_config("tiny")

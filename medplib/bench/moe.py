@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from medplib.bench.measure import (
+    QUICK_SIZE,
     LLMSize,
     attention_scores_counted,
     count_flops,
@@ -49,14 +50,7 @@ class MoEBenchSettings:
 
 
 QUICK = MoEBenchSettings(
-    size=LLMSize(
-        hidden_size=128,
-        intermediate_size=344,
-        num_layers=2,
-        num_heads=4,
-        vocab_size=512,
-        image_px=112,
-    ),
+    size=QUICK_SIZE,
     text_tokens=8,
     new_tokens=3,
     repeats=1,
