@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format demo-model bench clean
+.PHONY: install demo test lint format demo-model demo-eval bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,9 @@ demo-model: install
 	$(VENV)/bin/medplib train --stage grounding --config configs/tiny/grounding.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/grounding --init $(DEMO_RUNS)/vl --resume
 	$(VENV)/bin/medplib train --stage moe --config configs/tiny/moe.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/moe --experts $(DEMO_RUNS)/vl $(DEMO_RUNS)/grounding --resume --export medplib/assets/tiny-demo
 	du -sh medplib/assets/tiny-demo
+
+# The shipped checkpoint on val, holdout and zero-shot (model card numbers); at most
+# EVAL_PER_SOURCE records per source and file.
+EVAL_PER_SOURCE ?= 300
+demo-eval: install
+	$(PY) -m medplib.eval.corpus --corpus $(DEMO_CORPUS) --out var/demo-eval --per-source $(EVAL_PER_SOURCE)

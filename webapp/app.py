@@ -99,7 +99,7 @@ def build_blocks(web: Web) -> gr.Blocks:
             js=LOAD_JS,
             show_api=False,
         )
-        canvas.fill_after(c, web, loaded)
+        chat.follow_after(c, web, canvas.fill_after(c, web, loaded))
 
         def links(view: dict, actor: dict) -> dict:
             return named(c, share_handlers.links_list(web, view, actor))

@@ -29,6 +29,7 @@ def make_engine(database_url: str) -> Engine:
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
@@ -38,6 +39,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the job writer
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+    # The sqlite3 module opens a transaction only at the first write, so a read-then-write
+    # (claim a queued job, cancel it) could interleave with another and lose an update.
+    # Transactions are begun by hand instead (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock up front, so transactions run one after another, as
+    # row locks (SELECT ... FOR UPDATE) make them on PostgreSQL; WAL keeps them short.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)

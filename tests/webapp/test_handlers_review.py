@@ -35,6 +35,27 @@ def test_login_switches_the_tab_to_the_account_and_logout_back(web):
     assert out["actor"] == page["actor"] and "anonymously" in out["account_md"]
 
 
+def test_logging_in_takes_the_anonymous_sessions_along(web, tmp_path):
+    user(web, "ines", Role.instructor)
+    page = browser(web, "m" * 32)
+    final = ask_box(web, write_png(tmp_path / "scan.png", 60, 40), page["actor"])
+    session_id = final["view"]["session_id"]
+    ok = account.login(web, "ines", "a long password", page["actor"])
+    assert ok["login_status"] == "1 session from this browser moved to your account."
+    assert [row[-1] for row in ok["sessions_table"]] == [session_id]
+    # Back to anonymous: the session stays with the account, not with the browser.
+    out = account.logout(web, page["browser_key"])
+    assert out["sessions_table"] == []
+    # Logging in again from an anonymous tab with nothing to bring moves nothing.
+    again = account.login(web, "ines", "a long password", out["actor"])
+    assert again["login_status"] == "" and len(again["sessions_table"]) == 1
+    # A refused login moves nothing either.
+    other = browser(web, "o" * 32)
+    ask_box(web, write_png(tmp_path / "other.png", 60, 40), other["actor"])
+    account.login(web, "ines", "wrong password!", other["actor"])
+    assert len(browser(web, "o" * 32)["sessions_table"]) == 1
+
+
 def test_rating_needs_a_reviewer(web, answered):
     anonymous = browser(web, "z" * 32)["actor"]
     assert "reviewer role" in review.load_queue(web, anonymous)["review_status"]

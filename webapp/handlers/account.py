@@ -5,34 +5,54 @@ from __future__ import annotations
 from typing import Any
 
 from webapp import render
-from webapp.handlers.common import UserFacingError, Web, actor_state, anonymous_state
+from webapp.handlers.common import (
+    UserFacingError,
+    Web,
+    actor_state,
+    anonymous_state,
+    to_actor,
+)
 from webapp.handlers.sessions import account_text, sessions_table
 from worker.models import User
 from worker.services.accounts import authenticate
+from worker.services.sessions import adopt_sessions
 
 BAD_LOGIN = "Wrong username or password."
 
 
-def login(web: Web, username: str, password: str) -> dict[str, Any]:
-    """Check the password; the logged-in actor replaces the anonymous one for this tab."""
+def login(
+    web: Web, username: str, password: str, current: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Check the password; the logged-in actor replaces the anonymous one for this tab.
 
-    def body(db: Any) -> dict[str, Any] | None:
+    Sessions this tab made anonymously (``current``) move to the account in the same
+    transaction, so nothing done before logging in is left behind.
+    """
+    before = to_actor(current)
+
+    def body(db: Any) -> tuple[dict[str, Any], int] | None:
         actor = authenticate(db, username=(username or "").strip(), password=password or "")
         if actor is None:
             return None
+        moved = 0 if before is None else adopt_sessions(db, from_actor=before, to_actor=actor)
         user = db.get(User, actor.user_id)
-        return actor_state(actor, user.username if user else username)
+        return actor_state(actor, user.username if user else username), moved
 
     try:
-        state = web.call(body)
+        result = web.call(body)
     except UserFacingError as exc:
         return {"login_status": f"⚠ {render.escape_text(str(exc))}"}
-    if state is None:
+    if result is None:
         return {"login_status": f"⚠ {BAD_LOGIN}", "password": ""}
+    state, moved = result
     return {
         "actor": state,
         "password": "",
-        "login_status": "",
+        "login_status": (
+            f"{moved} session{'s' if moved != 1 else ''} from this browser moved to your account."
+            if moved
+            else ""
+        ),
         "account_md": account_text(state),
         "sessions_table": sessions_table(web, state),
     }

@@ -10,7 +10,6 @@ import gradio as gr
 
 from medplib.errors import UserInputError
 from webapp import render
-from webapp.adapters import set_session_regions
 from webapp.handlers.common import UserFacingError, Web, ensured_state, to_actor, user_errors
 from webapp.handlers.screen import (
     EMPTY_CANVASES,
@@ -29,7 +28,7 @@ from webapp.regions import (
     resolve_references,
 )
 from worker.models import JobStatus
-from worker.services.sessions import create_session
+from worker.services.sessions import create_session, set_session_regions
 from worker.services.turns import JobView, cancel_job, job_view, submit_turn
 
 POLL_INTERVAL_S = 0.5
@@ -178,17 +177,79 @@ async def ask(
         yield {"status": f"⚠ {render.escape_text(str(exc))}"}
         return
     history = list(chat or [])
+
+    def pending(status: str) -> list[dict[str, Any]]:
+        return _pending_chat(history, shown_question, status)
+
     status = _status_of(job)
     yield {
         "view": view,
         "actor": actor_state,
         "question": "",
-        "chat": _pending_chat(history, shown_question, status),
+        "chat": pending(status),
         "status": status,
         "ask_btn": gr.update(interactive=False),
         "cancel_btn": gr.update(visible=True),
     }
-    last = status
+    async for update in _watch(web, job, pending):
+        if isinstance(update, JobView):
+            job = update
+        else:
+            yield update
+    out = await _final_screen(web, job, view, actor_state)
+    if "view" in out:
+        # The list as the question saw it (an in-flight stroke may have landed after the last
+        # change event).
+        out["drawn"] = drawn
+        out["regions_md"] = render.region_list_markdown(
+            region_lines(drawn, len(view.get("saved") or []))
+        )
+    yield out
+
+
+async def follow(
+    web: Web,
+    view: dict[str, Any],
+    actor_state: dict[str, Any] | None,
+    chat: list[dict[str, Any]] | None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Keep a reopened screen up to date while its newest question is queued or running.
+
+    A reload, a reopened session or a shared link would otherwise show "queued" for good.
+    """
+    job_id = view.get("job_id")
+    if not job_id or to_actor(actor_state) is None:
+        yield {}
+        return
+    try:
+        job = await asyncio.to_thread(web.call, job_view, job_id=job_id)
+    except UserFacingError as exc:
+        yield {"status": str(exc)}
+        return
+    earlier = list(chat or [])[:-1]  # the last message is the pending answer's status
+
+    def pending(status: str) -> list[dict[str, Any]]:
+        return [*earlier, {"role": "assistant", "content": f"*{render.escape_text(status)}*"}]
+
+    if not job.status.final:
+        status = _status_of(job)
+        yield {
+            "chat": pending(status),
+            "status": status,
+            "ask_btn": gr.update(interactive=False),
+            "cancel_btn": gr.update(visible=not view.get("read_only")),
+        }
+        async for update in _watch(web, job, pending):
+            if isinstance(update, JobView):
+                job = update
+            else:
+                yield update
+    yield await _final_screen(web, job, view, actor_state)
+
+
+async def _watch(web: Web, job: JobView, pending: Any) -> AsyncIterator[dict[str, Any] | JobView]:
+    """Poll a job about twice a second: a screen update per change, then the final job."""
+    last = _status_of(job)
     while not job.status.final:
         await asyncio.sleep(POLL_INTERVAL_S)
         try:
@@ -197,37 +258,41 @@ async def ask(
             status = str(exc)
         else:
             if job.status.final:
-                break  # the final screen below shows the outcome
+                break  # the final screen shows the outcome
             status = _status_of(job)
         if status != last:
             last = status
-            yield {"chat": _pending_chat(history, shown_question, status), "status": status}
+            yield {"chat": pending(status), "status": status}
+    yield job
+
+
+async def _final_screen(
+    web: Web, job: JobView, view: dict[str, Any], actor_state: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The session as the finished job left it; the drawings on the canvases stay."""
     actor = to_actor(actor_state)
     assert actor is not None
+    idle = {
+        "ask_btn": gr.update(interactive=not view.get("read_only")),
+        "cancel_btn": gr.update(visible=False),
+    }
     try:
         session = await asyncio.to_thread(
-            web.call, read_session, actor=actor, session_id=view["session_id"]
+            web.call,
+            read_session,
+            actor=actor,
+            session_id=view["session_id"],
+            token=view.get("token") if view.get("read_only") else None,
         )
     except UserFacingError as exc:
-        yield {
-            "status": str(exc),
-            "ask_btn": gr.update(interactive=True),
-            "cancel_btn": gr.update(visible=False),
-        }
-        return
+        return {"status": str(exc), **idle}
     final = "answered" if job.status is JobStatus.succeeded else _status_of(job)
     out = await asyncio.to_thread(session_screen, web, session, message=final, canvases=False)
     out["view"] = {**out["view"], "job_id": None}
-    # The list as the question saw it (an in-flight stroke may have landed after the last
-    # change event).
-    out["drawn"] = drawn
-    out["regions_md"] = render.region_list_markdown(
-        region_lines(drawn, len(view.get("saved") or []))
-    )
     out["cancel_btn"] = gr.update(visible=False)
     if job.status is JobStatus.failed:
         gr.Warning(final)
-    yield out
+    return out
 
 
 def cancel(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | None) -> dict[str, Any]:

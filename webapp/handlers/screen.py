@@ -17,6 +17,9 @@ from webapp.handlers.common import Web, empty_view
 from webapp.handlers.views import ImageData, SessionData, TurnData
 from webapp.regions import describe_region, question_for_display
 
+# A turn whose job is in one of these still owes its answer.
+LIVE_JOB_STATES = ("queued", "running")
+
 NO_SESSION_CHAT: list[dict[str, str]] = []
 
 
@@ -123,6 +126,9 @@ def session_screen(
     )
     choices = turn_choices(session)
     selected = choices[-1][1] if choices else None
+    live = session.turns[-1] if session.turns else None
+    if live is not None and live.job_status in LIVE_JOB_STATES:
+        view["job_id"] = live.job_id  # `chat.follow` picks it up and polls it to the end
     out: dict[str, Any] = {
         "view": view,
         "image_info": image_info(image),
@@ -131,7 +137,7 @@ def session_screen(
         "status": message,
         "banner": banner_text(session),
         "fork_btn": gr.update(visible=session.can_fork),
-        "ask_btn": gr.update(interactive=not session.read_only),
+        "ask_btn": gr.update(interactive=not session.read_only and not view["job_id"]),
         "question": gr.update(interactive=not session.read_only),
     }
     if canvases:

@@ -24,10 +24,10 @@ def build(c: dict[str, Any]) -> None:
 
 
 def wire(c: dict[str, Any], web: Web) -> None:
-    def login(username: str, password: str) -> dict:
-        return named(c, handlers.login(web, username, password))
+    def login(username: str, password: str, actor: dict) -> dict:
+        return named(c, handlers.login(web, username, password, actor))
 
-    fields = [c["username"], c["password"]]
+    fields = [c["username"], c["password"], c["actor"]]
     c["login_btn"].click(login, fields, outs(c, LOGIN_OUTPUTS), show_api=False)
     c["password"].submit(login, fields, outs(c, LOGIN_OUTPUTS), show_api=False)
 

@@ -64,6 +64,23 @@ def build(c: dict[str, Any], web: Web) -> None:
         )
 
 
+def follow_after(c: dict[str, Any], web: Web, event: Any) -> Any:
+    """After a screen opens a session, poll its newest question if that is still running."""
+
+    async def follow(view: dict, actor: dict, chat: list) -> AsyncIterator[dict]:
+        async for values in handlers.follow(web, view, actor, chat):
+            yield named(c, values)
+
+    return event.then(
+        follow,
+        [c["view"], c["actor"], c["chat"]],
+        outs(c, SCREEN, "cancel_btn"),
+        concurrency_limit=None,
+        show_progress="hidden",
+        show_api=False,
+    )
+
+
 def wire(c: dict[str, Any], web: Web) -> None:
     async def ask(
         question: str,

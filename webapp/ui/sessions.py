@@ -10,6 +10,7 @@ from webapp.handlers import sessions as handlers
 from webapp.handlers.common import Web
 from webapp.ui import SCREEN, named, outs
 from webapp.ui.canvas import fill_after
+from webapp.ui.chat import follow_after
 
 
 def build(c: dict[str, Any]) -> None:
@@ -48,13 +49,10 @@ def wire(c: dict[str, Any], web: Web) -> None:
     def open_(session_id: str, actor: dict) -> dict:
         return named(c, handlers.open_session(web, session_id, actor))
 
-    fill_after(
-        c,
-        web,
-        c["open_session"].click(
-            open_, [c["session_id"], c["actor"]], outs(c, SCREEN), show_api=False
-        ),
+    opened = c["open_session"].click(
+        open_, [c["session_id"], c["actor"]], outs(c, SCREEN), show_api=False
     )
+    follow_after(c, web, fill_after(c, web, opened))
 
     def delete(session_id: str, view: dict, actor: dict) -> dict:
         return named(c, handlers.remove_session(web, session_id, view, actor))

@@ -10,6 +10,7 @@ from webapp.handlers import share as handlers
 from webapp.handlers.common import Web
 from webapp.ui import SCREEN, named, outs
 from webapp.ui.canvas import fill_after
+from webapp.ui.chat import follow_after
 
 
 def build_share(c: dict[str, Any]) -> None:
@@ -91,13 +92,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
     def open_copy(session_id: str, actor: dict) -> dict:
         return named(c, handlers.open_fork(web, session_id, actor))
 
-    fill_after(
-        c,
-        web,
-        c["class_open"].click(
-            open_copy,
-            [c["class_session"], c["actor"]],
-            outs(c, SCREEN, "class_status"),
-            show_api=False,
-        ),
+    opened = c["class_open"].click(
+        open_copy, [c["class_session"], c["actor"]], outs(c, SCREEN, "class_status"), show_api=False
     )
+    follow_after(c, web, fill_after(c, web, opened))

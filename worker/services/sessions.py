@@ -130,6 +130,36 @@ def list_sessions(db: Session, *, actor: Actor, limit: int = 100) -> list[Sessio
     ]
 
 
+def set_session_regions(
+    db: Session, *, actor: Actor, session_id: str, regions: Any, max_regions: int
+) -> list[dict[str, Any]]:
+    """Replace the regions drawn on one of the actor's sessions (what a reopen restores).
+
+    Same rules as `create_session`: owner only, geometry validated against the image.
+    """
+    session = get_own_session(db, actor=actor, session_id=session_id)
+    session.regions = validate_regions(regions, image=session.image, max_regions=max_regions)
+    session.updated_at = utcnow()
+    return list(session.regions)
+
+
+def adopt_sessions(db: Session, *, from_actor: Actor, to_actor: Actor) -> int:
+    """Give an anonymous actor's sessions to the account it logs in to; returns how many.
+
+    What a visitor did before logging in follows them; an account's sessions never move.
+    """
+    if not from_actor.anonymous or from_actor.user_id == to_actor.user_id:
+        return 0
+    if to_actor.anonymous:
+        raise InvalidInput("Sessions move only to an account that logged in.")
+    sessions = db.scalars(
+        select(ChatSession).where(ChatSession.owner_id == from_actor.user_id)
+    ).all()
+    for session in sessions:
+        session.owner_id = to_actor.user_id
+    return len(sessions)
+
+
 def rename_session(db: Session, *, actor: Actor, session_id: str, title: str) -> ChatSession:
     session = get_own_session(db, actor=actor, session_id=session_id)
     session.title = clean_title(title)

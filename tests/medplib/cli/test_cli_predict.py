@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import medplib.cli.predict as predict_cli
+from medplib import checkpoint
 from medplib.cli import main
 from medplib.masks import decode_rle, mask_bbox_xyxy_px, png_bytes_to_mask
 
@@ -26,6 +27,8 @@ def cache_dir(tmp_path_factory):
 def _default_checkpoint_cache(cache_dir, monkeypatch):
     # The untrained default checkpoint is built once per session into a private cache.
     monkeypatch.setenv("MEDPLIB_CACHE_DIR", str(cache_dir))
+    # Here the untrained fallback is under test, not the shipped demo checkpoint.
+    monkeypatch.setattr(checkpoint, "ASSET_DEMO_DIR", cache_dir / "no-demo-here")
 
 
 @pytest.fixture()

@@ -1,0 +1,211 @@
+"""Evaluate one checkpoint on every split and task of a corpus from `medplib data build`.
+
+    python -m medplib.eval.corpus --corpus var/demo-corpus --out var/demo-eval
+    python -m medplib.eval.corpus --corpus DIR --out DIR --splits holdout --per-source 50
+
+A corpus holds ``TASK/SPLIT.json`` (tasks grounding, vqa, region; splits val, holdout,
+zeroshot). Each pair gets a full `medplib eval` report (``OUT/SPLIT-TASK.json`` and its
+predictions); ``OUT/summary.json`` and ``OUT/summary.md`` hold one row per split and source:
+
+  grounding mDice   masks at sigmoid > 0.1 (the MedPLIB rule) and > 0.5
+  closed accuracy   VQA questions with a closed (yes/no or choice) answer
+  region accuracy   region questions answered right: closed ones by their answer, open ones
+                    by exact match after normalisation (strict: a paraphrase counts as wrong)
+
+``--per-source N`` keeps the first N records of each source in a file, so one large source
+(most zero-shot records are white-blood-cell microscopy) does not drown the others; the
+summary states it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medplib.errors import UserInputError
+
+TASKS = ("grounding", "vqa", "region")
+SPLITS = ("val", "holdout", "zeroshot")
+
+
+def capped_records(records: Sequence[dict[str, Any]], per_source: int | None) -> list[dict]:
+    """The first `per_source` records of each source, in file order (all when None)."""
+    if per_source is None:
+        return list(records)
+    seen: dict[str, int] = {}
+    kept = []
+    for record in records:
+        source = str(record.get("source") or "unknown")
+        if seen.get(source, 0) < per_source:
+            seen[source] = seen.get(source, 0) + 1
+            kept.append(record)
+    return kept
+
+
+def region_accuracy(block: dict[str, Any]) -> float | None:
+    """Closed region answers by closed accuracy, open ones by exact match, weighted by count."""
+    count = block.get("count") or 0
+    if not count:
+        return None
+    closed_n = block.get("closed_count") or 0
+    open_n = block.get("open_count") or 0
+    right = (block.get("closed_accuracy") or 0.0) * closed_n + (
+        block.get("exact_match") or 0.0
+    ) * open_n
+    return right / count
+
+
+def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (split, source) from the reports of one checkpoint, keyed (split, task)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def row(split: str, source: str) -> dict[str, Any]:
+        return rows.setdefault((split, source), {"split": split, "source": source})
+
+    for (split, task), report in sorted(reports.items()):
+        if task == "grounding":
+            g = report.get("grounding") or {}
+            strict = (g.get("by_threshold") or {}).get("0.5") or {}
+            for source, block in (g.get("per_source") or {}).items():
+                r = row(split, source)
+                r["grounding_n"] = block.get("count")
+                r["mDice"] = block.get("mDice")
+                r["mDice_0.5"] = (strict.get("per_source") or {}).get(source, {}).get("mDice")
+        else:
+            text = (report.get("text") or {}).get("per_source") or {}
+            for source, block in text.items():
+                r = row(split, source)
+                if task == "vqa":
+                    r["vqa_n"] = block.get("count")
+                    r["closed_n"] = block.get("closed_count")
+                    r["closed_accuracy"] = block.get("closed_accuracy")
+                    r["vqa_token_f1"] = block.get("token_f1")
+                else:
+                    r["region_n"] = block.get("count")
+                    r["region_accuracy"] = region_accuracy(block)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    return sorted(
+        rows.values(),
+        key=lambda r: (order.get(r["split"], 99), r["source"] != "synthetic", r["source"]),
+    )
+
+
+def markdown(rows: Sequence[dict[str, Any]], per_source: int | None) -> str:
+    def f(value: Any) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    def n(value: Any) -> str:
+        return "–" if value is None else str(value)
+
+    lines = [
+        "| split | source | grounding n | mDice (>0.1) | mDice (>0.5) | closed n | "
+        "closed acc. | region n | region acc. |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['split']} | {r['source']} | {n(r.get('grounding_n'))} | {f(r.get('mDice'))} | "
+            f"{f(r.get('mDice_0.5'))} | {n(r.get('closed_n'))} | "
+            f"{f(r.get('closed_accuracy'))} | {n(r.get('region_n'))} | "
+            f"{f(r.get('region_accuracy'))} |"
+        )
+    if per_source is not None:
+        lines.append("")
+        lines.append(f"At most {per_source} records per source and file.")
+    return "\n".join(lines)
+
+
+def evaluate_corpus(
+    predictor: Any,
+    corpus: Path,
+    out: Path,
+    *,
+    splits: Sequence[str] = SPLITS,
+    tasks: Sequence[str] = TASKS,
+    per_source: int | None = None,
+    max_new_tokens: int = 64,
+) -> dict[str, Any]:
+    """Reports for each (split, task) file present, then the summary; returns the summary."""
+    from medplib.eval.evaluator import EvalConfig, evaluate_model, write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    reports: dict[tuple[str, str], dict[str, Any]] = {}
+    config = EvalConfig(max_new_tokens=max_new_tokens)
+    for split in splits:
+        for task in tasks:
+            path = corpus / task / f"{split}.json"
+            if not path.is_file():
+                continue
+            records = capped_records(json.loads(path.read_text()), per_source)
+            with tempfile.TemporaryDirectory() as tmp:
+                data = Path(tmp) / path.name
+                data.write_text(json.dumps(records))
+                result = evaluate_model(
+                    predictor,
+                    data,
+                    corpus,
+                    config=config,
+                    inputs={"file": str(path), "per_source": per_source},
+                )
+            report_path = out / f"{split}-{task}.json"
+            write_report(
+                result,
+                report_path,
+                predictions_path=report_path.with_name(f"{split}-{task}.predictions.jsonl"),
+            )
+            reports[(split, task)] = result.report
+            print(f"{split}/{task}: {result.scored} scored", file=sys.stderr)
+    if not reports:
+        raise UserInputError(f"{corpus} holds no TASK/SPLIT.json file for {list(splits)}.")
+    rows = summary_rows(reports)
+    summary = {
+        "checkpoint_id": getattr(predictor, "checkpoint_id", None),
+        "corpus": str(corpus),
+        "per_source": per_source,
+        "max_new_tokens": max_new_tokens,
+        "rows": rows,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(markdown(rows, per_source) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--corpus", type=Path, required=True, help="from `medplib data build`")
+    p.add_argument("--out", type=Path, required=True, help="reports and summary.{json,md}")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped demo")
+    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS)
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--per-source", type=int, default=None, help="records per source and file")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    args = p.parse_args(argv)
+    from medplib.predictor import MedPLIBPredictor
+
+    try:
+        predictor = MedPLIBPredictor.from_pretrained(args.checkpoint)
+        summary = evaluate_corpus(
+            predictor,
+            args.corpus,
+            args.out,
+            splits=args.splits,
+            tasks=args.tasks,
+            per_source=args.per_source,
+            max_new_tokens=args.max_new_tokens,
+        )
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown(summary["rows"], args.per_source))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

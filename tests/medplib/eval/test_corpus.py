@@ -1,0 +1,139 @@
+"""Evaluating a checkpoint on every split and task of a built corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eval_helpers import grounding, rect, vqa, write_image, write_json, write_png
+
+from medplib.eval.corpus import (
+    capped_records,
+    evaluate_corpus,
+    main,
+    markdown,
+    region_accuracy,
+    summary_rows,
+)
+
+HW = (48, 64)
+
+
+def test_capped_records_keeps_the_first_n_of_each_source_in_file_order():
+    records = [{"id": i, "source": s} for i, s in enumerate("aabacbbc")] + [{"id": 8}]
+    kept = capped_records(records, 2)
+    assert [r["id"] for r in kept] == [0, 1, 2, 4, 5, 7, 8]
+    assert capped_records(records, None) == records
+
+
+def test_region_accuracy_counts_closed_by_answer_and_open_by_exact_match():
+    block = {
+        "count": 4,
+        "closed_count": 2,
+        "closed_accuracy": 0.5,
+        "open_count": 2,
+        "exact_match": 1.0,
+    }
+    assert region_accuracy(block) == pytest.approx(0.75)
+    assert region_accuracy({"count": 0}) is None
+
+
+def test_summary_has_one_row_per_split_and_source_synthetic_first():
+    reports = {
+        ("holdout", "grounding"): {
+            "grounding": {
+                "per_source": {
+                    "busi": {"count": 3, "mDice": 0.4},
+                    "synthetic": {"count": 9, "mDice": 0.9},
+                },
+                "by_threshold": {"0.5": {"per_source": {"synthetic": {"mDice": 0.85}}}},
+            }
+        },
+        ("holdout", "vqa"): {
+            "text": {
+                "per_source": {
+                    "synthetic": {
+                        "count": 5,
+                        "closed_count": 4,
+                        "closed_accuracy": 0.75,
+                        "token_f1": 0.8,
+                    }
+                }
+            }
+        },
+        ("val", "region"): {
+            "text": {
+                "per_source": {
+                    "synthetic": {
+                        "count": 2,
+                        "closed_count": 2,
+                        "closed_accuracy": 1.0,
+                        "open_count": 0,
+                    }
+                }
+            }
+        },
+    }
+    rows = summary_rows(reports)
+    assert [(r["split"], r["source"]) for r in rows] == [
+        ("val", "synthetic"),
+        ("holdout", "synthetic"),
+        ("holdout", "busi"),
+    ]
+    holdout = rows[1]
+    assert holdout["mDice"] == 0.9 and holdout["mDice_0.5"] == 0.85
+    assert holdout["closed_accuracy"] == 0.75 and holdout["closed_n"] == 4
+    assert rows[2]["mDice_0.5"] is None and rows[0]["region_accuracy"] == 1.0
+    table = markdown(rows, per_source=None)
+    assert "| holdout | synthetic | 9 | 0.900 | 0.850 | 4 | 0.750 | – | – |" in table
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    image = write_image(root, "ct_00--toy--case1--2d", HW)
+    liver = write_png(root, "masks/liver.png", rect(HW, (5, 25, 10, 40)))
+    for task in ("grounding", "vqa"):
+        (root / task).mkdir()
+    write_json(
+        root / "grounding" / "holdout.json",
+        [
+            grounding("g1", image, liver, source="synthetic", modality="ct"),
+            grounding("g2", image, liver, source="synthetic", modality="ct"),
+            grounding("g3", image, liver, source="busi-mini", modality="ct"),
+        ],
+    )
+    write_json(
+        root / "vqa" / "holdout.json",
+        [vqa("q1", image, "Is this a CT scan?", "Yes", answer_type="closed", source="synthetic")],
+    )
+    return root
+
+
+def test_every_file_of_the_corpus_gets_a_report_and_the_summary_its_rows(
+    corpus, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MEDPLIB_CACHE_DIR", str(tmp_path / "cache"))
+    from medplib.predictor import MedPLIBPredictor
+
+    predictor = MedPLIBPredictor.from_pretrained(None)
+    out = tmp_path / "eval"
+    summary = evaluate_corpus(predictor, corpus, out, per_source=1, max_new_tokens=4)
+    assert sorted(p.name for p in out.glob("*.json")) == [
+        "holdout-grounding.json",
+        "holdout-vqa.json",
+        "summary.json",
+    ]
+    grounding_report = json.loads((out / "holdout-grounding.json").read_text())
+    assert grounding_report["counts"]["scored"] == 2  # one per source
+    rows = {r["source"]: r for r in summary["rows"]}
+    assert rows["synthetic"]["grounding_n"] == 1 and rows["busi-mini"]["grounding_n"] == 1
+    assert rows["synthetic"]["closed_n"] == 1
+    assert "At most 1 records per source" in (out / "summary.md").read_text()
+
+
+def test_a_directory_without_corpus_files_is_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["--corpus", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "holds no TASK/SPLIT.json" in capsys.readouterr().err
