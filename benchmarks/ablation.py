@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO))
 
 from medplib.data.mecovqa import LoadedSample, MeCoVQADataset  # noqa: E402
-from medplib.metrics import closed_accuracy, dice, normalize_answer  # noqa: E402
+from medplib.metrics import closed_accuracy, dice, first_structure  # noqa: E402
 from medplib.predictor import MedPLIBPredictor  # noqa: E402
 from medplib.train import config_from_dict, run_stage  # noqa: E402
 from medplib.train.data import to_model_sample  # noqa: E402
@@ -168,17 +168,6 @@ def _region_class(sample: LoadedSample) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def first_structure(text: str, names: list[str]) -> str | None:
-    """The structure name mentioned first in `text` (longest name wins at a position)."""
-    norm = f" {normalize_answer(text)} "
-    best: tuple[int, int, str] | None = None
-    for name in names:
-        pos = norm.find(f" {normalize_answer(name)} ")
-        if pos >= 0 and (best is None or (pos, -len(name)) < (best[0], best[1])):
-            best = (pos, -len(name), name)
-    return best[2] if best else None
-
-
 def _question(sample: LoadedSample) -> str:
     return sample.turns[0].question.replace("<image>", "").strip()
 
@@ -288,7 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="runs, ablation.json, ablation.md")
     p.add_argument("--budget-minutes", type=float, default=40.0, help="training per variant")
     p.add_argument("--seconds-per-step", type=float, default=SECONDS_PER_STEP)
+    p.add_argument("--budget-steps", type=int, default=None, help="overrides --budget-minutes")
     p.add_argument("--align-steps", type=int, default=None, help="default: configs/tiny/align")
+    p.add_argument(
+        "--align",
+        type=Path,
+        default=None,
+        help="a finished align run to start every variant from (default: train one)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-records", type=int, default=None, help="cap per task (quick runs)")
     p.add_argument("--val-records", type=int, default=32)
@@ -311,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         data = args.out / "corpus"
         if not (data / "data_card.json").is_file():
             build_corpus(BuildConfig.small(data, seed=0, realdata=None))
-    budget = max(1, round(args.budget_minutes * 60 / args.seconds_per_step))
+    budget = args.budget_steps or max(1, round(args.budget_minutes * 60 / args.seconds_per_step))
     runs = args.out / "runs"
     t0 = time.perf_counter()
 
@@ -321,7 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         align_cfg["model"]["vocab_size"] = 512
         align_cfg["align"]["sam_batch_size"] = args.batch_size
-    align = train_variant("shared", [("align", align_cfg)], data, runs, runs)
+    if args.align is not None:
+        from medplib.train.preflight import read_state
+
+        state = read_state(args.align) or {}
+        if state.get("stage") != "align" or not state.get("complete"):
+            p.error(f"--align {args.align} is not a finished align run")
+        align = args.align
+        align_steps = int(state.get("step", align_steps))
+    else:
+        align = train_variant("shared", [("align", align_cfg)], data, runs, runs)
     finals = {
         name: train_variant(name, plan, data, runs, align)
         for name, plan in variant_plans(args, budget).items()

@@ -259,6 +259,21 @@ def exact_match(pred: str, ref: str) -> float:
     return 1.0 if normalize_answer(pred) == normalize_answer(ref) else 0.0
 
 
+def first_structure(text: str, names: Sequence[str]) -> str | None:
+    """The name in `names` that `text` mentions first (the longest one at the same place).
+
+    How an open answer about a region is judged: "This area shows the left lung, near the
+    heart." names the left lung, whatever else it says.
+    """
+    norm = f" {normalize_answer(text)} "
+    best: tuple[int, int, str] | None = None
+    for name in names:
+        pos = norm.find(f" {normalize_answer(name)} ")
+        if pos >= 0 and (best is None or (pos, -len(name)) < (best[0], best[1])):
+            best = (pos, -len(name), name)
+    return best[2] if best else None
+
+
 def closed_accuracy(pred: str, ref: str) -> float:
     """Accuracy for closed questions.
 

@@ -10,7 +10,8 @@ predictions); ``OUT/summary.json`` and ``OUT/summary.md`` hold one row per split
   grounding mDice   masks at sigmoid > 0.1 (the MedPLIB rule) and > 0.5
   closed accuracy   VQA questions with a closed (yes/no or choice) answer
   region accuracy   region questions answered right: closed ones by their answer, open ones
-                    by exact match after normalisation (strict: a paraphrase counts as wrong)
+                    by the first structure named (``classes.json`` names), which must be the
+                    one the reference names first
 
 ``--per-source N`` keeps the first N records of each source in a file, so one large source
 (most zero-shot records are white-blood-cell microscopy) does not drown the others; the
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medplib.errors import UserInputError
+from medplib.metrics import first_structure
 
 TASKS = ("grounding", "vqa", "region")
 SPLITS = ("val", "holdout", "zeroshot")
@@ -47,17 +49,37 @@ def capped_records(records: Sequence[dict[str, Any]], per_source: int | None) ->
     return kept
 
 
-def region_accuracy(block: dict[str, Any]) -> float | None:
-    """Closed region answers by closed accuracy, open ones by exact match, weighted by count."""
-    count = block.get("count") or 0
-    if not count:
-        return None
-    closed_n = block.get("closed_count") or 0
-    open_n = block.get("open_count") or 0
-    right = (block.get("closed_accuracy") or 0.0) * closed_n + (
-        block.get("exact_match") or 0.0
-    ) * open_n
-    return right / count
+REGION_RULE = (
+    "closed region questions by their answer (closed accuracy); open ones by the first "
+    "structure named, which must be the one the reference names first"
+)
+
+
+def region_correct(record: dict[str, Any], names: Sequence[str]) -> bool:
+    """Whether one region answer is right (`record`: an evaluator text record)."""
+    if record.get("closed"):
+        return bool(record.get("closed_correct"))
+    want = first_structure(str(record.get("reference") or ""), names)
+    return want is not None and first_structure(str(record.get("answer") or ""), names) == want
+
+
+def region_accuracy_by_source(
+    records: Sequence[dict[str, Any]], names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Per source: how many region questions, and the share answered right."""
+    tally: dict[str, list[bool]] = {}
+    for record in records:
+        if record.get("task") == "region":
+            tally.setdefault(str(record.get("source")), []).append(region_correct(record, names))
+    return {s: {"count": len(v), "accuracy": sum(v) / len(v)} for s, v in tally.items()}
+
+
+def structure_names(corpus: Path) -> list[str]:
+    """The corpus's structure names (``classes.json``), which open region answers are judged by."""
+    path = corpus / "classes.json"
+    if not path.is_file():
+        return []
+    return [str(v) for v in json.loads(path.read_text()).values()]
 
 
 def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -78,16 +100,19 @@ def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[st
                 r["mDice_0.5"] = (strict.get("per_source") or {}).get(source, {}).get("mDice")
         else:
             text = (report.get("text") or {}).get("per_source") or {}
-            for source, block in text.items():
-                r = row(split, source)
-                if task == "vqa":
+            if task == "vqa":
+                for source, block in text.items():
+                    r = row(split, source)
                     r["vqa_n"] = block.get("count")
                     r["closed_n"] = block.get("closed_count")
                     r["closed_accuracy"] = block.get("closed_accuracy")
                     r["vqa_token_f1"] = block.get("token_f1")
-                else:
+            else:
+                region = (report.get("region_accuracy") or {}).get("per_source") or {}
+                for source, block in region.items():
+                    r = row(split, source)
                     r["region_n"] = block.get("count")
-                    r["region_accuracy"] = region_accuracy(block)
+                    r["region_accuracy"] = block.get("accuracy")
     order = {s: i for i, s in enumerate(SPLITS)}
     return sorted(
         rows.values(),
@@ -136,6 +161,7 @@ def evaluate_corpus(
     out.mkdir(parents=True, exist_ok=True)
     reports: dict[tuple[str, str], dict[str, Any]] = {}
     config = EvalConfig(max_new_tokens=max_new_tokens)
+    names = structure_names(corpus)
     for split in splits:
         for task in tasks:
             path = corpus / task / f"{split}.json"
@@ -152,6 +178,13 @@ def evaluate_corpus(
                     config=config,
                     inputs={"file": str(path), "per_source": per_source},
                 )
+            if task == "region":
+                result.report["region_accuracy"] = {
+                    "rule": REGION_RULE,
+                    "per_source": region_accuracy_by_source(
+                        [r.record for r in result.scores.results], names
+                    ),
+                }
             report_path = out / f"{split}-{task}.json"
             write_report(
                 result,

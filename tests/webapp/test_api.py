@@ -152,3 +152,15 @@ def test_rating_needs_a_reviewer_login_then_exports(server, tmp_path):
     mine = [r for r in rows if r["turn_id"] == turn_id]
     assert mine[0]["mask_verdicts"] == ["partly"] and mine[0]["reviewer"] == "rita"
     assert np.isclose(mine[0]["text_score"], 4)
+
+
+def test_login_keeps_what_the_client_did_anonymously(server, tmp_path):
+    visitor = client(server)
+    made = upload(visitor, write_png(tmp_path / "scan.png", 60, 40, seed=8))
+    visitor.predict("rita", "a long password", api_name="/login")
+    # The session made before logging in is now the account's own, still writable.
+    whole = visitor.predict(made["session_id"], "", api_name="/session")
+    assert whole["session_id"] == made["session_id"] and not whole["read_only"]
+    # Another anonymous client still cannot read it.
+    with pytest.raises(AppError, match="does not exist"):
+        client(server).predict(made["session_id"], "", api_name="/session")

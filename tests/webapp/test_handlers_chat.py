@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 from sqlalchemy import func, select
 
 from medplib.masks import decode_rle, png_bytes_to_mask

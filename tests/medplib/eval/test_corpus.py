@@ -13,7 +13,8 @@ from medplib.eval.corpus import (
     evaluate_corpus,
     main,
     markdown,
-    region_accuracy,
+    region_accuracy_by_source,
+    region_correct,
     summary_rows,
 )
 
@@ -27,16 +28,33 @@ def test_capped_records_keeps_the_first_n_of_each_source_in_file_order():
     assert capped_records(records, None) == records
 
 
-def test_region_accuracy_counts_closed_by_answer_and_open_by_exact_match():
-    block = {
-        "count": 4,
-        "closed_count": 2,
-        "closed_accuracy": 0.5,
-        "open_count": 2,
-        "exact_match": 1.0,
+def test_region_answers_are_judged_by_answer_or_by_the_structure_named_first():
+    names = ["lung", "left lung", "heart", "spine"]
+    rows = [
+        {"task": "region", "source": "s", "closed": True, "closed_correct": 1.0},
+        {"task": "region", "source": "s", "closed": True, "closed_correct": 0.0},
+        {  # open: the left lung first, as the reference says; more words do not matter
+            "task": "region",
+            "source": "s",
+            "closed": False,
+            "reference": "This area shows the left lung, near the heart.",
+            "answer": "The left lung, beside the heart and the spine.",
+        },
+        {  # open: names the heart first where the reference names the left lung
+            "task": "region",
+            "source": "t",
+            "closed": False,
+            "reference": "This area shows the left lung.",
+            "answer": "This area shows the heart, next to the left lung.",
+        },
+        {"task": "vqa", "source": "s", "closed": True, "closed_correct": 1.0},
+    ]
+    assert region_correct(rows[2], names) and not region_correct(rows[3], names)
+    by_source = region_accuracy_by_source(rows, names)
+    assert by_source == {
+        "s": {"count": 3, "accuracy": pytest.approx(2 / 3)},
+        "t": {"count": 1, "accuracy": 0.0},
     }
-    assert region_accuracy(block) == pytest.approx(0.75)
-    assert region_accuracy({"count": 0}) is None
 
 
 def test_summary_has_one_row_per_split_and_source_synthetic_first():
@@ -63,16 +81,7 @@ def test_summary_has_one_row_per_split_and_source_synthetic_first():
             }
         },
         ("val", "region"): {
-            "text": {
-                "per_source": {
-                    "synthetic": {
-                        "count": 2,
-                        "closed_count": 2,
-                        "closed_accuracy": 1.0,
-                        "open_count": 0,
-                    }
-                }
-            }
+            "region_accuracy": {"per_source": {"synthetic": {"count": 2, "accuracy": 1.0}}}
         },
     }
     rows = summary_rows(reports)
@@ -94,8 +103,23 @@ def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "corpus"
     image = write_image(root, "ct_00--toy--case1--2d", HW)
     liver = write_png(root, "masks/liver.png", rect(HW, (5, 25, 10, 40)))
-    for task in ("grounding", "vqa"):
+    for task in ("grounding", "vqa", "region"):
         (root / task).mkdir()
+    write_json(root / "classes.json", {"0001": "liver", "0002": "spleen"})
+    write_json(
+        root / "region" / "holdout.json",
+        [
+            vqa(
+                "r1",
+                image,
+                "What does the region <region> look like?",
+                "This area shows the liver.",
+                region=liver,
+                answer_type="open",
+                source="synthetic",
+            )
+        ],
+    )
     write_json(
         root / "grounding" / "holdout.json",
         [
@@ -122,6 +146,7 @@ def test_every_file_of_the_corpus_gets_a_report_and_the_summary_its_rows(
     summary = evaluate_corpus(predictor, corpus, out, per_source=1, max_new_tokens=4)
     assert sorted(p.name for p in out.glob("*.json")) == [
         "holdout-grounding.json",
+        "holdout-region.json",
         "holdout-vqa.json",
         "summary.json",
     ]
@@ -129,7 +154,9 @@ def test_every_file_of_the_corpus_gets_a_report_and_the_summary_its_rows(
     assert grounding_report["counts"]["scored"] == 2  # one per source
     rows = {r["source"]: r for r in summary["rows"]}
     assert rows["synthetic"]["grounding_n"] == 1 and rows["busi-mini"]["grounding_n"] == 1
-    assert rows["synthetic"]["closed_n"] == 1
+    assert rows["synthetic"]["closed_n"] == 1 and rows["synthetic"]["region_n"] == 1
+    region = json.loads((out / "holdout-region.json").read_text())["region_accuracy"]
+    assert region["per_source"]["synthetic"]["count"] == 1 and "first structure" in region["rule"]
     assert "At most 1 records per source" in (out / "summary.md").read_text()
 
 

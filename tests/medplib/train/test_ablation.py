@@ -58,3 +58,13 @@ def test_quick_ablation_runs_all_variants(tmp_path: Path, capsys):
     assert dense > 0 and abs(moe - dense) / dense < 0.05
     table = (tmp_path / "ablation.md").read_text()
     assert sum(line.startswith("| ") for line in table.splitlines()) == 5 and "| moe |" in table
+    # A finished align run can be shared instead of trained again; anything else is refused.
+    again = tmp_path / "again"
+    shared = str(tmp_path / "runs" / "shared" / "align")
+    argv = ["--quick", "--out", str(again), "--data", str(tmp_path / "corpus")]
+    assert ablation.main([*argv, "--align", shared, "--budget-steps", "4"]) == 0
+    assert not (again / "runs" / "shared").exists()
+    assert json.loads((again / "ablation.json").read_text())["budget_steps"] == 4
+    with pytest.raises(SystemExit):
+        ablation.main([*argv, "--align", str(tmp_path / "runs" / "vl" / "vl")])
+
