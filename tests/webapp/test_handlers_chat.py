@@ -207,9 +207,7 @@ def test_reopening_a_session_mid_question_follows_it_to_the_answer(make_platform
     assert reopened["chat"][-1]["content"].startswith("*")  # a status, not an answer yet
 
     async def drain() -> list[dict]:
-        return [
-            out async for out in chat.follow(web, reopened["view"], actor, reopened["chat"])
-        ]
+        return [out async for out in chat.follow(web, reopened["view"], actor, reopened["chat"])]
 
     outputs = asyncio.run(drain())
     assert outputs[0]["cancel_btn"]["visible"] is True

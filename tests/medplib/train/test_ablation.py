@@ -67,4 +67,3 @@ def test_quick_ablation_runs_all_variants(tmp_path: Path, capsys):
     assert json.loads((again / "ablation.json").read_text())["budget_steps"] == 4
     with pytest.raises(SystemExit):
         ablation.main([*argv, "--align", str(tmp_path / "runs" / "vl" / "vl")])
-
