@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ UNTRAINED_NAME = "tiny-untrained"
 UNTRAINED_VERSION = 1  # bump when the built-in untrained checkpoint changes
 
 
-def weights_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+def weights_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and raw bytes of the tensors, in sorted-name order."""
     h = hashlib.sha256()
     for name in sorted(state_dict):

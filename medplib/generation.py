@@ -160,6 +160,7 @@ def generate(
     past = out.past_key_values if use_cache else None
     h = out.last_hidden_state[0, -1]  # (D,)
     step_routing = prompt_routing
+    _sync(inputs_embeds.device)
     prefill_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     seq = inputs_embeds
@@ -188,8 +189,15 @@ def generate(
             out = lm.model(inputs_embeds=seq, use_cache=False)
         h = out.last_hidden_state[0, -1]
         step_routing = collect_routing(lm)
+    _sync(inputs_embeds.device)
     decode_s = time.perf_counter() - t1
     hidden = (
         torch.stack(hiddens) if hiddens else inputs_embeds.new_zeros((0, inputs_embeds.shape[-1]))
     )
     return GenerationResult(tokens, hidden, finish, prompt_routing, experts, prefill_s, decode_s)
+
+
+def _sync(device: torch.device) -> None:
+    # CUDA kernels run asynchronously: without waiting, a timer measures the launch only.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
