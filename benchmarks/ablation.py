@@ -1,6 +1,8 @@
 """Ablation at tiny scale: does the multi-stage MoE beat simpler recipes for the same budget?
 
     python benchmarks/ablation.py --data var/demo-corpus --out var/ablation --budget-minutes 40
+    python benchmarks/ablation.py --data var/demo-corpus --out var/ablation \
+        --align var/demo-train/align --budget-steps 1000      # as in benchmarks/ablation.md
     python benchmarks/ablation.py --quick --out /tmp/ablation      # minutes: the path, not numbers
 
 Every variant starts from the same `align` checkpoint (trained once, shared; at tiny scale
