@@ -63,6 +63,9 @@ def test_the_shipped_model_grounds_the_structure_asked_for(chromium, demo_server
         page.wait_for_function(
             "() => document.querySelector('#medplib-status').innerText.includes('answered')"
         )
+        # No handler failed along the way (gradio shows failures as toasts).
+        toasts = page.locator(".toast-body")
+        assert toasts.count() == 0, toasts.all_inner_texts()
         answer = page.inner_text("#medplib-chat")
         assert name in answer.split("Please segment")[-1]  # the answer names the target
         assert "untrained" not in page.inner_text("#medplib-badge")

@@ -219,7 +219,7 @@ async def follow(
     """
     job_id = view.get("job_id")
     if not job_id or to_actor(actor_state) is None:
-        yield {}
+        yield {"status": gr.update()}  # nothing to follow (gradio wants at least one output)
         return
     try:
         job = await asyncio.to_thread(web.call, job_view, job_id=job_id)
