@@ -14,8 +14,7 @@ from webapp.handlers.common import (
 )
 from webapp.handlers.sessions import account_text, sessions_table
 from worker.models import User
-from worker.services.accounts import authenticate
-from worker.services.sessions import adopt_sessions
+from worker.services.sessions import log_in
 
 BAD_LOGIN = "Wrong username or password."
 
@@ -31,10 +30,10 @@ def login(
     before = to_actor(current)
 
     def body(db: Any) -> tuple[dict[str, Any], int] | None:
-        actor = authenticate(db, username=(username or "").strip(), password=password or "")
-        if actor is None:
+        done = log_in(db, username=username or "", password=password or "", before=before)
+        if done is None:
             return None
-        moved = 0 if before is None else adopt_sessions(db, from_actor=before, to_actor=actor)
+        actor, moved = done
         user = db.get(User, actor.user_id)
         return actor_state(actor, user.username if user else username), moved
 

@@ -27,10 +27,9 @@ from webapp.handlers.views import SessionData, TurnData, image_data, read_sessio
 from webapp.regions import resolve_references
 from webapp.render import UNTRAINED_MARKER
 from worker.models import LinkKind, LinkRole
-from worker.services.accounts import Actor, authenticate
 from worker.services.images import ingest_image
 from worker.services.reviews import export_ratings, rate_turn, review_queue
-from worker.services.sessions import adopt_sessions, create_session, get_session
+from worker.services.sessions import create_session, get_session, log_in
 from worker.services.shares import create_share_link, fork_session, revoke_link
 from worker.services.turns import job_view
 
@@ -105,15 +104,16 @@ def session_json(session: SessionData) -> dict[str, Any]:
 def login(web: Web, username: str, password: str, state: Any) -> tuple[Any, dict]:
     before = to_actor(state) if isinstance(state, dict) else None
 
-    def body(db: Any) -> Actor | None:
-        actor = authenticate(db, username=(username or "").strip(), password=password or "")
-        if actor is not None and before is not None:
-            adopt_sessions(db, from_actor=before, to_actor=actor)  # earlier work follows
-        return actor
-
-    actor = _call(web, body)
-    if actor is None:
+    done = _call(
+        web,
+        log_in,
+        username=username or "",
+        password=password or "",
+        before=before,
+    )
+    if done is None:
         raise gr.Error("Wrong username or password.")
+    actor = done[0]
     fresh = {
         "user_id": actor.user_id,
         "role": actor.role.value,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 from medplib.errors import UserInputError
 from medplib.geometry import document_to_prompts
 from worker.models import ChatSession, Image, LinkKind, Role, ShareLink, Turn, utcnow
-from worker.services.accounts import Actor
+from worker.services.accounts import Actor, authenticate
 from worker.services.errors import Forbidden, InvalidInput, NotFound
 
 MAX_TITLE_CHARS = 200
@@ -158,6 +158,21 @@ def adopt_sessions(db: Session, *, from_actor: Actor, to_actor: Actor) -> int:
     for session in sessions:
         session.owner_id = to_actor.user_id
     return len(sessions)
+
+
+def log_in(
+    db: Session, *, username: str, password: str, before: Actor | None = None
+) -> tuple[Actor, int] | None:
+    """Check a password; on success the sessions `before` made anonymously move along.
+
+    Returns the account's actor and how many sessions moved, or None for a wrong login
+    (which moves nothing).
+    """
+    actor = authenticate(db, username=username.strip(), password=password)
+    if actor is None:
+        return None
+    moved = 0 if before is None else adopt_sessions(db, from_actor=before, to_actor=actor)
+    return actor, moved
 
 
 def rename_session(db: Session, *, actor: Actor, session_id: str, title: str) -> ChatSession:

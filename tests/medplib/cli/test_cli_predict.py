@@ -11,24 +11,14 @@ import torch
 from PIL import Image
 
 import medplib.cli.predict as predict_cli
-from medplib import checkpoint
 from medplib.cli import main
 from medplib.masks import decode_rle, mask_bbox_xyxy_px, png_bytes_to_mask
 
 H, W = 48, 72
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("medplib-cache")
-
-
-@pytest.fixture(autouse=True)
-def _default_checkpoint_cache(cache_dir, monkeypatch):
-    # The untrained default checkpoint is built once per session into a private cache.
-    monkeypatch.setenv("MEDPLIB_CACHE_DIR", str(cache_dir))
-    # Here the untrained fallback is under test, not the shipped demo checkpoint.
-    monkeypatch.setattr(checkpoint, "ASSET_DEMO_DIR", cache_dir / "no-demo-here")
+# The untrained fallback is under test here, not the bundled demo checkpoint.
+pytestmark = pytest.mark.usefixtures("untrained_default")
 
 
 @pytest.fixture()

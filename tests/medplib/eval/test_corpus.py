@@ -136,9 +136,8 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def test_every_file_of_the_corpus_gets_a_report_and_the_summary_its_rows(
-    corpus, tmp_path, monkeypatch
+    corpus, tmp_path, untrained_default
 ):
-    monkeypatch.setenv("MEDPLIB_CACHE_DIR", str(tmp_path / "cache"))
     from medplib.predictor import MedPLIBPredictor
 
     predictor = MedPLIBPredictor.from_pretrained(None)

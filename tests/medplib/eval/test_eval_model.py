@@ -11,7 +11,6 @@ import torch
 from eval_helpers import grounding, rect, vqa, write_image, write_json, write_png
 
 import medplib.cli.eval as eval_cli
-from medplib import checkpoint
 from medplib.checkpoint import default_checkpoint_dir
 from medplib.cli import main
 from medplib.eval import REPORT_FORMAT, read_predictions
@@ -20,17 +19,8 @@ from medplib.masks import decode_rle
 HW = (40, 56)  # (H, W), not square
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("medplib-cache")
-
-
-@pytest.fixture(autouse=True)
-def _default_checkpoint_cache(cache_dir, monkeypatch):
-    # The untrained default checkpoint is built once per module into a private cache.
-    monkeypatch.setenv("MEDPLIB_CACHE_DIR", str(cache_dir))
-    # Here the untrained fallback is under test, not the shipped demo checkpoint.
-    monkeypatch.setattr(checkpoint, "ASSET_DEMO_DIR", cache_dir / "no-demo-here")
+# The untrained fallback is under test here, not the bundled demo checkpoint.
+pytestmark = pytest.mark.usefixtures("untrained_default")
 
 
 @pytest.fixture()
