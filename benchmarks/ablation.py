@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO))
 
 from medplib.data.mecovqa import LoadedSample, MeCoVQADataset  # noqa: E402
+from medplib.eval.corpus import evenly_spaced  # noqa: E402
 from medplib.metrics import closed_accuracy, dice, first_structure  # noqa: E402
 from medplib.predictor import MedPLIBPredictor  # noqa: E402
 from medplib.train import config_from_dict, run_stage  # noqa: E402
@@ -182,7 +183,8 @@ def _load(data: Path, task: str, limit: int, keep) -> list[LoadedSample]:
         ds = MeCoVQADataset(path, data)
     except ValueError:
         return []
-    picked = [i for i, s in enumerate(ds.samples) if keep(s)][:limit]
+    # Evenly spaced: the files are sorted by modality, so the first `limit` would be CT and MR.
+    picked = evenly_spaced([i for i, s in enumerate(ds.samples) if keep(s)], limit)
     return [ds[i] for i in picked]
 
 

@@ -1,10 +1,11 @@
 """Stage IV expert assembly: two dense MedPLIB models → one 2-expert MoE model.
 
 Official recipe: expert 0 = the FFNs of the pixel-grounding model (stage III), expert 1 = the
-FFNs of the vision-language model (stage II). Everything shared — attention, norms,
-embeddings, LM head, projector, region adapter, CLIP and the SAM image/prompt encoders — comes
-from the VL model (stage III only changed FFNs, the mask decoder and the [SEG] head). The
-[SEG] head and SAM mask decoder come from the grounding model; the router starts fresh.
+FFNs of the vision-language model (stage II). Everything the language path shares — attention,
+norms, embeddings, LM head, projector, region adapter and CLIP — comes from the VL model
+(stage III changes none of it). The [SEG] head and all of SAM-Med2D come from the grounding
+model: the VL model never runs SAM, and where stage III keeps the SAM encoders frozen (the
+official recipe) both copies are the same anyway. The router starts fresh.
 """
 
 from __future__ import annotations
@@ -80,12 +81,9 @@ def assemble_moe(
     model.sam.reset_pixel_stats()
 
     vl_state, gr_state = vl_model.state_dict(), gr_model.state_dict()
-    state = {
-        k: v for k, v in vl_state.items() if not k.startswith(("seg_head.", "sam.mask_decoder."))
-    }
-    state.update(
-        {k: v for k, v in gr_state.items() if k.startswith(("seg_head.", "sam.mask_decoder."))}
-    )
+    from_grounding = ("seg_head.", "sam.")
+    state = {k: v for k, v in vl_state.items() if not k.startswith(from_grounding)}
+    state.update({k: v for k, v in gr_state.items() if k.startswith(from_grounding)})
     gen = torch.Generator().manual_seed(seed)
     std = config.language.llama_config().initializer_range
     for i, block in moe_layers(model.language_model):

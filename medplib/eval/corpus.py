@@ -13,9 +13,9 @@ predictions); ``OUT/summary.json`` and ``OUT/summary.md`` hold one row per split
                     by the first structure named (``classes.json`` names), which must be the
                     one the reference names first
 
-``--per-source N`` keeps the first N records of each source in a file, so one large source
-(most zero-shot records are white-blood-cell microscopy) does not drown the others; the
-summary states it.
+``--per-source N`` keeps N evenly spaced records of each source in a file, so one large
+source (most zero-shot records are white-blood-cell microscopy) does not drown the others
+and every modality of a source is sampled; the summary states it.
 """
 
 from __future__ import annotations
@@ -26,27 +26,38 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from medplib.errors import UserInputError
 from medplib.metrics import first_structure
+
+T = TypeVar("T")
 
 TASKS = ("grounding", "vqa", "region")
 SPLITS = ("val", "holdout", "zeroshot")
 
 
+def evenly_spaced(items: Sequence[T], k: int) -> list[T]:
+    """`k` items spread evenly through `items` (the first, then every len/k-th), in order."""
+    n = len(items)
+    k = min(k, n)
+    return [items[(j * n) // k] for j in range(k)] if k > 0 else []
+
+
 def capped_records(records: Sequence[dict[str, Any]], per_source: int | None) -> list[dict]:
-    """The first `per_source` records of each source, in file order (all when None)."""
+    """At most `per_source` records of each source, evenly spaced through the file and kept in
+    file order (all when None).
+
+    Corpus files are sorted by modality, so the first N of a source would be its first
+    modalities only; evenly spaced picks cover all of them in proportion.
+    """
     if per_source is None:
         return list(records)
-    seen: dict[str, int] = {}
-    kept = []
-    for record in records:
-        source = str(record.get("source") or "unknown")
-        if seen.get(source, 0) < per_source:
-            seen[source] = seen.get(source, 0) + 1
-            kept.append(record)
-    return kept
+    positions: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        positions.setdefault(str(record.get("source") or "unknown"), []).append(i)
+    keep = {i for idx in positions.values() for i in evenly_spaced(idx, per_source)}
+    return [r for i, r in enumerate(records) if i in keep]
 
 
 REGION_RULE = (

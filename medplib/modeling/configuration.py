@@ -106,6 +106,11 @@ class RegionEncoderConfig:
     # At most this many grid cells (the highest-coverage ones) enter the weighted mean; the
     # official sampler subsamples 512 points. 0 keeps every covered cell.
     max_sample_points: int = 512
+    # Add an embedding of the region's shape (size, centre, spread, how full its fullest cell
+    # is) to the pooled feature. The mean of patch features cannot tell a 4-px nodule from the
+    # lung around it when both fill the same patch; the shape can. Off for the official
+    # weights, which have no such layer.
+    shape_features: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -85,7 +85,13 @@ LLAMA_TINY = {
 
 
 def _compose(
-    name: str, clip: dict, llama: dict, sam: SamMed2DConfig, num_experts: int
+    name: str,
+    clip: dict,
+    llama: dict,
+    sam: SamMed2DConfig,
+    num_experts: int,
+    *,
+    region_shape_features: bool = False,
 ) -> MedPLIBConfig:
     d_clip, d_llm = clip["hidden_size"], llama["hidden_size"]
     prompt_dim = sam.prompt_encoder.embed_dim
@@ -94,7 +100,7 @@ def _compose(
         trained=False,
         vision=VisionTowerConfig(clip=dict(clip)),
         projector=ProjectorConfig("mlp2x_gelu", d_clip, d_llm),
-        region=RegionEncoderConfig(d_clip, d_llm),
+        region=RegionEncoderConfig(d_clip, d_llm, shape_features=region_shape_features),
         language=LanguageModelConfig(llama=dict(llama)),
         moe=MoEConfig(num_experts=num_experts),
         seg_head=SegHeadConfig(d_llm, d_llm, prompt_dim),
@@ -116,14 +122,23 @@ def medplib_7b() -> MedPLIBConfig:
     return _compose("medplib-7b", CLIP_VIT_L_336, LLAMA_7B, SamMed2DConfig.vit_b(), num_experts=1)
 
 
+# 128 px in 16 px patches is an 8 x 8 grid: most findings are smaller than one cell, so the
+# region encoder also reads the region's shape (see RegionEncoderConfig.shape_features).
+_TINY_REGION = {"region_shape_features": True}
+
+
 def tiny() -> MedPLIBConfig:
     """Same architecture at toy width; trains on 2 CPU cores. MoE with 2 experts."""
-    return _compose("tiny", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), num_experts=2)
+    return _compose(
+        "tiny", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), num_experts=2, **_TINY_REGION
+    )
 
 
 def tiny_dense() -> MedPLIBConfig:
     """Tiny dense variant (num_experts=1), for training the two experts separately."""
-    return _compose("tiny-dense", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), num_experts=1)
+    return _compose(
+        "tiny-dense", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), num_experts=1, **_TINY_REGION
+    )
 
 
 PRESETS: dict[str, Callable[[], MedPLIBConfig]] = {

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from lm_helpers import ScriptedHead
 
 import medplib.checkpoint as ckpt
 from medplib.checkpoint import build_model
@@ -13,21 +14,6 @@ from medplib.errors import UserInputError
 from medplib.modeling.sam_med2d import SamDecoderOutput
 from medplib.predictor import MedPLIBPredictor, Prediction
 from medplib.tokenization import train_tokenizer
-
-
-class ScriptedHead(torch.nn.Module):
-    """Stand-in LM head that emits a fixed token sequence, one token per call."""
-
-    def __init__(self, script: list[int], vocab_size: int) -> None:
-        super().__init__()
-        self.script, self.vocab_size, self.calls = list(script), vocab_size, 0
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        tok = self.script[min(self.calls, len(self.script) - 1)]
-        self.calls += 1
-        logits = torch.full((*hidden.shape[:-1], self.vocab_size), -1e4)
-        logits[..., tok] = 1e4
-        return logits
 
 
 @pytest.fixture(scope="module")

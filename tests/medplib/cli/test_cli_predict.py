@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from lm_helpers import ScriptedHead
 from PIL import Image
 
 import medplib.cli.predict as predict_cli
@@ -33,20 +33,6 @@ def _run(capsys, argv: list[str]) -> tuple[int, dict | None, str]:
     code = main(["predict", *argv])
     cap = capsys.readouterr()
     return code, (json.loads(cap.out) if code == 0 else None), cap.err
-
-
-class ScriptedHead(torch.nn.Module):
-    """LM head that emits a fixed token sequence, one token per call."""
-
-    def __init__(self, script: list[int], vocab_size: int) -> None:
-        super().__init__()
-        self.script, self.vocab_size, self.calls = script, vocab_size, 0
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = torch.full((*hidden.shape[:-1], self.vocab_size), -1e4)
-        logits[..., self.script[min(self.calls, len(self.script) - 1)]] = 1e4
-        self.calls += 1
-        return logits
 
 
 def test_point_and_box_on_the_default_checkpoint(tmp_path, image_path, capsys):

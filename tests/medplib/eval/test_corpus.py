@@ -11,6 +11,7 @@ from eval_helpers import grounding, rect, vqa, write_image, write_json, write_pn
 from medplib.eval.corpus import (
     capped_records,
     evaluate_corpus,
+    evenly_spaced,
     main,
     markdown,
     region_accuracy_by_source,
@@ -21,11 +22,24 @@ from medplib.eval.corpus import (
 HW = (48, 64)
 
 
-def test_capped_records_keeps_the_first_n_of_each_source_in_file_order():
+def test_capped_records_spreads_n_picks_over_each_source_in_file_order():
     records = [{"id": i, "source": s} for i, s in enumerate("aabacbbc")] + [{"id": 8}]
+    # a at 0 1 3 → 0 1; b at 2 5 6 → 2 5; c at 4 7 → both; no source → "unknown", kept.
     kept = capped_records(records, 2)
     assert [r["id"] for r in kept] == [0, 1, 2, 4, 5, 7, 8]
     assert capped_records(records, None) == records
+    # A file sorted by modality: 3 picks out of 30 take one from each block of 10.
+    sorted_by_modality = [
+        {"id": i, "source": "s", "modality": "ct mr pet".split()[i // 10]} for i in range(30)
+    ]
+    assert [r["modality"] for r in capped_records(sorted_by_modality, 3)] == ["ct", "mr", "pet"]
+    assert [r["id"] for r in capped_records(sorted_by_modality, 3)] == [0, 10, 20]
+
+
+def test_evenly_spaced_picks_span_the_sequence():
+    assert evenly_spaced(list(range(10)), 4) == [0, 2, 5, 7]
+    assert evenly_spaced("abc", 5) == ["a", "b", "c"]
+    assert evenly_spaced([1, 2], 0) == []
 
 
 def test_region_answers_are_judged_by_answer_or_by_the_structure_named_first():

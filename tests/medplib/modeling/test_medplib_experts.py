@@ -38,7 +38,8 @@ def test_weights_come_from_the_right_source(experts):
     assert _same(moe.language_model.model.embed_tokens, vl.language_model.model.embed_tokens)
     assert _same(moe.seg_head, gr.seg_head)
     assert _same(moe.sam.mask_decoder, gr.sam.mask_decoder)
-    assert _same(moe.sam.image_encoder, vl.sam.image_encoder)
+    assert _same(moe.sam.image_encoder, gr.sam.image_encoder)
+    assert _same(moe.sam.prompt_encoder, gr.sam.prompt_encoder)
     again = assemble_moe(vl, gr, seed=0)
     other = assemble_moe(vl, gr, seed=1)
     r = lambda m: m.language_model.model.layers[0].mlp.router.weight  # noqa: E731

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from medplib_helpers import ScriptedHead
+from lm_helpers import ScriptedHead
 
 from medplib.conversation import encode_conversation
 from medplib.generation import choose_token, generate, top_p_filter

@@ -1,4 +1,4 @@
-"""Test helpers for the MedPLIB modeling tests."""
+"""Test helpers shared by the library tests (importable: tests/medplib holds a conftest.py)."""
 
 from __future__ import annotations
 
