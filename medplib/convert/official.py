@@ -292,6 +292,8 @@ def build_converted_config(
     cfg.projector.type = "mlp2x_gelu" if "projector.net.2.weight" in keys else "linear"
     cfg.projector.in_features, cfg.projector.out_features = clip_hidden, hidden
     cfg.region.in_features, cfg.region.out_features = clip_hidden, hidden
+    # The released model pools CLIP features only; a preset's shape layer would be left empty.
+    cfg.region.shape_features = False
     if isinstance(official.get("max_sample_point"), int):
         cfg.region.max_sample_points = official["max_sample_point"]
     cfg.seg_head = SegHeadConfig(

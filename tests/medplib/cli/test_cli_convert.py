@@ -17,6 +17,7 @@ from medplib.cli.convert import parse_size
 from medplib.convert.keymap import OFFICIAL_TO_OURS, rename
 from medplib.errors import UserInputError
 from medplib.modeling.batching import Sample, collate
+from medplib.modeling.presets import build_config
 from medplib.tokenization import train_tokenizer
 
 # Our name → the released name, written independently of the converter's table.
@@ -51,7 +52,9 @@ def original():
     tokenizer = train_tokenizer(
         ["USER: ASSISTANT: segment the liver please. The lesion is here."] * 8, vocab_size=300
     )
-    model = ckpt.build_model("tiny", tokenizer, seed=3).eval()
+    config = build_config("tiny")
+    config.region.shape_features = False  # the released model has no region shape layer
+    model = ckpt.build_model(config, tokenizer, seed=3).eval()
     return model, tokenizer
 
 
@@ -325,7 +328,9 @@ def test_every_released_7b_name_maps_one_to_one():
 
 def test_dense_checkpoint_with_everything_inside(tmp_path, original, capsys):
     _, tokenizer = original
-    dense = ckpt.build_model("tiny-dense", tokenizer, seed=5).eval()
+    config = build_config("tiny-dense")
+    config.region.shape_features = False  # as released
+    dense = ckpt.build_model(config, tokenizer, seed=5).eval()
     src = tmp_path / "stage2"
     src.mkdir()
     official = {to_official(k): v.contiguous() for k, v in dense.state_dict().items()}
