@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -164,3 +165,14 @@ def test_login_keeps_what_the_client_did_anonymously(server, tmp_path):
     # Another anonymous client still cannot read it.
     with pytest.raises(AppError, match="does not exist"):
         client(server).predict(made["session_id"], "", api_name="/session")
+
+
+def test_an_app_built_after_asyncio_run_still_queues(tmp_path):
+    # asyncio.run() leaves the thread without a current loop; gradio's queue locks would be None.
+    async def nothing() -> None:
+        return None
+
+    asyncio.run(nothing())
+    with live_server(tmp_path) as address:
+        made = upload(client(address), write_png(tmp_path / "scan.png", 30, 20))
+        assert (made["width_px"], made["height_px"]) == (30, 20) and made["session_id"]
