@@ -122,22 +122,21 @@ def medplib_7b() -> MedPLIBConfig:
     return _compose("medplib-7b", CLIP_VIT_L_336, LLAMA_7B, SamMed2DConfig.vit_b(), num_experts=1)
 
 
-# 128 px in 16 px patches is an 8 x 8 grid: most findings are smaller than one cell, so the
-# region encoder also reads the region's shape (see RegionEncoderConfig.shape_features).
-_TINY_REGION = {"region_shape_features": True}
+# The tiny presets' region encoder also reads the region's shape: 128 px in 16 px patches is
+# an 8 x 8 grid and most findings are smaller than one cell (RegionEncoderConfig.shape_features).
 
 
 def tiny() -> MedPLIBConfig:
     """Same architecture at toy width; trains on 2 CPU cores. MoE with 2 experts."""
     return _compose(
-        "tiny", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), num_experts=2, **_TINY_REGION
+        "tiny", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), 2, region_shape_features=True
     )
 
 
 def tiny_dense() -> MedPLIBConfig:
     """Tiny dense variant (num_experts=1), for training the two experts separately."""
     return _compose(
-        "tiny-dense", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), num_experts=1, **_TINY_REGION
+        "tiny-dense", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), 1, region_shape_features=True
     )
 
 

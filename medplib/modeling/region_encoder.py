@@ -30,7 +30,7 @@ def region_shape(weights: torch.Tensor) -> torch.Tensor:
     0 = left / top edge, 1 = right / bottom; weighted spread (x, y) in image widths; and the
     coverage of the fullest cell, which is below 1 only for regions smaller than a cell.
     """
-    r, n = weights.shape
+    n = weights.shape[-1]
     grid = math.isqrt(n)
     if grid * grid != n:
         raise ValueError(f"region weights cover {n} cells, not a square grid")
