@@ -57,12 +57,15 @@ CONFIGS = REPO / "configs" / "tiny"
 # --budget-minutes into steps.
 SECONDS_PER_STEP = 0.4
 FULL_SPLIT = {"vl": 0.2, "grounding": 0.5, "moe": 0.3}
+# Everything some stage of the full recipe trains after align (CLIP in vl, all of SAM-Med2D
+# in grounding), so the joint model is not handicapped by frozen towers.
 JOINT_MODULES = [
-    "language_model.*",
+    "vision_tower.*",
     "projector.*",
     "region_encoder.*",
+    "language_model.*",
     "seg_head.*",
-    "sam.mask_decoder.*",
+    "sam.*",
 ]
 ALL_TASKS = {"vqa": 1.0, "region": 1.0, "grounding": 1.0}
 

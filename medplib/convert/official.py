@@ -294,6 +294,7 @@ def build_converted_config(
     cfg.region.in_features, cfg.region.out_features = clip_hidden, hidden
     # The released model pools CLIP features only; a preset's shape layer would be left empty.
     cfg.region.shape_features = False
+    cfg.projector.output_rms = cfg.region.output_rms = None  # no norm layers were released
     if isinstance(official.get("max_sample_point"), int):
         cfg.region.max_sample_points = official["max_sample_point"]
     cfg.seg_head = SegHeadConfig(

@@ -86,6 +86,11 @@ class ProjectorConfig:
     type: str = "mlp2x_gelu"
     in_features: int = 1024  # CLIP ViT-L hidden size
     out_features: int = 4096  # LLaMA-7B hidden size
+    # RMS-normalise the visual tokens, with a learnable gain starting at this value (None: no
+    # norm, as released). A projector trained from scratch next to a from-scratch LLM drifts to
+    # token norms ~1000x the text embeddings'; the LLM's residual stream at those positions
+    # then barely changes, so image tokens cannot gather context from each other.
+    output_rms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -111,6 +116,10 @@ class RegionEncoderConfig:
     # lung around it when both fill the same patch; the shape can. Off for the official
     # weights, which have no such layer.
     shape_features: bool = False
+    # RMS-normalise the pooled CLIP feature (learnable gain starting here; None: as released)
+    # before the shape embedding is added: unnormalised, the pooled feature's norm drowned the
+    # shape embedding (measured 163 vs 2.5).
+    output_rms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -324,6 +333,12 @@ class MedPLIBConfig:
         for name, got, want in checks:
             if got != want:
                 raise ValueError(f"{name} is {got} but must be {want} to match the model widths")
+        for name, rms in (
+            ("projector.output_rms", self.projector.output_rms),
+            ("region.output_rms", self.region.output_rms),
+        ):
+            if rms is not None and not rms > 0:
+                raise ValueError(f"{name} must be a positive number or null, got {rms}")
         if self.vision.select_feature != "patch":
             # Region pooling maps tokens 1:1 onto the patch grid, so CLS must be dropped.
             raise ValueError(

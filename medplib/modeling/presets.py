@@ -92,6 +92,7 @@ def _compose(
     num_experts: int,
     *,
     region_shape_features: bool = False,
+    visual_rms: float | None = None,
 ) -> MedPLIBConfig:
     d_clip, d_llm = clip["hidden_size"], llama["hidden_size"]
     prompt_dim = sam.prompt_encoder.embed_dim
@@ -99,8 +100,10 @@ def _compose(
         name=name,
         trained=False,
         vision=VisionTowerConfig(clip=dict(clip)),
-        projector=ProjectorConfig("mlp2x_gelu", d_clip, d_llm),
-        region=RegionEncoderConfig(d_clip, d_llm, shape_features=region_shape_features),
+        projector=ProjectorConfig("mlp2x_gelu", d_clip, d_llm, output_rms=visual_rms),
+        region=RegionEncoderConfig(
+            d_clip, d_llm, shape_features=region_shape_features, output_rms=visual_rms
+        ),
         language=LanguageModelConfig(llama=dict(llama)),
         moe=MoEConfig(num_experts=num_experts),
         seg_head=SegHeadConfig(d_llm, d_llm, prompt_dim),
@@ -124,19 +127,35 @@ def medplib_7b() -> MedPLIBConfig:
 
 # The tiny presets' region encoder also reads the region's shape: 128 px in 16 px patches is
 # an 8 x 8 grid and most findings are smaller than one cell (RegionEncoderConfig.shape_features).
+# Their visual tokens and region features are RMS-normalised to the scale the LLM's embedding
+# table starts at (its initializer_range): CLIP, projector and LLM all train from scratch here,
+# and without the norm the visual tokens grew to ~1000x the text embeddings' norm.
+TINY_VISUAL_RMS = 0.02
 
 
 def tiny() -> MedPLIBConfig:
     """Same architecture at toy width; trains on 2 CPU cores. MoE with 2 experts."""
     return _compose(
-        "tiny", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), 2, region_shape_features=True
+        "tiny",
+        CLIP_TINY,
+        LLAMA_TINY,
+        SamMed2DConfig.tiny(),
+        2,
+        region_shape_features=True,
+        visual_rms=TINY_VISUAL_RMS,
     )
 
 
 def tiny_dense() -> MedPLIBConfig:
     """Tiny dense variant (num_experts=1), for training the two experts separately."""
     return _compose(
-        "tiny-dense", CLIP_TINY, LLAMA_TINY, SamMed2DConfig.tiny(), 1, region_shape_features=True
+        "tiny-dense",
+        CLIP_TINY,
+        LLAMA_TINY,
+        SamMed2DConfig.tiny(),
+        1,
+        region_shape_features=True,
+        visual_rms=TINY_VISUAL_RMS,
     )
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from medplib.modeling.configuration import ProjectorConfig
+from medplib.modeling.norms import scaled_rms_norm
 
 
 class MultimodalProjector(nn.Module):
@@ -25,8 +26,10 @@ class MultimodalProjector(nn.Module):
             raise ValueError(
                 f"unknown projector type {config.type!r}; use 'mlp2x_gelu' or 'linear'"
             )
+        self.norm = scaled_rms_norm(config.out_features, config.output_rms)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, N, C_clip) → (B, N, D)."""
         first: nn.Linear = self.net[0]  # type: ignore[assignment]
-        return self.net(patches.to(first.weight.dtype))
+        tokens = self.net(patches.to(first.weight.dtype))  # (B, N, D)
+        return tokens if self.norm is None else self.norm(tokens)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from medplib.modeling.configuration import RegionEncoderConfig
+from medplib.modeling.norms import scaled_rms_norm
 
 SHAPE_FEATURES = 6  # sqrt(area), centre x / y, spread x / y, fullest cell's coverage
 
@@ -50,12 +51,14 @@ def region_shape(weights: torch.Tensor) -> torch.Tensor:
 
 class RegionEncoder(nn.Module):
     """`region_adapter` (Linear on raw CLIP patches) + coverage-weighted mean per region,
-    plus, with `shape_features`, a Linear embedding of `region_shape`."""
+    RMS-normalised with `output_rms`, plus, with `shape_features`, a Linear embedding of
+    `region_shape`."""
 
     def __init__(self, config: RegionEncoderConfig) -> None:
         super().__init__()
         self.config = config
         self.adapter = nn.Linear(config.in_features, config.out_features)
+        self.norm = scaled_rms_norm(config.out_features, config.output_rms)
         self.shape_embed: nn.Linear | None = None
         if config.shape_features:
             # Zero-initialised: the encoder starts as the plain mean and learns what shape adds.
@@ -83,6 +86,8 @@ class RegionEncoder(nn.Module):
                 "a region has no coverage on the patch grid; empty regions must be rejected earlier"
             )
         pooled = (w / total) @ feats.float()  # (R, D), fp32 accumulation
+        if self.norm is not None:
+            pooled = self.norm(pooled.to(feats.dtype)).float()
         if self.shape_embed is not None:
             shape = region_shape(weights.float())  # the whole region, not the capped cells
             pooled = pooled + self.shape_embed(shape.to(self.shape_embed.weight.dtype)).float()

@@ -54,6 +54,7 @@ def original():
     )
     config = build_config("tiny")
     config.region.shape_features = False  # the released model has no region shape layer
+    config.projector.output_rms = config.region.output_rms = None  # nor visual norms
     model = ckpt.build_model(config, tokenizer, seed=3).eval()
     return model, tokenizer
 
@@ -330,6 +331,7 @@ def test_dense_checkpoint_with_everything_inside(tmp_path, original, capsys):
     _, tokenizer = original
     config = build_config("tiny-dense")
     config.region.shape_features = False  # as released
+    config.projector.output_rms = config.region.output_rms = None
     dense = ckpt.build_model(config, tokenizer, seed=5).eval()
     src = tmp_path / "stage2"
     src.mkdir()
