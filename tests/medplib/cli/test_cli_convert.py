@@ -47,15 +47,20 @@ def to_official(key: str) -> str:
     raise AssertionError(f"test table has no rule for {key}")
 
 
+def released_layout(preset: str):
+    """A tiny preset without the layers the released model lacks (region shape, visual norms)."""
+    config = build_config(preset)
+    config.region.shape_features = False
+    config.projector.output_rms = config.region.output_rms = None
+    return config
+
+
 @pytest.fixture(scope="module")
 def original():
     tokenizer = train_tokenizer(
         ["USER: ASSISTANT: segment the liver please. The lesion is here."] * 8, vocab_size=300
     )
-    config = build_config("tiny")
-    config.region.shape_features = False  # the released model has no region shape layer
-    config.projector.output_rms = config.region.output_rms = None  # nor visual norms
-    model = ckpt.build_model(config, tokenizer, seed=3).eval()
+    model = ckpt.build_model(released_layout("tiny"), tokenizer, seed=3).eval()
     return model, tokenizer
 
 
@@ -329,10 +334,7 @@ def test_every_released_7b_name_maps_one_to_one():
 
 def test_dense_checkpoint_with_everything_inside(tmp_path, original, capsys):
     _, tokenizer = original
-    config = build_config("tiny-dense")
-    config.region.shape_features = False  # as released
-    config.projector.output_rms = config.region.output_rms = None
-    dense = ckpt.build_model(config, tokenizer, seed=5).eval()
+    dense = ckpt.build_model(released_layout("tiny-dense"), tokenizer, seed=5).eval()
     src = tmp_path / "stage2"
     src.mkdir()
     official = {to_official(k): v.contiguous() for k, v in dense.state_dict().items()}
