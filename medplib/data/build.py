@@ -136,6 +136,7 @@ def _write_item(
                     {"from": "gpt", "value": qa.answer},
                 ],
                 "answer_type": qa.answer_type,
+                "question_kind": qa.kind,
                 "modality": scene.modality,
                 "source": meta["source"],
                 "task": qa.task,

@@ -7,6 +7,9 @@ A record::
                        {"from": "gpt", "value": "The liver: <SEG><mask>masks_merged/….png</mask>."}],
      "answer_type": "open", "modality": "ct", "source": "AMOS", "task": "grounding"}
 
+`medplib data build` adds ``"question_kind"`` (the template family: "presence", "side",
+"verify-region", …), which reports use to break accuracy down; MeCoVQA's own files lack it.
+
 Region masks sit inside ``<region>…</region>`` in questions; target masks inside
 ``<mask>…</mask>`` right after a ``<SEG>`` in answers. Reading keeps the tags the model sees
 (``<region></region>``, ``<SEG>``) and moves the paths into `Turn`. Every bad record is reported
@@ -77,6 +80,9 @@ class Sample:
     source: str | None  # record field, else the SA-Med2D dataset name ("ct_00--AMOS--…" → "AMOS")
     answer_type: str | None
     index: int = -1  # position of the record in its file
+    # Optional record field naming the question's template family ("presence", "side",
+    # "verify-region", …), so a report can say which kind of question fails.
+    question_kind: str | None = None
 
     @property
     def mask_paths(self) -> tuple[str, ...]:
@@ -247,6 +253,7 @@ def parse_record(record: Any, index: int) -> Sample:
         source=_optional_str(record, "source") or source_from_name(image),
         answer_type=_optional_str(record, "answer_type"),
         index=index,
+        question_kind=_optional_str(record, "question_kind"),
     )
 
 

@@ -131,6 +131,43 @@ def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[st
     )
 
 
+def closed_kind_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Closed-question accuracy per (split, task, question kind), all sources together.
+
+    Only kinds with closed questions, and only where the corpus names its kinds
+    (``question_kind`` records from `medplib data build`).
+    """
+    out = []
+    for (split, task), report in reports.items():
+        kinds = (report.get("text") or {}).get("per_question_kind") or {}
+        for kind, block in sorted(kinds.items()):
+            if block.get("closed_count"):
+                out.append(
+                    {
+                        "split": split,
+                        "task": task,
+                        "question_kind": kind,
+                        "closed_n": block["closed_count"],
+                        "closed_accuracy": block["closed_accuracy"],
+                    }
+                )
+    order = {s: i for i, s in enumerate(SPLITS)}
+    return sorted(out, key=lambda r: (order.get(r["split"], 99), r["task"], r["question_kind"]))
+
+
+def kinds_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| split | task | question kind | closed n | closed acc. |",
+        "|---|---|---|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['split']} | {r['task']} | {r['question_kind']} | {r['closed_n']} | "
+            f"{r['closed_accuracy']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(rows: Sequence[dict[str, Any]], per_source: int | None) -> str:
     def f(value: Any) -> str:
         return "–" if value is None else f"{value:.3f}"
@@ -207,15 +244,20 @@ def evaluate_corpus(
     if not reports:
         raise UserInputError(f"{corpus} holds no TASK/SPLIT.json file for {list(splits)}.")
     rows = summary_rows(reports)
+    kinds = closed_kind_rows(reports)
     summary = {
         "checkpoint_id": getattr(predictor, "checkpoint_id", None),
         "corpus": str(corpus),
         "per_source": per_source,
         "max_new_tokens": max_new_tokens,
         "rows": rows,
+        "closed_by_question_kind": kinds,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "summary.md").write_text(markdown(rows, per_source) + "\n")
+    text = markdown(rows, per_source)
+    if kinds:
+        text += "\n\nClosed questions per kind (all sources):\n\n" + kinds_markdown(kinds)
+    (out / "summary.md").write_text(text + "\n")
     return summary
 
 

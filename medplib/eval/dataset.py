@@ -64,6 +64,7 @@ class EvalItem:
     region_paths: tuple[str, ...]  # scored turn's region masks, relative to the image root
     target_paths: tuple[str, ...]  # scored turn's reference masks (grounding)
     history: tuple[Turn, ...] = ()  # earlier turns, oldest first
+    question_kind: str | None = None  # template family, where the record names it
 
     @property
     def closed(self) -> bool:
@@ -185,6 +186,7 @@ def _item(sample: Sample, root: Path, image_rel: str, hw: tuple[int, int]) -> Ev
         region_paths=fix(last.region_mask_paths),
         target_paths=fix(last.target_mask_paths),
         history=history_fixed,
+        question_kind=sample.question_kind,
     )
 
 

@@ -126,9 +126,12 @@ def _text(t: Mapping[str, Any]) -> str:
     for key, title in (
         ("per_task", "task"),
         ("per_answer_kind", "answer kind"),
+        ("per_question_kind", "question kind"),
         ("per_modality", "modality"),
         ("per_source", "source"),
     ):
+        if not t.get(key):  # question kinds only where the data names them
+            continue
         parts.append(f"<h3>Per {title}</h3>")
         parts.append(_table(t[key], _TEXT_COLUMNS, title))
     return "".join(parts)

@@ -96,9 +96,11 @@ def _text_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def aggregate_text(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Text metrics overall and per task / modality / source / answer kind (closed, open).
+    """Text metrics overall and per task / modality / source / answer kind (closed, open),
+    and per question kind where the records name one (``per_question_kind``, else empty).
 
-    Each record is a `text_record` plus ``task``, ``modality`` and ``source``.
+    Each record is a `text_record` plus ``task``, ``modality``, ``source`` and optionally
+    ``question_kind``.
     """
     items = list(records)
     if not items:
@@ -116,6 +118,11 @@ def aggregate_text(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "per_modality": grouped(lambda r: str(r["modality"])),
         "per_source": grouped(lambda r: str(r["source"])),
         "per_answer_kind": grouped(lambda r: "closed" if r["closed"] else "open"),
+        "per_question_kind": (
+            grouped(lambda r: str(r.get("question_kind") or "unnamed"))
+            if any(r.get("question_kind") for r in items)
+            else {}
+        ),
     }
 
 
@@ -238,7 +245,13 @@ def score(
                 continue
             row = text_record(pred.answer, item.reference, closed=item.closed)
             text_rows.append(
-                {**row, "task": item.task, "modality": item.modality, "source": item.source}
+                {
+                    **row,
+                    "task": item.task,
+                    "modality": item.modality,
+                    "source": item.source,
+                    "question_kind": item.question_kind,
+                }
             )
             results.append(ItemResult(item, {**base, "answer_type": item.answer_type, **row}))
             continue

@@ -240,11 +240,17 @@ class SegHeadConfig:
         return _from_dict(cls, data)
 
 
+CE_REDUCTIONS = ("token", "sample")
+
+
 @dataclass
 class LossConfig:
     """Weights of the training losses (official stage-IV values)."""
 
     ce_weight: float = 1.0  # next-token cross-entropy on answer tokens
+    # "token": CE averaged over all answer tokens of a batch (official). "sample": each answer
+    # counts once, so yes/no and left/right answers are not outweighed by long descriptions.
+    ce_reduction: str = "token"
     bce_weight: float = 2.0  # per-mask mean BCE with logits (stage III: 1.0)
     dice_weight: float = 0.5  # soft Dice (stage III: 5.0)
     focal_weight: float = 0.0  # focal loss (stage III: 1.0)
@@ -339,6 +345,11 @@ class MedPLIBConfig:
         ):
             if rms is not None and not rms > 0:
                 raise ValueError(f"{name} must be a positive number or null, got {rms}")
+        if self.losses.ce_reduction not in CE_REDUCTIONS:
+            raise ValueError(
+                f"losses.ce_reduction must be one of {list(CE_REDUCTIONS)}, "
+                f"got {self.losses.ce_reduction!r}"
+            )
         if self.vision.select_feature != "patch":
             # Region pooling maps tokens 1:1 onto the patch grid, so CLS must be dropped.
             raise ValueError(

@@ -11,20 +11,40 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from medplib.modeling.configuration import LossConfig
+from medplib.modeling.configuration import CE_REDUCTIONS, LossConfig
 from medplib.tokenization import IGNORE_INDEX
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy averaged over supervised tokens; 0 (with grad) when there are none.
+def causal_lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "token"
+) -> torch.Tensor:
+    """Next-token cross-entropy on supervised tokens; 0 (with grad) when there are none.
 
     logits (B, L, V), labels (B, L) with IGNORE_INDEX on prompt, image, region and padding.
+    `reduction` "token" averages over every supervised token of the batch (the official rule);
+    "sample" averages each sequence's tokens first, then the sequences that have any, so a
+    one-word answer weighs as much as a sixty-token description.
     """
-    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()  # (B*(L-1), V)
-    shift_labels = labels[:, 1:].reshape(-1)  # (B*(L-1),)
-    if not bool((shift_labels != IGNORE_INDEX).any()):
+    if reduction not in CE_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {CE_REDUCTIONS}, not {reduction!r}")
+    shift_logits = logits[:, :-1].float()  # (B, L-1, V)
+    shift_labels = labels[:, 1:]  # (B, L-1)
+    supervised = shift_labels != IGNORE_INDEX  # (B, L-1)
+    if not bool(supervised.any()):
         return shift_logits.sum() * 0.0
-    return F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX)
+    if reduction == "token":
+        return F.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.shape[-1]),
+            shift_labels.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+        )
+    per_token = F.cross_entropy(
+        shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )  # (B, L-1), 0 where ignored
+    counts = supervised.sum(dim=1)  # (B,)
+    has_tokens = counts > 0
+    per_sample = per_token.sum(dim=1)[has_tokens] / counts[has_tokens]  # (B',)
+    return per_sample.mean()
 
 
 def mask_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -293,7 +293,7 @@ class MedPLIBForCausalLM(nn.Module):
                 out.pred_iou = list(iou.unbind(0))
 
         if exp_labels is not None:
-            ce = causal_lm_loss(logits, exp_labels)
+            ce = causal_lm_loss(logits, exp_labels, self.config.losses.ce_reduction)
             targets = [t.to(ce.device) for masks in (target_masks or []) for t in masks]
             preds = out.pred_mask_logits if target_masks is not None else []
             mloss = mask_losses(preds, targets, self.config.losses)

@@ -52,6 +52,13 @@ def test_same_seed_gives_byte_identical_corpus(small: Path, tmp_path: Path):
     assert images(_tree(other)) == images(_tree(small))  # same names, other pixels
 
 
+KINDS = {
+    "vqa": {"modality", "presence", "side", "height", "size", "describe"},
+    "region": {"name-region", "describe-region", "verify-region"},
+    "grounding": {"segment"},
+}
+
+
 def test_every_file_passes_the_checker_and_records_are_complete(small: Path):
     seen_ids = set()
     for task in TASKS:
@@ -60,7 +67,14 @@ def test_every_file_passes_the_checker_and_records_are_complete(small: Path):
             report = read_mecovqa(path, small)
             assert report.problems == [] and report.notes == []
             assert {s.task for s in report.samples} <= {task}
-            for r in json.loads(path.read_text()):
+            records = json.loads(path.read_text())
+            # The template family travels to the parsed sample, for per-kind reports.
+            assert [s.question_kind for s in report.samples] == [
+                r["question_kind"] for r in records
+            ]
+            kinds = {r["question_kind"] for r in records}
+            assert kinds <= KINDS[task], kinds - KINDS[task]
+            for r in records:
                 assert {
                     "id",
                     "image",

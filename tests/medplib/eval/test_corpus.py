@@ -10,8 +10,10 @@ from eval_helpers import grounding, rect, vqa, write_image, write_json, write_pn
 
 from medplib.eval.corpus import (
     capped_records,
+    closed_kind_rows,
     evaluate_corpus,
     evenly_spaced,
+    kinds_markdown,
     main,
     markdown,
     region_accuracy_by_source,
@@ -112,6 +114,31 @@ def test_summary_has_one_row_per_split_and_source_synthetic_first():
     assert "| holdout | synthetic | 9 | 0.900 | 0.850 | 4 | 0.750 | – | – |" in table
 
 
+def test_closed_accuracy_per_question_kind_skips_open_kinds():
+    block = lambda n, acc: {"count": n, "closed_count": n, "closed_accuracy": acc}  # noqa: E731
+    reports = {
+        ("val", "region"): {
+            "text": {
+                "per_question_kind": {
+                    "verify-region": block(4, 0.5),
+                    "name-region": {"count": 9, "closed_count": 0, "closed_accuracy": None},
+                }
+            }
+        },
+        ("holdout", "vqa"): {"text": {"per_question_kind": {"side": block(2, 1.0)}}},
+        ("val", "vqa"): {"text": {"per_question_kind": {"side": block(3, 2 / 3)}}},
+        ("val", "grounding"): {"grounding": {}},
+    }
+    rows = closed_kind_rows(reports)
+    assert [(r["split"], r["task"], r["question_kind"], r["closed_n"]) for r in rows] == [
+        ("val", "region", "verify-region", 4),
+        ("val", "vqa", "side", 3),
+        ("holdout", "vqa", "side", 2),
+    ]
+    assert "| val | vqa | side | 3 | 0.667 |" in kinds_markdown(rows)
+    assert closed_kind_rows({("val", "vqa"): {"text": {"per_question_kind": {}}}}) == []
+
+
 @pytest.fixture()
 def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "corpus"
@@ -144,7 +171,17 @@ def corpus(tmp_path: Path) -> Path:
     )
     write_json(
         root / "vqa" / "holdout.json",
-        [vqa("q1", image, "Is this a CT scan?", "Yes", answer_type="closed", source="synthetic")],
+        [
+            vqa(
+                "q1",
+                image,
+                "Is this a CT scan?",
+                "Yes",
+                answer_type="closed",
+                source="synthetic",
+                question_kind="modality",
+            )
+        ],
     )
     return root
 
@@ -171,6 +208,15 @@ def test_every_file_of_the_corpus_gets_a_report_and_the_summary_its_rows(
     region = json.loads((out / "holdout-region.json").read_text())["region_accuracy"]
     assert region["per_source"]["synthetic"]["count"] == 1 and "first structure" in region["rule"]
     assert "At most 1 records per source" in (out / "summary.md").read_text()
+    (kind,) = summary["closed_by_question_kind"]
+    assert (kind["split"], kind["task"], kind["question_kind"], kind["closed_n"]) == (
+        "holdout",
+        "vqa",
+        "modality",
+        1,
+    )
+    assert kind["closed_accuracy"] == rows["synthetic"]["closed_accuracy"]
+    assert "| holdout | vqa | modality | 1 |" in (out / "summary.md").read_text()
 
 
 def test_a_directory_without_corpus_files_is_refused(tmp_path, capsys):

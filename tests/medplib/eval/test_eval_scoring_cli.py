@@ -195,6 +195,41 @@ def test_text_metrics_per_task(tmp_path: Path, capsys):
     assert open_["exact_match"] == pytest.approx(0.5)  # "kidney" == "The kidney" after norm.
     assert t["per_task"]["region"]["exact_match"] == 1.0
     assert t["overall"]["count"] == 4 and t["overall"]["exact_match"] == pytest.approx(2 / 4)
+    assert t["per_question_kind"] == {}  # no record names its kind
+
+
+def test_text_metrics_per_question_kind(tmp_path: Path, capsys):
+    root = tmp_path / "corpus"
+    image = write_image(root, "ct_00--src--case--2d", (6, 6))
+    region = write_png(root, "masks/r.png", rect((6, 6), (1, 3, 1, 3)))
+    records = [
+        vqa(
+            "p1", image, "Is there a liver?", "Yes", answer_type="closed", question_kind="presence"
+        ),
+        vqa("p2", image, "Is there a cyst?", "No", answer_type="closed", question_kind="presence"),
+        vqa("s1", image, "Left or right?", "Left", answer_type="closed", question_kind="side"),
+        vqa(
+            "r1",
+            image,
+            "Is the region <region> the liver?",
+            "No",
+            region=region,
+            answer_type="closed",
+            question_kind="verify-region",
+        ),
+        vqa("u1", image, "What is seen?", "The liver", answer_type="open"),
+    ]
+    write_json(tmp_path / "data.json", records)
+    answers = {"p1": "Yes", "p2": "Yes", "s1": "Left", "r1": "No", "u1": "The liver"}
+    write_jsonl(tmp_path / "pred.jsonl", [{"id": k, "answer": v} for k, v in answers.items()])
+    code, report = _eval(tmp_path, "data.json", "pred.jsonl")
+    assert code == 0, capsys.readouterr().err
+    kinds = report["text"]["per_question_kind"]
+    assert set(kinds) == {"presence", "side", "verify-region", "unnamed"}
+    assert (kinds["presence"]["closed_count"], kinds["presence"]["closed_accuracy"]) == (2, 0.5)
+    assert kinds["side"]["closed_accuracy"] == 1.0
+    assert kinds["verify-region"]["closed_accuracy"] == 1.0
+    assert kinds["unnamed"]["count"] == 1 and kinds["unnamed"]["closed_count"] == 0
 
 
 def test_bad_lines_and_records_are_reported_not_fatal(corpus: Path, capsys):

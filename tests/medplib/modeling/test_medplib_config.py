@@ -30,6 +30,16 @@ def test_unknown_key_and_width_mismatch_are_reported():
         config.validate()
 
 
+def test_ce_reduction_defaults_to_token_and_is_validated():
+    data = build_config("tiny").to_dict()
+    del data["losses"]["ce_reduction"]  # checkpoints saved before the option existed
+    assert MedPLIBConfig.from_dict(data).losses.ce_reduction == "token"
+    config = build_config("tiny")
+    config.losses.ce_reduction = "sequence"
+    with pytest.raises(ValueError, match="losses.ce_reduction must be one of"):
+        config.validate()
+
+
 def test_moe_capacity_rule():
     moe = MoEConfig()
     assert moe.capacity(10, training=True) == 8  # ceil(10 / 2 * 1.5) = ceil(7.5)

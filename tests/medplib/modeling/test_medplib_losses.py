@@ -32,6 +32,42 @@ def test_causal_lm_loss_without_targets_is_zero_with_grad():
     assert logits.grad is not None
 
 
+def _token_ce(logits: torch.Tensor, target: int) -> float:
+    return -torch.log_softmax(logits, dim=-1)[target].item()
+
+
+def test_sample_reduction_weighs_each_answer_once():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    # Sample 0 supervises one token (a yes/no answer), sample 1 three (a longer answer).
+    labels = torch.tensor([[-100, -100, -100, -100, 3], [-100, 1, 4, 6, -100]])
+    ce0 = _token_ce(logits[0, 3], 3)
+    ce1 = [_token_ce(logits[1, 0], 1), _token_ce(logits[1, 1], 4), _token_ce(logits[1, 2], 6)]
+    per_sample = (ce0 + sum(ce1) / 3) / 2
+    per_token = (ce0 + sum(ce1)) / 4
+    assert causal_lm_loss(logits, labels, "sample").item() == pytest.approx(per_sample, rel=1e-5)
+    assert causal_lm_loss(logits, labels, "token").item() == pytest.approx(per_token, rel=1e-5)
+    assert causal_lm_loss(logits, labels).item() == pytest.approx(per_token, rel=1e-5)
+
+
+def test_sample_reduction_skips_sequences_without_answer_tokens():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 4, 5, requires_grad=True)
+    labels = torch.tensor([[-100, -100, -100, -100], [-100, 2, 0, -100]])
+    expected = (_token_ce(logits[1, 0].detach(), 2) + _token_ce(logits[1, 1].detach(), 0)) / 2
+    loss = causal_lm_loss(logits, labels, "sample")
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert logits.grad is not None and logits.grad[0].abs().sum().item() == 0.0
+    none = causal_lm_loss(logits, torch.full((2, 4), -100), "sample")
+    assert none.item() == 0.0
+
+
+def test_unknown_reduction_is_refused():
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        causal_lm_loss(torch.zeros(1, 3, 4), torch.zeros(1, 3, dtype=torch.long), "mean")
+
+
 def test_dice_matches_its_formula():
     logits = torch.tensor([[0.0, 2.0], [-1.0, 3.0]])
     target = torch.tensor([[1.0, 1.0], [0.0, 0.0]])

@@ -66,6 +66,13 @@ def test_7b_configs_carry_the_official_recipe():
     assert (w.ce_weight, w.bce_weight, w.dice_weight, w.focal_weight) == (1, 2, 0.5, 0)
     assert (moe.loop.epochs, moe.optim.lr, moe.data.max_length) == (3, 3e-4, 1024)
     assert moe.moe_config().router_aux_loss_coef == 0.0 and moe.moe_config().capacity_factor == 1.5
+    # The released recipe averages CE over tokens.
+    assert {c.losses.ce_reduction for c in (vl, gr, moe)} == {"token"}
+
+
+def test_ce_reduction_is_read_from_yaml():
+    config = config_from_dict(_base(losses={"ce_weight": 1, "ce_reduction": "sample"}))
+    assert config.losses.ce_reduction == "sample" and config.losses.ce_weight == 1.0
 
 
 def _base(**changes):
@@ -80,6 +87,8 @@ def _base(**changes):
         ({"optim": {"lrr": 1.0}}, "unknown key optim.lrr"),
         ({"colour": "red"}, "unknown key colour"),
         ({"losses": {"dice": 1.0}}, "unknown key losses.dice"),
+        ({"losses": {"ce_reduction": "batch"}}, "losses.ce_reduction must be one of"),
+        ({"losses": {"ce_reduction": 1.0}}, "losses.ce_reduction has the wrong type"),
         ({"optim": {"lr": "fast"}}, "optim.lr has the wrong type"),
         ({"stage": "pretrain"}, "stage must be one of"),
         ({"data": {"tasks": {"captions": 1.0}}}, "data.tasks"),
