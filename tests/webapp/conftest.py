@@ -169,13 +169,14 @@ def live_server(root: Path, predictor: Callable[[], Any] = FakePredictor) -> Ite
 def make_platform(tmp_path) -> Iterator[Callable[..., Platform]]:
     made: list[Platform] = []
 
-    def make(*, predictor: Any = None, **overrides: Any) -> Platform:
+    def make(*, predictor: Any = None, start_runner: bool = True, **overrides: Any) -> Platform:
         url = f"sqlite:///{tmp_path / 'medplib.db'}"
         migrate(url)
         settings = Settings(database_url=url, artefact_dir=tmp_path / "artefacts", **overrides)
         holder = PredictorHolder(lambda: predictor or FakePredictor())
         platform = build_platform(settings, holder=holder)
-        platform.runner.start()
+        if start_runner:  # off: the test starts it, e.g. to see a job while it is still queued
+            platform.runner.start()
         made.append(platform)
         return platform
 

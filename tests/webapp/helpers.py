@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from webapp.handlers import chat, sessions, upload
@@ -40,16 +41,23 @@ def run_ask(
     view: dict,
     actor: dict,
     chat_value: list | None = None,
+    on_first: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every value the ask generator yields, in order, until the job ends."""
+    """Every value the ask generator yields, in order, until the job ends.
+
+    `on_first` runs once the first value is out: a test that must see the job still queued
+    creates its platform with the runner stopped and passes ``platform.runner.start``.
+    """
 
     async def drain() -> list[dict[str, Any]]:
-        return [
-            out
-            async for out in chat.ask(
-                web, question, prompter, editor, view, actor, chat_value or [], "hash"
-            )
-        ]
+        outputs = []
+        async for out in chat.ask(
+            web, question, prompter, editor, view, actor, chat_value or [], "hash"
+        ):
+            outputs.append(out)
+            if on_first is not None and len(outputs) == 1:
+                on_first()
+        return outputs
 
     return asyncio.run(drain())
 

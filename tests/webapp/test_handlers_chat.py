@@ -61,11 +61,21 @@ def test_replacing_the_image_clears_regions_with_a_message(web, tmp_path):
     assert second["view"]["image_id"] != first["view"]["image_id"]
 
 
-def test_ask_streams_status_then_shows_answer_overlay_and_downloads(web, tmp_path):
+def test_ask_streams_status_then_shows_answer_overlay_and_downloads(make_platform, tmp_path):
+    platform = make_platform(start_runner=False)  # started once the first status is out
+    web = Web(platform)
     actor = browser(web, "k" * 32)["actor"]
     screen = uploaded(web, write_png(tmp_path / "scan.png", 60, 40))
     prompter = {"image": None, "points": [[10.0, 8.0, 2.0, 30.0, 24.0, 3.0]]}
-    outputs = run_ask(web, "What is in region 1?", prompter, None, screen["view"], actor)
+    outputs = run_ask(
+        web,
+        "What is in region 1?",
+        prompter,
+        None,
+        screen["view"],
+        actor,
+        on_first=platform.runner.start,
+    )
     first, final = outputs[0], outputs[-1]
     assert first["question"] == "" and "queued" in first["status"]
     assert first["chat"][-2]["content"] == "What is in [region 1]?"
@@ -227,12 +237,15 @@ async def drain_idle(web: Web, view: dict, actor: dict) -> list[dict]:
 def test_progress_is_reported_while_the_model_runs(make_platform, tmp_path):
     from tests.webapp.conftest import FakePredictor
 
-    web = Web(make_platform(predictor=FakePredictor(delay_s=1.2)))
+    platform = make_platform(predictor=FakePredictor(delay_s=1.2), start_runner=False)
+    web = Web(platform)
     actor = browser(web, "p" * 32)["actor"]
     screen = uploaded(web, write_png(tmp_path / "scan.png"))
-    outputs = run_ask(web, "slow?", None, None, screen["view"], actor)
+    outputs = run_ask(
+        web, "slow?", None, None, screen["view"], actor, on_first=platform.runner.start
+    )
     statuses = [out["status"] for out in outputs]
-    assert statuses[0] == "queued (position 1)"
+    assert statuses[0] == "queued (position 1)"  # the runner starts only after this one
     assert "running: decoding (50 %)" in statuses
     assert statuses[-1] == "answered"
     running = next(out for out in outputs if out["status"].startswith("running"))
