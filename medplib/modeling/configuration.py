@@ -258,6 +258,13 @@ class LossConfig:
     focal_gamma: float = 2.0
     dice_eps: float = 1e-6  # smoothing of the soft Dice ratio
 
+    def validate(self) -> None:
+        """Raises ValueError naming the field (without the ``losses.`` prefix)."""
+        if self.ce_reduction not in CE_REDUCTIONS:
+            raise ValueError(
+                f"ce_reduction must be one of {list(CE_REDUCTIONS)}, not {self.ce_reduction!r}"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -345,11 +352,10 @@ class MedPLIBConfig:
         ):
             if rms is not None and not rms > 0:
                 raise ValueError(f"{name} must be a positive number or null, got {rms}")
-        if self.losses.ce_reduction not in CE_REDUCTIONS:
-            raise ValueError(
-                f"losses.ce_reduction must be one of {list(CE_REDUCTIONS)}, "
-                f"got {self.losses.ce_reduction!r}"
-            )
+        try:
+            self.losses.validate()
+        except ValueError as exc:
+            raise ValueError(f"losses.{exc}") from None
         if self.vision.select_feature != "patch":
             # Region pooling maps tokens 1:1 onto the patch grid, so CLS must be dropped.
             raise ValueError(

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from medplib.errors import UserInputError
-from medplib.modeling.configuration import CE_REDUCTIONS, LossConfig, MoEConfig
+from medplib.modeling.configuration import LossConfig, MoEConfig
 from medplib.modeling.presets import PRESETS
 
 STAGES = ("align", "vl", "grounding", "moe")
@@ -302,11 +302,10 @@ def _losses(data: Any, where: str) -> LossConfig:
         )
     hints = typing.get_type_hints(LossConfig)
     losses = LossConfig(**{k: _check_type(f"{where}.{k}", v, hints[k]) for k, v in data.items()})
-    if losses.ce_reduction not in CE_REDUCTIONS:
-        raise UserInputError(
-            f"{where}.ce_reduction must be one of {list(CE_REDUCTIONS)}, "
-            f"not {losses.ce_reduction!r}."
-        )
+    try:
+        losses.validate()
+    except ValueError as exc:
+        raise UserInputError(f"{where}.{exc}.") from None
     return losses
 
 
