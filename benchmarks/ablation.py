@@ -12,7 +12,8 @@ gets the same number of training samples, `budget` optimizer steps of the same b
   (a) joint      one dense model trained on VQA + region + grounding together (stage-IV losses)
   (b) vl         the vision-language stage only
   (c) grounding  the grounding recipe only (FFNs, [SEG] head, mask decoder; stage-III losses)
-  (d) moe        the full pipeline: vl 20 % → grounding 50 % → moe 30 % of the budget
+  (d) moe        the full pipeline: vl → grounding → moe, the budget split between the
+                 stages as configs/tiny splits `make demo-model`'s steps (--moe-split to change)
 
 (a) and (c) run through the `vl` stage (which starts from align) with their own data, losses
 and trainable modules; (d) is exactly `make demo-model`'s recipe, shortened. Columns, all on
@@ -24,7 +25,9 @@ the corpus's holdout split with greedy answers:
   inference MFLOPs per token (torch.utils.flop_counter over one prompt's forward)
 
 Prints the table (markdown) and writes OUT/ablation.json and OUT/ablation.md. Re-running with
-the same arguments reuses finished runs.
+the same arguments reuses finished runs and their evaluations (ablation-eval.json in each), so
+`--variants joint vl` and `--variants grounding moe` can train on one core each, side by side,
+and a last call without --variants gathers the table.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ CONFIGS = REPO / "configs" / "tiny"
 # Mean seconds per optimizer step (batch 16) over the stages on 2 idle CPU cores; converts
 # --budget-minutes into steps.
 SECONDS_PER_STEP = 0.4
-FULL_SPLIT = {"vl": 0.2, "grounding": 0.5, "moe": 0.3}
+VARIANTS = ("joint", "vl", "grounding", "moe")
 # Everything some stage of the full recipe trains after align (CLIP in vl, all of SAM-Med2D
 # in grounding), so the joint model is not handicapped by frozen towers.
 JOINT_MODULES = [
@@ -72,6 +75,26 @@ ALL_TASKS = {"vqa": 1.0, "region": 1.0, "grounding": 1.0}
 
 def base_config(stage: str) -> dict[str, Any]:
     return yaml.safe_load((CONFIGS / f"{stage}.yaml").read_text())
+
+
+def recipe_split() -> dict[str, float]:
+    """Fractions of the post-align steps each stage gets in configs/tiny (`make demo-model`), so
+    the moe variant is the shipped recipe shortened, not a split chosen for the ablation."""
+    steps = {s: int(base_config(s)["loop"]["steps"]) for s in ("vl", "grounding", "moe")}
+    total = sum(steps.values())
+    return {s: n / total for s, n in steps.items()}
+
+
+def stage_steps(split: dict[str, float], budget: int) -> dict[str, int]:
+    """Whole steps per stage, at least one each, summing to `budget` (largest remainders)."""
+    raw = {s: f * budget for s, f in split.items()}
+    steps = {s: max(1, int(v)) for s, v in raw.items()}
+    by_remainder = sorted(raw, key=lambda s: raw[s] - int(raw[s]), reverse=True)
+    i = 0
+    while sum(steps.values()) < budget:
+        steps[by_remainder[i % len(by_remainder)]] += 1
+        i += 1
+    return steps
 
 
 def shaped(
@@ -94,7 +117,9 @@ def shaped(
     return out
 
 
-def variant_plans(args: argparse.Namespace, budget: int) -> dict[str, list[tuple[str, dict]]]:
+def variant_plans(
+    args: argparse.Namespace, budget: int, split: dict[str, float]
+) -> dict[str, list[tuple[str, dict]]]:
     """variant → [(stage, config dict)] in order."""
     vl, gr, moe = base_config("vl"), base_config("grounding"), base_config("moe")
     joint = shaped(
@@ -118,7 +143,7 @@ def variant_plans(args: argparse.Namespace, budget: int) -> dict[str, list[tuple
     grounding_only["model"] = {"name": "ablation-grounding"}
     vl_only = shaped(vl, budget, args)
     vl_only["model"] = {"name": "ablation-vl"}
-    steps = {k: max(1, round(v * budget)) for k, v in FULL_SPLIT.items()}
+    steps = stage_steps(split, budget)
     return {
         "joint": [("vl", joint)],
         "vl": [("vl", vl_only)],
@@ -239,6 +264,28 @@ def evaluate(checkpoint: Path, data: Path, limit: int, max_new_tokens: int) -> d
     return row
 
 
+def evaluate_cached(
+    checkpoint: Path, data: Path, limit: int, max_new_tokens: int
+) -> dict[str, Any]:
+    """`evaluate`, kept in CHECKPOINT/ablation-eval.json for the same run and evaluation args."""
+    from medplib.train.preflight import read_state
+
+    key = {
+        "checkpoint": str(checkpoint),
+        "step": (read_state(checkpoint) or {}).get("step"),
+        "limit": limit,
+        "max_new_tokens": max_new_tokens,
+    }
+    path = checkpoint / "ablation-eval.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved["row"]
+    row = evaluate(checkpoint, data, limit, max_new_tokens)
+    path.write_text(json.dumps({"key": key, "row": row}, indent=2))
+    return row
+
+
 def flops_per_token(predictor: MedPLIBPredictor, data: Path) -> float:
     """FLOPs of one teacher-forced forward over a grounding prompt, divided by its length."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -298,7 +345,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-limit", type=int, default=200, help="holdout items per column")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--quick", action="store_true", help="a few steps on a small corpus")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        help="train and evaluate only these (the table lists them)",
+    )
+    p.add_argument(
+        "--moe-split",
+        nargs=3,
+        type=float,
+        metavar=("VL", "GROUNDING", "MOE"),
+        default=None,
+        help="fractions of the budget for the moe variant's stages (default: configs/tiny's)",
+    )
+    p.add_argument(
+        "--intermediate",
+        action="store_true",
+        help="also evaluate the moe variant's vl and grounding experts before the moe stage",
+    )
     args = p.parse_args(argv)
+    if args.moe_split is not None:
+        if min(args.moe_split) <= 0 or abs(sum(args.moe_split) - 1.0) > 1e-6:
+            p.error("--moe-split takes three positive fractions that sum to 1")
+        split = dict(zip(("vl", "grounding", "moe"), args.moe_split, strict=True))
+    else:
+        split = recipe_split()
     if args.quick:
         args.budget_minutes = 8 * args.seconds_per_step / 60  # 8 steps
         args.align_steps = args.align_steps or 4
@@ -334,16 +407,24 @@ def main(argv: list[str] | None = None) -> int:
         align_steps = int(state.get("step", align_steps))
     else:
         align = train_variant("shared", [("align", align_cfg)], data, runs, runs)
+    plans = variant_plans(args, budget, split)
     finals = {
-        name: train_variant(name, plan, data, runs, align)
-        for name, plan in variant_plans(args, budget).items()
+        name: train_variant(name, plans[name], data, runs, align)
+        for name in VARIANTS
+        if name in args.variants
     }
+    checkpoints = dict(finals)
+    if args.intermediate and "moe" in finals:
+        # The moe variant's experts before they are joined: what the moe stage adds or loses.
+        checkpoints["moe: vl expert"] = runs / "moe" / "vl"
+        checkpoints["moe: grounding expert"] = runs / "moe" / "grounding"
     rows = {
-        name: evaluate(path, data, args.eval_limit, args.max_new_tokens)
-        for name, path in finals.items()
+        name: evaluate_cached(path, data, args.eval_limit, args.max_new_tokens)
+        for name, path in checkpoints.items()
     }
     result = {
         "budget_steps": budget,
+        "moe_stage_steps": stage_steps(split, budget),
         "batch_size": args.batch_size,
         "align_steps": align_steps,
         "quick": args.quick,

@@ -18,7 +18,7 @@ def upload(page, path: str) -> dict:
     page.set_input_files("#medplib-upload input[type=file]", path)
     # The old canvas goes in the same update that names the new file; then the new one comes.
     page.wait_for_function(
-        "name => document.querySelector('#medplib-image-info').innerText.includes(name)",
+        "name => (document.querySelector('#medplib-image-info')?.innerText ?? '').includes(name)",
         arg=Path(path).name,
     )
     page.wait_for_selector("#medplib-prompter canvas")
@@ -30,7 +30,7 @@ def upload(page, path: str) -> dict:
 
 def regions_text(page, pattern: str) -> str:
     page.wait_for_function(
-        "p => new RegExp(p).test(document.querySelector('#medplib-regions').innerText)",
+        "p => new RegExp(p).test(document.querySelector('#medplib-regions')?.innerText ?? '')",
         arg=pattern,
     )
     return page.inner_text("#medplib-regions")

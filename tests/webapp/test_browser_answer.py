@@ -42,10 +42,10 @@ def test_upload_draw_sketch_ask_and_see_the_overlay(page, tmp_path):
     page.fill("#medplib-question textarea", "Is region 1 near <region>?")
     page.click("#medplib-ask")
     page.wait_for_function(
-        "() => /queued|running/.test(document.querySelector('#medplib-status').innerText)"
+        "() => /queued|running/.test(document.querySelector('#medplib-status')?.innerText ?? '')"
     )
     page.wait_for_function(
-        "() => document.querySelector('#medplib-status').innerText.includes('answered')"
+        "() => (document.querySelector('#medplib-status')?.innerText ?? '').includes('answered')"
     )
     chat = page.inner_text("#medplib-chat")
     assert "Is [region 1] near [region 2]?" in chat
@@ -76,5 +76,5 @@ def test_upload_draw_sketch_ask_and_see_the_overlay(page, tmp_path):
     page.reload()
     page.get_by_role("tab", name="My sessions").click()
     page.wait_for_function(
-        "() => document.querySelector('#medplib-sessions').innerText.includes('chest-ct.png')"
+        "() => (document.querySelector('#medplib-sessions')?.innerText ?? '').includes('chest-ct.png')"
     )

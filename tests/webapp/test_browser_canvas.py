@@ -57,13 +57,13 @@ def test_shared_link_is_read_only_until_forked(page, browser_server, tmp_path):
     assert link["url"].startswith(browser_server + "?share=")  # the address the client used
     page.goto(link["url"])
     page.wait_for_function(
-        "() => document.querySelector('#medplib-banner').innerText.includes('Read-only view')"
+        "() => (document.querySelector('#medplib-banner')?.innerText ?? '').includes('Read-only view')"
     )
     assert page.locator("#medplib-ask").is_disabled()
     assert "answer to: what?" in page.inner_text("#medplib-chat")
     page.click("#medplib-fork")
     page.wait_for_function(
-        "() => document.querySelector('#medplib-status').innerText.includes('Forked')"
+        "() => (document.querySelector('#medplib-status')?.innerText ?? '').includes('Forked')"
     )
     assert page.locator("#medplib-ask").is_enabled()
     assert page.inner_text("#medplib-banner").strip() == ""

@@ -61,7 +61,7 @@ def test_the_shipped_model_grounds_the_structure_asked_for(chromium, demo_server
         page.fill("#medplib-question textarea", f"Please segment the {name} in this image.")
         page.click("#medplib-ask")
         page.wait_for_function(
-            "() => document.querySelector('#medplib-status').innerText.includes('answered')"
+            "() => (document.querySelector('#medplib-status')?.innerText ?? '').includes('answered')"
         )
         # No handler failed along the way (gradio shows failures as toasts).
         toasts = page.locator(".toast-body")
