@@ -86,7 +86,7 @@ def recipe_split() -> dict[str, float]:
 
 
 def stage_steps(split: dict[str, float], budget: int) -> dict[str, int]:
-    """Whole steps per stage, at least one each, summing to `budget` (largest remainders)."""
+    """Whole steps per stage summing to `budget` (largest remainders), at least one each."""
     raw = {s: f * budget for s, f in split.items()}
     steps = {s: max(1, int(v)) for s, v in raw.items()}
     by_remainder = sorted(raw, key=lambda s: raw[s] - int(raw[s]), reverse=True)
@@ -272,6 +272,7 @@ def evaluate_cached(
 
     key = {
         "checkpoint": str(checkpoint),
+        "data": str(data),
         "step": (read_state(checkpoint) or {}).get("step"),
         "limit": limit,
         "max_new_tokens": max_new_tokens,
