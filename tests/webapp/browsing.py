@@ -14,13 +14,21 @@ from PIL import Image
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
+def wait_for_text(page, selector: str, pattern: str) -> None:
+    """Wait until the element's text matches the regular expression `pattern`.
+
+    The element may not be rendered yet: a predicate that threw on it would fail the wait at
+    once instead of retrying."""
+    page.wait_for_function(
+        "([sel, p]) => new RegExp(p).test(document.querySelector(sel)?.innerText ?? '')",
+        arg=[selector, pattern],
+    )
+
+
 def upload(page, path: str) -> dict:
     page.set_input_files("#medplib-upload input[type=file]", path)
     # The old canvas goes in the same update that names the new file; then the new one comes.
-    page.wait_for_function(
-        "name => (document.querySelector('#medplib-image-info')?.innerText ?? '').includes(name)",
-        arg=Path(path).name,
-    )
+    wait_for_text(page, "#medplib-image-info", re.escape(Path(path).name))
     page.wait_for_selector("#medplib-prompter canvas")
     time.sleep(0.5)  # the canvas sizes itself to the image once it has loaded
     canvas = page.locator("#medplib-prompter canvas").first
@@ -29,10 +37,7 @@ def upload(page, path: str) -> dict:
 
 
 def regions_text(page, pattern: str) -> str:
-    page.wait_for_function(
-        "p => new RegExp(p).test(document.querySelector('#medplib-regions')?.innerText ?? '')",
-        arg=pattern,
-    )
+    wait_for_text(page, "#medplib-regions", pattern)
     return page.inner_text("#medplib-regions")
 
 

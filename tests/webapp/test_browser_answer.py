@@ -16,6 +16,7 @@ from tests.webapp.browsing import (
     numbers,
     regions_text,
     upload,
+    wait_for_text,
 )
 from tests.webapp.conftest import lesion_mask, phantom_png
 from webapp import render
@@ -41,12 +42,8 @@ def test_upload_draw_sketch_ask_and_see_the_overlay(page, tmp_path):
 
     page.fill("#medplib-question textarea", "Is region 1 near <region>?")
     page.click("#medplib-ask")
-    page.wait_for_function(
-        "() => /queued|running/.test(document.querySelector('#medplib-status')?.innerText ?? '')"
-    )
-    page.wait_for_function(
-        "() => (document.querySelector('#medplib-status')?.innerText ?? '').includes('answered')"
-    )
+    wait_for_text(page, "#medplib-status", "queued|running")
+    wait_for_text(page, "#medplib-status", "answered")
     chat = page.inner_text("#medplib-chat")
     assert "Is [region 1] near [region 2]?" in chat
     assert "answer to: Is <region> near <region>?" in chat
@@ -75,6 +72,4 @@ def test_upload_draw_sketch_ask_and_see_the_overlay(page, tmp_path):
     # A reload keeps the anonymous identity (localStorage), so the session is listed.
     page.reload()
     page.get_by_role("tab", name="My sessions").click()
-    page.wait_for_function(
-        "() => (document.querySelector('#medplib-sessions')?.innerText ?? '').includes('chest-ct.png')"
-    )
+    wait_for_text(page, "#medplib-sessions", r"chest-ct\.png")

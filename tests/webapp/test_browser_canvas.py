@@ -10,6 +10,7 @@ from tests.webapp.browsing import (
     numbers,
     regions_text,
     upload,
+    wait_for_text,
 )
 from tests.webapp.conftest import write_png
 
@@ -56,14 +57,10 @@ def test_shared_link_is_read_only_until_forked(page, browser_server, tmp_path):
     link = owner.predict(made["session_id"], "fork", 24, False, api_name="/share")
     assert link["url"].startswith(browser_server + "?share=")  # the address the client used
     page.goto(link["url"])
-    page.wait_for_function(
-        "() => (document.querySelector('#medplib-banner')?.innerText ?? '').includes('Read-only view')"
-    )
+    wait_for_text(page, "#medplib-banner", "Read-only view")
     assert page.locator("#medplib-ask").is_disabled()
     assert "answer to: what?" in page.inner_text("#medplib-chat")
     page.click("#medplib-fork")
-    page.wait_for_function(
-        "() => (document.querySelector('#medplib-status')?.innerText ?? '').includes('Forked')"
-    )
+    wait_for_text(page, "#medplib-status", "Forked")
     assert page.locator("#medplib-ask").is_enabled()
     assert page.inner_text("#medplib-banner").strip() == ""

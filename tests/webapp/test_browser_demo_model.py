@@ -19,7 +19,7 @@ from PIL import Image
 
 from medplib.checkpoint import ASSET_DEMO_DIR, CONFIG_NAME
 from medplib.data.synthetic import generate_scene
-from tests.webapp.browsing import ARTIFACTS, fetch_image, upload
+from tests.webapp.browsing import ARTIFACTS, fetch_image, upload, wait_for_text
 from tests.webapp.conftest import BROWSER_TIMEOUT_MS, live_server
 from worker.predictors import load_predictor
 
@@ -60,9 +60,7 @@ def test_the_shipped_model_grounds_the_structure_asked_for(chromium, demo_server
         upload(page, png)
         page.fill("#medplib-question textarea", f"Please segment the {name} in this image.")
         page.click("#medplib-ask")
-        page.wait_for_function(
-            "() => (document.querySelector('#medplib-status')?.innerText ?? '').includes('answered')"
-        )
+        wait_for_text(page, "#medplib-status", "answered")
         # No handler failed along the way (gradio shows failures as toasts).
         toasts = page.locator(".toast-body")
         assert toasts.count() == 0, toasts.all_inner_texts()
