@@ -54,6 +54,7 @@ from medplib.metrics import closed_accuracy, dice, first_structure  # noqa: E402
 from medplib.predictor import MedPLIBPredictor  # noqa: E402
 from medplib.train import config_from_dict, run_stage  # noqa: E402
 from medplib.train.data import to_model_sample  # noqa: E402
+from medplib.train.preflight import read_state  # noqa: E402
 
 CONFIGS = REPO / "configs" / "tiny"
 # Mean seconds per optimizer step (batch 16) over the stages on 2 idle CPU cores; converts
@@ -118,9 +119,9 @@ def shaped(
 
 
 def variant_plans(
-    args: argparse.Namespace, budget: int, split: dict[str, float]
+    args: argparse.Namespace, budget: int, moe_steps: dict[str, int]
 ) -> dict[str, list[tuple[str, dict]]]:
-    """variant → [(stage, config dict)] in order."""
+    """variant → [(stage, config dict)] in order; `moe_steps`: the moe variant's stage lengths."""
     vl, gr, moe = base_config("vl"), base_config("grounding"), base_config("moe")
     joint = shaped(
         vl,
@@ -143,15 +144,14 @@ def variant_plans(
     grounding_only["model"] = {"name": "ablation-grounding"}
     vl_only = shaped(vl, budget, args)
     vl_only["model"] = {"name": "ablation-vl"}
-    steps = stage_steps(split, budget)
     return {
         "joint": [("vl", joint)],
         "vl": [("vl", vl_only)],
         "grounding": [("vl", grounding_only)],
         "moe": [
-            ("vl", shaped(vl, steps["vl"], args)),
-            ("grounding", shaped(gr, steps["grounding"], args)),
-            ("moe", shaped(moe, steps["moe"], args)),
+            ("vl", shaped(vl, moe_steps["vl"], args)),
+            ("grounding", shaped(gr, moe_steps["grounding"], args)),
+            ("moe", shaped(moe, moe_steps["moe"], args)),
         ],
     }
 
@@ -268,8 +268,6 @@ def evaluate_cached(
     checkpoint: Path, data: Path, limit: int, max_new_tokens: int
 ) -> dict[str, Any]:
     """`evaluate`, kept in CHECKPOINT/ablation-eval.json for the same run and evaluation args."""
-    from medplib.train.preflight import read_state
-
     key = {
         "checkpoint": str(checkpoint),
         "data": str(data),
@@ -399,8 +397,6 @@ def main(argv: list[str] | None = None) -> int:
         align_cfg["model"]["vocab_size"] = 512
         align_cfg["align"]["sam_batch_size"] = args.batch_size
     if args.align is not None:
-        from medplib.train.preflight import read_state
-
         state = read_state(args.align) or {}
         if state.get("stage") != "align" or not state.get("complete"):
             p.error(f"--align {args.align} is not a finished align run")
@@ -408,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         align_steps = int(state.get("step", align_steps))
     else:
         align = train_variant("shared", [("align", align_cfg)], data, runs, runs)
-    plans = variant_plans(args, budget, split)
+    moe_steps = stage_steps(split, budget)
+    plans = variant_plans(args, budget, moe_steps)
     finals = {
         name: train_variant(name, plans[name], data, runs, align)
         for name in VARIANTS
@@ -425,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {
         "budget_steps": budget,
-        "moe_stage_steps": stage_steps(split, budget),
+        "moe_stage_steps": moe_steps,
         "batch_size": args.batch_size,
         "align_steps": align_steps,
         "quick": args.quick,
