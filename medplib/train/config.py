@@ -124,6 +124,15 @@ class AlignSection:
 
 
 @dataclass
+class PatchLabelSection:
+    """Auxiliary supervision of a randomly initialised CLIP (`medplib.train.patch_labels`)."""
+
+    # Weight of the patch-label BCE in the stage loss; 0 = off. Only useful in stages that
+    # train the vision tower (align, vl) and only where no pretrained CLIP is loaded.
+    weight: float = 0.0
+
+
+@dataclass
 class TrainConfig:
     """One training stage."""
 
@@ -139,6 +148,7 @@ class TrainConfig:
     # everything else is frozen. With LoRA, LoRA-targeted layers train only their adapters.
     train_modules: list[str] = field(default_factory=list)
     align: AlignSection = field(default_factory=AlignSection)
+    patch_labels: PatchLabelSection = field(default_factory=PatchLabelSection)
 
     @property
     def is_7b(self) -> bool:
@@ -150,10 +160,13 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Hash of the settings that shape the run (a resumed run must match it).
 
-        `data.num_workers` is left out: it changes speed, never the batches.
+        `data.num_workers` is left out: it changes speed, never the batches. `patch_labels`
+        is left out while it is off, so runs made before it existed keep their fingerprint.
         """
         shaping = self.to_dict()
         shaping["data"].pop("num_workers")
+        if not self.patch_labels.weight:
+            shaping.pop("patch_labels")
         text = json.dumps(shaping, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -211,6 +224,8 @@ class TrainConfig:
             raise UserInputError("lora.r must be at least 1 and lora.target_modules non-empty.")
         if c.stage == "moe":
             c.moe_config()
+        if c.patch_labels.weight < 0:
+            raise UserInputError("patch_labels.weight must be 0 (off) or positive.")
 
 
 def _plain(value: Any) -> Any:
@@ -228,6 +243,7 @@ _NESTED: dict[str, type] = {
     "loop": LoopSection,
     "lora": LoraSection,
     "align": AlignSection,
+    "patch_labels": PatchLabelSection,
 }
 
 

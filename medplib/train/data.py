@@ -28,6 +28,7 @@ from medplib.modeling.sam_med2d.transforms import (
     preprocess_image,
     resize_longest_side_hw,
 )
+from medplib.train.patch_labels import PatchLabelIndex
 
 _TAGS = re.compile(r"<image>|<im_start>|<im_end>|<SEG>|<region>|</region>|</s>")
 
@@ -214,7 +215,9 @@ class StreamSpec:
 class BatchStream(torch.utils.data.Dataset):
     """Map-style dataset whose item `k` is global micro-batch `k` for this process.
 
-    Items are dicts: ``{"lm": Batch}`` and, for the align stage, ``"sam": SamBatch``.
+    Items are dicts: ``{"lm": Batch}``; for the align stage also ``"sam": SamBatch``, and
+    with a `patch_labels` index ``"patch_labels"``: (B, N, K) coverage targets of the CLIP
+    patches, one row per sample of ``"lm"``.
     """
 
     def __init__(
@@ -228,8 +231,10 @@ class BatchStream(torch.utils.data.Dataset):
         max_length: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        patch_labels: PatchLabelIndex | None = None,
     ) -> None:
         self.lm, self.sam = lm, sam
+        self.patch_labels = patch_labels
         self.tokenizer, self.model_config = tokenizer, model_config
         self.num_micro_batches = num_micro_batches
         self.max_length = max_length
@@ -243,13 +248,20 @@ class BatchStream(torch.utils.data.Dataset):
         start = (k * self.world_size + self.rank) * spec.batch_size
         return spec.order.take(start, spec.batch_size)
 
+    def lm_loaded(self, k: int) -> list[LoadedSample]:
+        return [self.lm.datasets[t][i] for t, i in self._entries(self.lm, k)]
+
     def lm_samples(self, k: int) -> list[Sample]:
-        return [to_model_sample(self.lm.datasets[t][i]) for t, i in self._entries(self.lm, k)]
+        return [to_model_sample(s) for s in self.lm_loaded(k)]
 
     def __getitem__(self, k: int) -> dict:
         if not 0 <= k < self.num_micro_batches:
             raise IndexError(k)
-        out: dict = {"lm": self._collate(self.lm_samples(k))}
+        records = self.lm_loaded(k)
+        batch, kept = self._collate([to_model_sample(s) for s in records])
+        out: dict = {"lm": batch}
+        if self.patch_labels is not None:
+            out["patch_labels"] = self._patch_targets([records[j] for j in kept])
         if self.sam is not None:
             items = []
             for n, (t, i) in enumerate(self._entries(self.sam, k)):
@@ -260,23 +272,46 @@ class BatchStream(torch.utils.data.Dataset):
             out["sam"] = collate_sam(items, SamMed2DConfig.from_dict(self.model_config.sam))
         return out
 
-    def _collate(self, samples: list[Sample]) -> Batch:
+    def _patch_targets(self, loaded: list[LoadedSample]) -> torch.Tensor:
+        """(B, N, K) patch-coverage targets of the samples' images."""
+        assert self.patch_labels is not None
+        vision = self.model_config.vision
+        rows = []
+        for s in loaded:
+            h, w = s.image.shape[:2]  # (H, W, 3) uint8, as loaded
+            rows.append(
+                self.patch_labels.targets(
+                    s.sample.image_path,
+                    height_px=h,
+                    width_px=w,
+                    image_size_px=vision.image_size,
+                    patch_size_px=vision.patch_size,
+                )
+            )
+        return torch.from_numpy(np.stack(rows))
+
+    def _collate(self, samples: list[Sample]) -> tuple[Batch, list[int]]:
+        """The batch and the positions of the samples it holds (too-long ones are left out)."""
         try:
-            return collate(samples, self.tokenizer, self.model_config, self.max_length)
+            batch = collate(samples, self.tokenizer, self.model_config, self.max_length)
+            return batch, list(range(len(samples)))
         except ValueError:
             pass
         kept = []
-        for s in samples:  # rare path: find the samples that do not fit
+        for j, s in enumerate(samples):  # rare path: find the samples that do not fit
             try:
                 collate([s], self.tokenizer, self.model_config, self.max_length)
-                kept.append(s)
+                kept.append(j)
             except ValueError:
                 self.skipped += 1
         if not kept:
             raise UserInputError(
                 "every sample of a batch is longer than data.max_length; raise data.max_length."
             )
-        return collate(kept, self.tokenizer, self.model_config, self.max_length)
+        batch = collate(
+            [samples[j] for j in kept], self.tokenizer, self.model_config, self.max_length
+        )
+        return batch, kept
 
 
 def _as_is(item: Any) -> Any:

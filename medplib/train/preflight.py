@@ -16,6 +16,7 @@ from medplib.errors import UserInputError
 from medplib.modeling.configuration import MedPLIBConfig
 from medplib.train.config import TrainConfig
 from medplib.train.data import check_corpus, load_task_datasets
+from medplib.train.patch_labels import PatchLabelIndex
 
 STATE_NAME = "trainer_state.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -39,6 +40,7 @@ class StagePlan:
     train_sets: dict[str, MeCoVQADataset] = field(default_factory=dict)
     sam_sets: dict[str, MeCoVQADataset] = field(default_factory=dict)
     val_sets: dict[str, MeCoVQADataset] = field(default_factory=dict)
+    patch_labels: PatchLabelIndex | None = None  # patch_labels.weight > 0
 
 
 def read_state(out_dir: Path) -> dict | None:
@@ -196,6 +198,8 @@ def plan_stage(
         plan.sam_sets = load_task_datasets(
             plan.data_dir, sam_tasks, config.data.split, config.data.max_records
         )
+    if config.patch_labels.weight > 0:
+        plan.patch_labels = PatchLabelIndex.from_corpus(plan.data_dir)
     for task in tasks if config.data.val_records > 0 else []:
         try:  # validation is optional: a corpus without (valid) val records still trains
             plan.val_sets.update(

@@ -25,13 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from medplib.checkpoint import save_pretrained
+from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.train.config import TrainConfig, dump_config
 from medplib.train.data import BatchStream, RecordOrder, StreamSpec, corpus_texts, make_loader
 from medplib.train.logbook import CURVES_NAME, METRICS_NAME, MetricsLog, plot_curves
+from medplib.train.patch_labels import HEAD_NAME, PatchLabelHead, patch_label_loss
 from medplib.train.preflight import (
     CHECKPOINTS_DIR,
     STATE_NAME,
@@ -69,15 +72,36 @@ class StageResult:
 
 
 class StageModule(nn.Module):
-    """The model plus the stage's loss, so DDP / DeepSpeed see one forward per micro-batch."""
+    """The model plus the stage's loss, so DDP / DeepSpeed see one forward per micro-batch.
 
-    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+    `patch_head` (training only) reads the CLIP patches of the model's own forward pass
+    through a hook, so the tower runs once per micro-batch.
+    """
+
+    def __init__(
+        self, model: nn.Module, config: TrainConfig, patch_head: PatchLabelHead | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.config = config
+        self.patch_head = patch_head
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        return micro_batch_losses(self.model, batch, self.config)  # type: ignore[arg-type]
+        if self.patch_head is None or "patch_labels" not in batch:
+            return micro_batch_losses(self.model, batch, self.config)  # type: ignore[arg-type]
+        seen: list[torch.Tensor] = []
+        hook = self.model.vision_tower.register_forward_hook(  # type: ignore[union-attr]
+            lambda _m, _i, out: seen.append(out)
+        )
+        try:
+            parts = micro_batch_losses(self.model, batch, self.config)  # type: ignore[arg-type]
+        finally:
+            hook.remove()
+        patches = seen[0]  # (B, N, C): the first tower call is the LM batch's images
+        loss = patch_label_loss(self.patch_head(patches), batch["patch_labels"])
+        parts["loss"] = parts["loss"] + self.config.patch_labels.weight * loss
+        parts["patch"] = loss.detach()
+        return parts
 
 
 def total_steps(config: TrainConfig, epoch_length: int, world_size: int) -> int:
@@ -137,6 +161,20 @@ def run_stage(
             message=f"{plan.out_dir} already holds the finished {config.stage} run; nothing to do.",
         )
     return _train(plan, stop_after=stop_after, progress=progress)
+
+
+def _patch_head(plan: StagePlan, model: MedPLIBForCausalLM) -> PatchLabelHead:
+    """A fresh probe, or the previous stage's one when it has the same outputs and width."""
+    assert plan.patch_labels is not None
+    vision = model.config.vision
+    outputs = plan.patch_labels.num_outputs(vision.image_size // vision.patch_size)
+    head = PatchLabelHead(vision.hidden_size, outputs, seed=plan.config.seed)
+    previous = plan.init_dir / HEAD_NAME if plan.init_dir is not None else None
+    if previous is not None and previous.is_file():
+        state = load_file(previous)
+        if all(state[k].shape == v.shape for k, v in head.state_dict().items()):
+            head.load_state_dict(state)
+    return head
 
 
 def _tokenizer_for_align(plan: StagePlan, accelerator):
@@ -210,7 +248,8 @@ def _train(plan: StagePlan, *, stop_after: int | None, progress: bool) -> StageR
         model.language_model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
-    wrapper = StageModule(model, cfg)
+    patch_head = _patch_head(plan, model) if plan.patch_labels is not None else None
+    wrapper = StageModule(model, cfg, patch_head)
     params = [p for p in wrapper.parameters() if p.requires_grad]
     o = cfg.optim
     optimizer = torch.optim.AdamW(
@@ -252,6 +291,7 @@ def _train(plan: StagePlan, *, stop_after: int | None, progress: bool) -> StageR
         max_length=cfg.data.max_length,
         rank=accelerator.process_index,
         world_size=world,
+        patch_labels=plan.patch_labels,
     )
     start = 0
     if plan.resume_from is not None:
@@ -380,6 +420,8 @@ def _train(plan: StagePlan, *, stop_after: int | None, progress: bool) -> StageR
         final.config.trained = True
         dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
         save_pretrained(final, tokenizer, out, dtype=dtype)
+        if patch_head is not None:
+            save_file(accelerator.unwrap_model(wrapper).patch_head.state_dict(), out / HEAD_NAME)
         if plan.export_dir is not None:
             save_pretrained(final, tokenizer, plan.export_dir, dtype=torch.float16)
         _write_json(
