@@ -130,6 +130,8 @@ class PatchLabelSection:
     # Weight of the patch-label BCE in the stage loss; 0 = off. Only useful in stages that
     # train the vision tower (align, vl) and only where no pretrained CLIP is loaded.
     weight: float = 0.0
+    # Also predict each patch's grid row and column, so the visual tokens keep their place.
+    position: bool = True
 
 
 @dataclass

@@ -79,8 +79,10 @@ class PatchLabelIndex:
         class_ids: list[str],
         masks_by_stem: dict[str, list[tuple[int, str]]],
         cache_size: int = 8192,
+        position: bool = True,
     ) -> None:
         self.data_dir = data_dir
+        self.position = position
         self.class_ids = class_ids
         self.masks_by_stem = masks_by_stem
         # Targets are (64, K) floats per image: the whole tiny corpus fits in ~100 MB.
@@ -92,11 +94,11 @@ class PatchLabelIndex:
         return len(self.class_ids)
 
     def num_outputs(self, grid: int) -> int:
-        """Probe outputs: one per class, then the grid row and column one-hots."""
-        return self.num_classes + 2 * grid
+        """Probe outputs: one per class, then (with `position`) the grid row and column one-hots."""
+        return self.num_classes + (2 * grid if self.position else 0)
 
     @classmethod
-    def from_corpus(cls, data_dir: Path) -> PatchLabelIndex:
+    def from_corpus(cls, data_dir: Path, position: bool = True) -> PatchLabelIndex:
         """Read ``classes.json`` and the names under ``masks/``; raise UserInputError if absent."""
         classes_path, masks_dir = data_dir / "classes.json", data_dir / "masks"
         if not classes_path.is_file() or not masks_dir.is_dir():
@@ -105,14 +107,14 @@ class PatchLabelIndex:
                 "(a folder made by `medplib data build`); set patch_labels.weight to 0."
             )
         class_ids = sorted(json.loads(classes_path.read_text(encoding="utf-8")))
-        position = {cid: i for i, cid in enumerate(class_ids)}
+        column = {cid: i for i, cid in enumerate(class_ids)}
         masks_by_stem: dict[str, list[tuple[int, str]]] = {}
         for path in sorted(masks_dir.iterdir()):
             m = _MASK_NAME.match(path.name)
-            if m is None or m["cid"] not in position:
+            if m is None or m["cid"] not in column:
                 continue
-            masks_by_stem.setdefault(m["stem"], []).append((position[m["cid"]], path.name))
-        return cls(data_dir, class_ids, masks_by_stem)
+            masks_by_stem.setdefault(m["stem"], []).append((column[m["cid"]], path.name))
+        return cls(data_dir, class_ids, masks_by_stem, position=position)
 
     def targets(
         self,
@@ -124,7 +126,7 @@ class PatchLabelIndex:
         patch_size_px: int,
     ) -> np.ndarray:
         """(N, K) targets of one corpus image: class coverage (all zeros if it has no masks),
-        then the patches' grid rows and columns (`grid_position_targets`)."""
+        then, with `position`, the patches' grid rows and columns (`grid_position_targets`)."""
         stem = Path(image_path).stem
         key = f"{stem}|{height_px}x{width_px}|{image_size_px}/{patch_size_px}"
         if key in self._cache:
@@ -147,8 +149,10 @@ class PatchLabelIndex:
             patch_size_px=patch_size_px,
             num_classes=self.num_classes,
         )
-        position = grid_position_targets(image_size_px // patch_size_px)
-        out = np.concatenate([coverage, position], axis=1)
+        out = coverage
+        if self.position:
+            grid = grid_position_targets(image_size_px // patch_size_px)
+            out = np.concatenate([coverage, grid], axis=1)
         self._cache[key] = out
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -199,7 +199,9 @@ def plan_stage(
             plan.data_dir, sam_tasks, config.data.split, config.data.max_records
         )
     if config.patch_labels.weight > 0:
-        plan.patch_labels = PatchLabelIndex.from_corpus(plan.data_dir)
+        plan.patch_labels = PatchLabelIndex.from_corpus(
+            plan.data_dir, position=config.patch_labels.position
+        )
     for task in tasks if config.data.val_records > 0 else []:
         try:  # validation is optional: a corpus without (valid) val records still trains
             plan.val_sets.update(

@@ -98,6 +98,11 @@ def test_index_reads_mask_names_and_builds_targets(tmp_path: Path):
     b = index.targets("images/ct_00--synthetic--b.png", **geometry)
     assert not b[:, :2].any() and np.array_equal(b[:, 2:], grid_position_targets(2))
     assert not index.targets("images/no-masks.png", **geometry)[:, :2].any()
+    classes_only = PatchLabelIndex.from_corpus(tmp_path, position=False)
+    assert classes_only.num_outputs(grid=2) == 2
+    np.testing.assert_allclose(
+        classes_only.targets("images/ct_00--synthetic--a.png", **geometry), a[:, :2]
+    )
     with pytest.raises(UserInputError, match="rebuild the corpus"):
         index.targets("images/ct_00--synthetic--a.png", **{**geometry, "height_px": 16})
 
@@ -110,12 +115,15 @@ def test_index_without_masks_is_refused(tmp_path: Path):
 def test_loss_is_bce_summed_over_classes_and_averaged_over_patches():
     logits = torch.tensor([[[2.0, -1.0], [0.0, 3.0]]])  # (B 1, N 2, K 2)
     targets = torch.tensor([[[1.0, 0.0], [0.5, 1.0]]])
-    manual = -(
-        torch.log(torch.sigmoid(torch.tensor(2.0)))
-        + torch.log(1 - torch.sigmoid(torch.tensor(-1.0)))
-        + (0.5 * torch.log(torch.tensor(0.5)) * 2)
-        + torch.log(torch.sigmoid(torch.tensor(3.0)))
-    ) / 2
+    manual = (
+        -(
+            torch.log(torch.sigmoid(torch.tensor(2.0)))
+            + torch.log(1 - torch.sigmoid(torch.tensor(-1.0)))
+            + (0.5 * torch.log(torch.tensor(0.5)) * 2)
+            + torch.log(torch.sigmoid(torch.tensor(3.0)))
+        )
+        / 2
+    )
     assert float(patch_label_loss(logits, targets)) == pytest.approx(float(manual), rel=1e-6)
     right = patch_label_loss(torch.tensor([[[9.0, -9.0]]]), torch.tensor([[[1.0, 0.0]]]))
     wrong = patch_label_loss(torch.tensor([[[-9.0, 9.0]]]), torch.tensor([[[1.0, 0.0]]]))
@@ -164,9 +172,7 @@ def test_align_then_vl_train_the_probe_and_carry_it_over(
     assert set(load_file(align_out / "model.safetensors")) == set(plain)
     vl_modules = [*stage_dict("vl")["train_modules"], "vision_tower.*"]
     run_stage(
-        config_from_dict(
-            stage_dict("vl", patch_labels={"weight": 1.0}, train_modules=vl_modules)
-        ),
+        config_from_dict(stage_dict("vl", patch_labels={"weight": 1.0}, train_modules=vl_modules)),
         corpus,
         vl_out,
         init_dir=align_out,
