@@ -251,9 +251,6 @@ class BatchStream(torch.utils.data.Dataset):
     def lm_loaded(self, k: int) -> list[LoadedSample]:
         return [self.lm.datasets[t][i] for t, i in self._entries(self.lm, k)]
 
-    def lm_samples(self, k: int) -> list[Sample]:
-        return [to_model_sample(s) for s in self.lm_loaded(k)]
-
     def __getitem__(self, k: int) -> dict:
         if not 0 <= k < self.num_micro_batches:
             raise IndexError(k)

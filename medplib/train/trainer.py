@@ -172,7 +172,8 @@ def _patch_head(plan: StagePlan, model: MedPLIBForCausalLM) -> PatchLabelHead:
     previous = plan.init_dir / HEAD_NAME if plan.init_dir is not None else None
     if previous is not None and previous.is_file():
         state = load_file(previous)
-        if all(state[k].shape == v.shape for k, v in head.state_dict().items()):
+        mine = head.state_dict()
+        if state.keys() == mine.keys() and all(state[k].shape == mine[k].shape for k in mine):
             head.load_state_dict(state)
     return head
 
