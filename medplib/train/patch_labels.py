@@ -19,21 +19,20 @@ Mask files are named ``{image stem}--{class id}_{instance}.png`` (``medplib data
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from medplib.data.files import load_mask
+from medplib.data.merge_masks import find_instance_groups
 from medplib.errors import UserInputError
 from medplib.modeling.image_processing import image_geometry, region_patch_weights
 
 HEAD_NAME = "patch_head.safetensors"
-_MASK_NAME = re.compile(r"^(?P<stem>.+)--(?P<cid>\d{4})_\d{3}\.png$")
 
 
 def coverage_targets(
@@ -109,11 +108,10 @@ class PatchLabelIndex:
         class_ids = sorted(json.loads(classes_path.read_text(encoding="utf-8")))
         column = {cid: i for i, cid in enumerate(class_ids)}
         masks_by_stem: dict[str, list[tuple[int, str]]] = {}
-        for path in sorted(masks_dir.iterdir()):
-            m = _MASK_NAME.match(path.name)
-            if m is None or m["cid"] not in column:
-                continue
-            masks_by_stem.setdefault(m["stem"], []).append((column[m["cid"]], path.name))
+        groups, _ = find_instance_groups(masks_dir)  # files named otherwise are not masks
+        for (stem, cid), paths in groups.items():
+            if cid in column:
+                masks_by_stem.setdefault(stem, []).extend((column[cid], p.name) for p in paths)
         return cls(data_dir, class_ids, masks_by_stem, position=position)
 
     def targets(
@@ -134,7 +132,7 @@ class PatchLabelIndex:
             return self._cache[key]
         by_class: dict[int, list[np.ndarray]] = {}
         for cls, name in self.masks_by_stem.get(stem, []):
-            mask = np.asarray(Image.open(self.data_dir / "masks" / name).convert("L")) > 127
+            mask = load_mask(self.data_dir / "masks" / name)
             if mask.shape != (height_px, width_px):
                 raise UserInputError(
                     f"mask masks/{name} is {mask.shape[1]}x{mask.shape[0]} px but its image "
@@ -160,26 +158,26 @@ class PatchLabelIndex:
 
 
 class PatchLabelHead(nn.Module):
-    """Linear probe: CLIP patch features (B, N, C_clip) → class logits (B, N, K)."""
+    """Linear probe: CLIP patch features (B, N, C_clip) → logits (B, N, K) of the targets."""
 
-    def __init__(self, in_features: int, num_classes: int, seed: int) -> None:
+    def __init__(self, in_features: int, num_outputs: int, seed: int) -> None:
         super().__init__()
         # Its own generator, and no nn.Linear (whose constructor draws from the global RNG):
         # creating the head must not shift the random stream the rest of the stage uses.
         g = torch.Generator().manual_seed(seed)
         bound = in_features**-0.5
-        weight = (torch.rand(num_classes, in_features, generator=g) * 2 - 1) * bound
+        weight = (torch.rand(num_outputs, in_features, generator=g) * 2 - 1) * bound
         self.weight = nn.Parameter(weight)  # (K, C_clip)
-        self.bias = nn.Parameter(torch.zeros(num_classes))  # (K,)
+        self.bias = nn.Parameter(torch.zeros(num_outputs))  # (K,)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         return F.linear(patches.float(), self.weight, self.bias)
 
 
 def patch_label_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """BCE summed over classes, averaged over patches: each patch is one multi-label example.
+    """BCE summed over outputs, averaged over patches: each patch is one multi-label example.
 
-    logits, targets: (B, N, K); targets are coverage fractions in [0, 1].
+    logits, targets: (B, N, K); targets are in [0, 1] (coverage fractions, one-hots).
     """
     per_element = F.binary_cross_entropy_with_logits(
         logits, targets.to(logits.dtype), reduction="none"
