@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from script_helpers import load_benchmark
 
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.presets import build_config
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu_7b.py"
-
 
 @pytest.fixture(scope="module")
 def gpu_7b():
-    spec = importlib.util.spec_from_file_location("gpu_7b", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_7b")
 
 
 def test_arguments(gpu_7b, capsys):

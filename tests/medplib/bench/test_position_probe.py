@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,19 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from script_helpers import load_benchmark
 
 from medplib.modeling.presets import build_config
-
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "position_probe.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("position_probe", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("position_probe")
 
 
 def test_probe_accuracy_separates_labels_the_features_encode(probe):
