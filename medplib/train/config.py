@@ -135,6 +135,20 @@ class PatchLabelSection:
 
 
 @dataclass
+class AttentionLabelSection:
+    """Supervision of one LM head's attention by the named structure (`medplib.train.attention_labels`)."""
+
+    # Weight of the attention-label cross-entropy in the stage loss; 0 = off. Needs a corpus
+    # with masks (`medplib data build`) and a stage that trains the language model.
+    weight: float = 0.0
+    # Which decoder layer and head: a middle layer leaves the layers before it to bring the
+    # structure's name to the answer position and the layers after it to turn what the head
+    # reads into the answer.
+    layer: int = 2
+    head: int = 0
+
+
+@dataclass
 class TrainConfig:
     """One training stage."""
 
@@ -151,6 +165,7 @@ class TrainConfig:
     train_modules: list[str] = field(default_factory=list)
     align: AlignSection = field(default_factory=AlignSection)
     patch_labels: PatchLabelSection = field(default_factory=PatchLabelSection)
+    attention_labels: AttentionLabelSection = field(default_factory=AttentionLabelSection)
 
     @property
     def is_7b(self) -> bool:
@@ -163,12 +178,14 @@ class TrainConfig:
         """Hash of the settings that shape the run (a resumed run must match it).
 
         `data.num_workers` is left out: it changes speed, never the batches. `patch_labels`
-        is left out while it is off, so runs made before it existed keep their fingerprint.
+        and `attention_labels` are left out while off, so runs made before them keep their fingerprint.
         """
         shaping = self.to_dict()
         shaping["data"].pop("num_workers")
         if not self.patch_labels.weight:
             shaping.pop("patch_labels")
+        if not self.attention_labels.weight:
+            shaping.pop("attention_labels")
         text = json.dumps(shaping, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -228,6 +245,11 @@ class TrainConfig:
             c.moe_config()
         if c.patch_labels.weight < 0:
             raise UserInputError("patch_labels.weight must be 0 (off) or positive.")
+        a = c.attention_labels
+        if a.weight < 0 or a.layer < 0 or a.head < 0:
+            raise UserInputError(
+                "attention_labels.weight must be 0 (off) or positive, and its layer and head 0 or more."
+            )
 
 
 def _plain(value: Any) -> Any:
@@ -246,6 +268,7 @@ _NESTED: dict[str, type] = {
     "lora": LoraSection,
     "align": AlignSection,
     "patch_labels": PatchLabelSection,
+    "attention_labels": AttentionLabelSection,
 }
 
 

@@ -28,6 +28,7 @@ from medplib.modeling.sam_med2d.transforms import (
     preprocess_image,
     resize_longest_side_hw,
 )
+from medplib.train.attention_labels import attention_target, named_columns
 from medplib.train.patch_labels import PatchLabelIndex
 
 _TAGS = re.compile(r"<image>|<im_start>|<im_end>|<SEG>|<region>|</region>|</s>")
@@ -217,7 +218,9 @@ class BatchStream(torch.utils.data.Dataset):
 
     Items are dicts: ``{"lm": Batch}``; for the align stage also ``"sam": SamBatch``, and
     with a `patch_labels` index ``"patch_labels"``: (B, N, K) coverage targets of the CLIP
-    patches, one row per sample of ``"lm"``.
+    patches, one row per sample of ``"lm"``; with an `attention_labels` index
+    ``"attention_labels"``: (B, N) where the first question's named structures lie
+    (`medplib.train.attention_labels`; zero rows for questions naming none).
     """
 
     def __init__(
@@ -232,9 +235,11 @@ class BatchStream(torch.utils.data.Dataset):
         rank: int = 0,
         world_size: int = 1,
         patch_labels: PatchLabelIndex | None = None,
+        attention_labels: PatchLabelIndex | None = None,
     ) -> None:
         self.lm, self.sam = lm, sam
         self.patch_labels = patch_labels
+        self.attention_labels = attention_labels
         self.tokenizer, self.model_config = tokenizer, model_config
         self.num_micro_batches = num_micro_batches
         self.max_length = max_length
@@ -258,7 +263,9 @@ class BatchStream(torch.utils.data.Dataset):
         batch, kept = self._collate([to_model_sample(s) for s in records])
         out: dict = {"lm": batch}
         if self.patch_labels is not None:
-            out["patch_labels"] = self._patch_targets([records[j] for j in kept])
+            out["patch_labels"] = self._patch_targets(self.patch_labels, [records[j] for j in kept])
+        if self.attention_labels is not None:
+            out["attention_labels"] = self._attention_targets([records[j] for j in kept])
         if self.sam is not None:
             items = []
             for n, (t, i) in enumerate(self._entries(self.sam, k)):
@@ -269,15 +276,27 @@ class BatchStream(torch.utils.data.Dataset):
             out["sam"] = collate_sam(items, SamMed2DConfig.from_dict(self.model_config.sam))
         return out
 
-    def _patch_targets(self, loaded: list[LoadedSample]) -> torch.Tensor:
+    def _attention_targets(self, loaded: list[LoadedSample]) -> torch.Tensor:
+        """(B, N) attention targets: the first question's named structures over the patches."""
+        index = self.attention_labels
+        assert index is not None
+        k = index.num_classes
+        coverage = self._patch_targets(index, loaded)[:, :, :k].numpy()  # (B, N, K)
+        rows = []
+        for s, cov in zip(loaded, coverage, strict=True):
+            question = s.qa_pairs[0][0] if s.turns else ""
+            columns = named_columns(question, index.class_names, cov.sum(axis=0) > 0)
+            rows.append(attention_target(cov, columns))
+        return torch.from_numpy(np.stack(rows))
+
+    def _patch_targets(self, index: PatchLabelIndex, loaded: list[LoadedSample]) -> torch.Tensor:
         """(B, N, K) patch-coverage targets of the samples' images."""
-        assert self.patch_labels is not None
         vision = self.model_config.vision
         rows = []
         for s in loaded:
             h, w = s.image.shape[:2]  # (H, W, 3) uint8, as loaded
             rows.append(
-                self.patch_labels.targets(
+                index.targets(
                     s.sample.image_path,
                     height_px=h,
                     width_px=w,

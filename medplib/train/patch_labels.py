@@ -79,10 +79,13 @@ class PatchLabelIndex:
         masks_by_stem: dict[str, list[tuple[int, str]]],
         cache_size: int = 8192,
         position: bool = True,
+        class_names: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.position = position
         self.class_ids = class_ids
+        # Names in the order of `class_ids` (the coverage columns); "" where unknown.
+        self.class_names = class_names if class_names is not None else [""] * len(class_ids)
         self.masks_by_stem = masks_by_stem
         # Targets are (64, K) floats per image: the whole tiny corpus fits in ~100 MB.
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -97,22 +100,34 @@ class PatchLabelIndex:
         return self.num_classes + (2 * grid if self.position else 0)
 
     @classmethod
-    def from_corpus(cls, data_dir: Path, position: bool = True) -> PatchLabelIndex:
-        """Read ``classes.json`` and the names under ``masks/``; raise UserInputError if absent."""
+    def from_corpus(
+        cls, data_dir: Path, position: bool = True, setting: str = "patch_labels"
+    ) -> PatchLabelIndex:
+        """Read ``classes.json`` and the names under ``masks/``; raise UserInputError if absent.
+
+        `setting` is the config section that asked for them, named in the error.
+        """
         classes_path, masks_dir = data_dir / "classes.json", data_dir / "masks"
         if not classes_path.is_file() or not masks_dir.is_dir():
             raise UserInputError(
-                f"patch_labels.weight > 0 needs {classes_path} and {masks_dir}/ "
-                "(a folder made by `medplib data build`); set patch_labels.weight to 0."
+                f"{setting}.weight > 0 needs {classes_path} and {masks_dir}/ "
+                f"(a folder made by `medplib data build`); set {setting}.weight to 0."
             )
-        class_ids = sorted(json.loads(classes_path.read_text(encoding="utf-8")))
+        names = json.loads(classes_path.read_text(encoding="utf-8"))
+        class_ids = sorted(names)
         column = {cid: i for i, cid in enumerate(class_ids)}
         masks_by_stem: dict[str, list[tuple[int, str]]] = {}
         groups, _ = find_instance_groups(masks_dir)  # files named otherwise are not masks
         for (stem, cid), paths in groups.items():
             if cid in column:
                 masks_by_stem.setdefault(stem, []).extend((column[cid], p.name) for p in paths)
-        return cls(data_dir, class_ids, masks_by_stem, position=position)
+        return cls(
+            data_dir,
+            class_ids,
+            masks_by_stem,
+            position=position,
+            class_names=[str(names[c]) for c in class_ids],
+        )
 
     def targets(
         self,

@@ -14,6 +14,7 @@ from medplib.checkpoint import CONFIG_NAME, weight_files
 from medplib.data.mecovqa import MeCoVQADataset
 from medplib.errors import UserInputError
 from medplib.modeling.configuration import MedPLIBConfig
+from medplib.modeling.presets import build_config
 from medplib.train.config import TrainConfig
 from medplib.train.data import check_corpus, load_task_datasets
 from medplib.train.patch_labels import PatchLabelIndex
@@ -41,6 +42,7 @@ class StagePlan:
     sam_sets: dict[str, MeCoVQADataset] = field(default_factory=dict)
     val_sets: dict[str, MeCoVQADataset] = field(default_factory=dict)
     patch_labels: PatchLabelIndex | None = None  # patch_labels.weight > 0
+    attention_labels: PatchLabelIndex | None = None  # attention_labels.weight > 0
 
 
 def read_state(out_dir: Path) -> dict | None:
@@ -143,6 +145,23 @@ def _check_out(plan: StagePlan, resume: bool) -> None:
     plan.resume_from = latest_checkpoint(out)
 
 
+def _check_attention_head(plan: StagePlan) -> None:
+    """attention_labels.layer / head must exist in the language model the stage trains."""
+    start = plan.init_dir or (plan.experts[0] if plan.experts else None)
+    if start is not None:
+        model_config = MedPLIBConfig.from_dict(json.loads((start / CONFIG_NAME).read_text()))
+    else:
+        model_config = build_config(plan.config.model.preset)
+    llama = model_config.language.llama_config()
+    layers, heads = llama.num_hidden_layers, llama.num_attention_heads
+    a = plan.config.attention_labels
+    if a.layer >= layers or a.head >= heads:
+        raise UserInputError(
+            f"attention_labels names layer {a.layer}, head {a.head}, but the language model "
+            f"has {layers} layers of {heads} heads (both count from 0)."
+        )
+
+
 def plan_stage(
     config: TrainConfig,
     data_dir: str | Path,
@@ -201,6 +220,11 @@ def plan_stage(
     if config.patch_labels.weight > 0:
         plan.patch_labels = PatchLabelIndex.from_corpus(
             plan.data_dir, position=config.patch_labels.position
+        )
+    if config.attention_labels.weight > 0:
+        _check_attention_head(plan)
+        plan.attention_labels = plan.patch_labels or PatchLabelIndex.from_corpus(
+            plan.data_dir, position=False, setting="attention_labels"
         )
     for task in tasks if config.data.val_records > 0 else []:
         try:  # validation is optional: a corpus without (valid) val records still trains

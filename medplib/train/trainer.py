@@ -23,14 +23,21 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
+from transformers.models.llama.modeling_llama import LlamaAttention
 
 from medplib.checkpoint import save_pretrained
 from medplib.modeling.medplib import MedPLIBForCausalLM
+from medplib.train.attention_labels import (
+    answer_query_positions,
+    attention_label_loss,
+    head_attention_logprobs,
+)
 from medplib.train.config import TrainConfig, dump_config
 from medplib.train.data import BatchStream, RecordOrder, StreamSpec, corpus_texts, make_loader
 from medplib.train.logbook import CURVES_NAME, METRICS_NAME, MetricsLog, plot_curves
@@ -75,7 +82,8 @@ class StageModule(nn.Module):
     """The model plus the stage's loss, so DDP / DeepSpeed see one forward per micro-batch.
 
     `patch_head` (training only) reads the CLIP patches of the model's own forward pass
-    through a hook, so the tower runs once per micro-batch.
+    through a hook, so the tower runs once per micro-batch; the attention labels read the
+    supervised layer's input and the model's expanded labels the same way.
     """
 
     def __init__(
@@ -87,21 +95,60 @@ class StageModule(nn.Module):
         self.patch_head = patch_head
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        if self.patch_head is None or "patch_labels" not in batch:
-            return micro_batch_losses(self.model, batch, self.config)  # type: ignore[arg-type]
-        seen: list[torch.Tensor] = []
-        hook = self.model.vision_tower.register_forward_hook(  # type: ignore[union-attr]
-            lambda _m, _i, out: seen.append(out)
-        )
+        hooks, seen = self._hooks(batch)
         try:
             parts = micro_batch_losses(self.model, batch, self.config)  # type: ignore[arg-type]
         finally:
-            hook.remove()
-        patches = seen[0]  # (B, N, C): the first tower call is the LM batch's images
-        loss = patch_label_loss(self.patch_head(patches), batch["patch_labels"])
-        parts["loss"] = parts["loss"] + self.config.patch_labels.weight * loss
-        parts["patch"] = loss.detach()
+            for hook in hooks:
+                hook.remove()
+        if "patches" in seen:
+            loss = patch_label_loss(self.patch_head(seen["patches"]), batch["patch_labels"])  # type: ignore[misc]
+            parts["loss"] = parts["loss"] + self.config.patch_labels.weight * loss
+            parts["patch"] = loss.detach()
+        if "attention_input" in seen:
+            a = self.config.attention_labels
+            out = seen["output"]
+            hidden, rotary = seen["attention_input"]
+            logprobs = head_attention_logprobs(
+                self._attention_module(),
+                hidden,
+                rotary,
+                answer_query_positions(out.labels),
+                a.head,
+            )
+            loss = attention_label_loss(logprobs, out.token_ids, batch["attention_labels"])
+            parts["loss"] = parts["loss"] + a.weight * loss
+            parts["attn"] = loss.detach()
         return parts
+
+    def _attention_module(self) -> LlamaAttention:
+        lm: Any = self.model.language_model
+        return lm.model.layers[self.config.attention_labels.layer].self_attn
+
+    def _hooks(self, batch: dict) -> tuple[list, dict]:
+        seen: dict = {}
+        hooks = []
+
+        def first(key: str, value) -> None:
+            seen.setdefault(key, value)  # the first call is the LM batch's
+
+        if self.patch_head is not None and "patch_labels" in batch:
+            hooks.append(
+                self.model.vision_tower.register_forward_hook(  # type: ignore[union-attr]
+                    lambda _m, _i, out: first("patches", out)  # (B, N, C)
+                )
+            )
+        if self.config.attention_labels.weight > 0 and "attention_labels" in batch:
+            hooks.append(
+                self._attention_module().register_forward_pre_hook(
+                    lambda _m, _a, kw: first(
+                        "attention_input", (kw["hidden_states"], kw["position_embeddings"])
+                    ),
+                    with_kwargs=True,
+                )
+            )
+            hooks.append(self.model.register_forward_hook(lambda _m, _i, out: first("output", out)))
+        return hooks, seen
 
 
 def total_steps(config: TrainConfig, epoch_length: int, world_size: int) -> int:
@@ -293,6 +340,7 @@ def _train(plan: StagePlan, *, stop_after: int | None, progress: bool) -> StageR
         rank=accelerator.process_index,
         world_size=world,
         patch_labels=plan.patch_labels,
+        attention_labels=plan.attention_labels,
     )
     start = 0
     if plan.resume_from is not None:
