@@ -114,15 +114,15 @@ def attention_label_loss(
 
     logprobs: (B, L) from `head_attention_logprobs`; token_ids: (B, L) expanded ids, with
     IMAGE_SENTINEL at the N visual tokens; targets: (B, N), rows summing to 1 or all zeros
-    (no target: the sample does not count). Returns the mean over samples with a target
+    (no target: the sample does not count, nor does one whose query precedes its image). Returns the mean over samples with a target
     (0 when none has one).
     """
     visual = token_ids == IMAGE_SENTINEL  # (B, L)
-    has = (targets.sum(dim=1) > 0) & (visual.sum(dim=1) == targets.shape[1])
+    # A row counts if it has a target, its N visual tokens, and a query that can see them
+    # (a sample without an answer has no query: its visual log-probabilities are -inf).
+    visible = (torch.isfinite(logprobs) | ~visual).all(dim=1)
+    has = (targets.sum(dim=1) > 0) & (visual.sum(dim=1) == targets.shape[1]) & visible
     if not bool(has.any()):
         return logprobs.new_zeros(())
     picked = logprobs[has][visual[has]].view(-1, targets.shape[1])  # (B', N)
-    t = targets[has].to(picked.dtype)
-    # Zero-target patches may have -inf scores only if past the query, which visual tokens
-    # never are; nan_to_num keeps a 0 · -inf from poisoning the sum regardless.
-    return -(t * picked).nan_to_num(neginf=0.0).sum(dim=1).mean()
+    return -(targets[has].to(picked.dtype) * picked).sum(dim=1).mean()

@@ -43,6 +43,8 @@ class StagePlan:
     val_sets: dict[str, MeCoVQADataset] = field(default_factory=dict)
     patch_labels: PatchLabelIndex | None = None  # patch_labels.weight > 0
     attention_labels: PatchLabelIndex | None = None  # attention_labels.weight > 0
+    # Model config of --init (or the VL expert for moe); None for align, built from the preset.
+    start_config: MedPLIBConfig | None = None
 
 
 def read_state(out_dir: Path) -> dict | None:
@@ -101,8 +103,10 @@ def _finished_model(path: Path, flag: str, want_stage: str | None) -> MedPLIBCon
     return config
 
 
-def _check_experts(vl: Path, grounding: Path) -> None:
-    vl_cfg = _finished_model(vl, "--experts (VL)", "vl").to_dict()
+def _check_experts(vl: Path, grounding: Path) -> MedPLIBConfig:
+    """The VL expert's config, once both experts are finished and built alike."""
+    vl_config = _finished_model(vl, "--experts (VL)", "vl")
+    vl_cfg = vl_config.to_dict()
     gr_cfg = _finished_model(grounding, "--experts (GROUNDING)", "grounding").to_dict()
     for key in ("vision", "projector", "region", "language", "seg_head", "sam", "seg_token_id"):
         if vl_cfg[key] != gr_cfg[key]:
@@ -110,6 +114,7 @@ def _check_experts(vl: Path, grounding: Path) -> None:
                 f"the VL and grounding checkpoints differ in {key!r}; "
                 "train the grounding expert from the VL checkpoint (--init)."
             )
+    return vl_config
 
 
 def _check_out(plan: StagePlan, resume: bool) -> None:
@@ -147,11 +152,7 @@ def _check_out(plan: StagePlan, resume: bool) -> None:
 
 def _check_attention_head(plan: StagePlan) -> None:
     """attention_labels.layer / head must exist in the language model the stage trains."""
-    start = plan.init_dir or (plan.experts[0] if plan.experts else None)
-    if start is not None:
-        model_config = MedPLIBConfig.from_dict(json.loads((start / CONFIG_NAME).read_text()))
-    else:
-        model_config = build_config(plan.config.model.preset)
+    model_config = plan.start_config or build_config(plan.config.model.preset)
     llama = model_config.language.llama_config()
     layers, heads = llama.num_hidden_layers, llama.num_attention_heads
     a = plan.config.attention_labels
@@ -195,7 +196,7 @@ def plan_stage(
                 f"{PREREQUISITE[stage]} stage."
             )
         plan.init_dir = Path(init_dir)
-        _finished_model(plan.init_dir, "--init", PREREQUISITE[stage])
+        plan.start_config = _finished_model(plan.init_dir, "--init", PREREQUISITE[stage])
     if stage == "moe":
         if init_dir is not None:
             raise UserInputError("moe starts from --experts VL_DIR GROUNDING_DIR; drop --init.")
@@ -205,7 +206,7 @@ def plan_stage(
                 "vl and grounding stages."
             )
         plan.experts = (Path(experts[0]), Path(experts[1]))
-        _check_experts(*plan.experts)
+        plan.start_config = _check_experts(*plan.experts)
 
     tasks = list(config.data.tasks)
     sam_tasks = ["grounding"] if stage == "align" and config.align.sam_weight > 0 else []

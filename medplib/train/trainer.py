@@ -101,8 +101,8 @@ class StageModule(nn.Module):
         finally:
             for hook in hooks:
                 hook.remove()
-        if "patches" in seen:
-            loss = patch_label_loss(self.patch_head(seen["patches"]), batch["patch_labels"])  # type: ignore[misc]
+        if "patches" in seen and self.patch_head is not None:
+            loss = patch_label_loss(self.patch_head(seen["patches"]), batch["patch_labels"])
             parts["loss"] = parts["loss"] + self.config.patch_labels.weight * loss
             parts["patch"] = loss.detach()
         if "attention_input" in seen:

@@ -107,6 +107,11 @@ def test_loss_prefers_attention_on_the_target_and_skips_rows_without_one():
     other[1] = torch.log(torch.tensor([0.5, 0.1, 0.1, 0.1, 0.2, 0.0]))
     assert float(attention_label_loss(other, token_ids, targets)) == pytest.approx(float(good))
     assert float(attention_label_loss(on_target, token_ids, torch.zeros(2, 3))) == 0.0
+    # A sample without an answer has no query that sees the image (-inf there): not counted.
+    unseen = on_target.clone()
+    unseen[1] = torch.log(torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    both = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    assert float(attention_label_loss(unseen, token_ids, both)) == pytest.approx(float(good))
 
 
 def test_config_checks_and_fingerprint():
