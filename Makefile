@@ -46,8 +46,10 @@ demo-model: install
 	test -f $(DEMO_CORPUS)/data_card.json || { rm -rf $(DEMO_CORPUS) && $(VENV)/bin/medplib data build --out $(DEMO_CORPUS) --workers 2; }
 	$(VENV)/bin/medplib train --stage align --config configs/tiny/align.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/align --resume
 	$(VENV)/bin/medplib train --stage vl --config configs/tiny/vl.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/vl --init $(DEMO_RUNS)/align --resume
-	$(VENV)/bin/medplib train --stage grounding --config configs/tiny/grounding.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/grounding --init $(DEMO_RUNS)/vl --resume
-	$(VENV)/bin/medplib train --stage moe --config configs/tiny/moe.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/moe --experts $(DEMO_RUNS)/vl $(DEMO_RUNS)/grounding --resume --export medplib/assets/tiny-demo
+	$(VENV)/bin/medplib train --stage vl --config configs/tiny/vl-readout.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/vl-readout --init $(DEMO_RUNS)/vl --resume
+	$(VENV)/bin/medplib train --stage vl --config configs/tiny/vl-mix.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/vl-mix --init $(DEMO_RUNS)/vl-readout --resume
+	$(VENV)/bin/medplib train --stage grounding --config configs/tiny/grounding.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/grounding --init $(DEMO_RUNS)/vl-mix --resume
+	$(VENV)/bin/medplib train --stage moe --config configs/tiny/moe.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/moe --experts $(DEMO_RUNS)/vl-mix $(DEMO_RUNS)/grounding --resume --export medplib/assets/tiny-demo
 	du -sh medplib/assets/tiny-demo
 
 # The shipped checkpoint on every val and holdout record (about 4 min each on 2 cores) and on

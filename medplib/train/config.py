@@ -54,6 +54,10 @@ class DataSection:
 
     # task → how many times each record is seen per epoch (0.5 = a random half of them).
     tasks: dict[str, float] = field(default_factory=lambda: {"vqa": 1.0, "region": 1.0})
+    # Question kind ("side", "presence", … as `medplib data build` writes them) → factor on
+    # its task's weight; "*" stands for every kind not listed (default 1, 0 leaves it out).
+    # Lets a run drill the kinds the model gets wrong without new data files.
+    question_kinds: dict[str, float] = field(default_factory=dict)
     split: str = "train"  # only train may be trained on; val / holdout are for measuring
     val_split: str = "val"  # teacher-forced validation during training
     max_records: int | None = None  # cap per task, for quick runs and tests
@@ -177,8 +181,9 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Hash of the settings that shape the run (a resumed run must match it).
 
-        `data.num_workers` is left out: it changes speed, never the batches. `patch_labels`
-        and `attention_labels` are left out while off, so runs made before them keep their fingerprint.
+        `data.num_workers` is left out: it changes speed, never the batches. `patch_labels`,
+        `attention_labels` and `data.question_kinds` are left out while off, so runs made
+        before them keep their fingerprint.
         """
         shaping = self.to_dict()
         shaping["data"].pop("num_workers")
@@ -186,6 +191,8 @@ class TrainConfig:
             shaping.pop("patch_labels")
         if not self.attention_labels.weight:
             shaping.pop("attention_labels")
+        if not self.data.question_kinds:
+            shaping["data"].pop("question_kinds")
         text = json.dumps(shaping, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -213,6 +220,8 @@ class TrainConfig:
             )
         if any(w <= 0 for w in c.data.tasks.values()):
             raise UserInputError("every weight in data.tasks must be positive.")
+        if any(w < 0 for w in c.data.question_kinds.values()):
+            raise UserInputError("every weight in data.question_kinds must be 0 or more.")
         if c.data.split != "train":
             raise UserInputError(
                 f"data.split is {c.data.split!r}; only the train split may be trained on."

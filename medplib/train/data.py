@@ -68,6 +68,35 @@ def load_task_datasets(
     return out
 
 
+def kind_multipliers(
+    datasets: dict[str, MeCoVQADataset], kind_weights: dict[str, float]
+) -> dict[str, np.ndarray] | None:
+    """Per-record factors from `data.question_kinds` (kind → weight, "*" = every other kind).
+
+    Records without a question kind (hand-written or converted corpora) count as "*". A kind
+    that no record has is an error, so that a misspelt name does not silently weigh nothing.
+    None when `kind_weights` is empty.
+    """
+    if not kind_weights:
+        return None
+    default = kind_weights.get("*", 1.0)
+    present = {s.question_kind for ds in datasets.values() for s in ds.samples}
+    missing = sorted(k for k in kind_weights if k != "*" and k not in present)
+    if missing:
+        have = sorted(k for k in present if k is not None)
+        raise UserInputError(
+            f"data.question_kinds names {missing[0]!r}, which no training record of tasks "
+            f"{sorted(datasets)} has; their kinds are {have}."
+        )
+    return {
+        task: np.array(
+            [kind_weights.get(s.question_kind or "*", default) for s in ds.samples],
+            dtype=np.float64,
+        )
+        for task, ds in datasets.items()
+    }
+
+
 def corpus_texts(datasets: Iterable[MeCoVQADataset]) -> Iterator[str]:
     """Rendered conversations without placeholder tags, for training the tokenizer."""
     yield SYSTEM_PROMPT
@@ -91,18 +120,48 @@ class RecordOrder:
 
     A weight w repeats every record floor(w) times and adds a random fraction w - floor(w)
     of them, so `tasks: {vqa: 0.5}` sees a different half of the VQA records each epoch.
+    `multipliers` (task → one factor per record, e.g. from `kind_multipliers`) scales the
+    task weight record by record; records sharing a factor are weighted as one group, and
+    a factor 0 leaves the record out.
     """
 
-    def __init__(self, sizes: dict[str, int], weights: dict[str, float], seed: int) -> None:
+    def __init__(
+        self,
+        sizes: dict[str, int],
+        weights: dict[str, float],
+        seed: int,
+        multipliers: dict[str, np.ndarray] | None = None,
+    ) -> None:
         self.tasks = list(sizes)
         self.sizes, self.weights, self.seed = sizes, weights, seed
-        self.epoch_length = sum(self._count(t) for t in self.tasks)
+        # task → [(record indices, weight)]; one group of all records without multipliers.
+        self.groups: dict[str, list[tuple[np.ndarray, float]]] = {}
+        for task in self.tasks:
+            factors = (multipliers or {}).get(task)
+            if factors is None:
+                self.groups[task] = [(np.arange(sizes[task]), weights[task])]
+                continue
+            factors = np.asarray(factors, dtype=np.float64)
+            if factors.shape != (sizes[task],):
+                raise ValueError(f"{task}: {factors.shape} multipliers for {sizes[task]} records")
+            self.groups[task] = [
+                (np.flatnonzero(factors == f), weights[task] * float(f))
+                for f in np.unique(factors)
+                if f > 0
+            ]
+        self.epoch_length = sum(
+            self._count(len(idx), w) for groups in self.groups.values() for idx, w in groups
+        )
         if self.epoch_length == 0:
-            raise UserInputError("the training data is empty after weighting; raise data.tasks.")
+            raise UserInputError(
+                "the training data is empty after weighting; raise data.tasks "
+                "(or data.question_kinds)."
+            )
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
-    def _count(self, task: str) -> int:
-        return int(round(self.weights[task] * self.sizes[task]))
+    @staticmethod
+    def _count(n: int, weight: float) -> int:
+        return int(round(weight * n))
 
     def epoch(self, epoch: int) -> np.ndarray:
         """(epoch_length, 2) int64 rows of (task number, record index)."""
@@ -110,13 +169,13 @@ class RecordOrder:
             rng = np.random.default_rng([self.seed, epoch])
             parts = []
             for t, task in enumerate(self.tasks):
-                n, w = self.sizes[task], self.weights[task]
-                whole = int(w)
-                idx = np.tile(np.arange(n), whole)
-                extra = self._count(task) - whole * n
-                if extra > 0:
-                    idx = np.concatenate([idx, rng.permutation(n)[:extra]])
-                parts.append(np.stack([np.full(len(idx), t), idx], axis=1))
+                for members, w in self.groups[task]:
+                    n, whole = len(members), int(w)
+                    idx = np.tile(members, whole)
+                    extra = self._count(n, w) - whole * n
+                    if extra > 0:
+                        idx = np.concatenate([idx, members[rng.permutation(n)[:extra]]])
+                    parts.append(np.stack([np.full(len(idx), t), idx], axis=1))
             rows = np.concatenate(parts)
             self._cache[epoch] = rows[rng.permutation(len(rows))]
             while len(self._cache) > 2:

@@ -10,19 +10,24 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from medplib.checkpoint import CONFIG_NAME, weight_files
 from medplib.data.mecovqa import MeCoVQADataset
 from medplib.errors import UserInputError
 from medplib.modeling.configuration import MedPLIBConfig
 from medplib.modeling.presets import build_config
 from medplib.train.config import TrainConfig
-from medplib.train.data import check_corpus, load_task_datasets
+from medplib.train.data import RecordOrder, check_corpus, kind_multipliers, load_task_datasets
 from medplib.train.patch_labels import PatchLabelIndex
 
 STATE_NAME = "trainer_state.json"
 CHECKPOINTS_DIR = "checkpoints"
 # The stage whose output each stage starts from (None: built from the preset).
 PREREQUISITE = {"align": None, "vl": "align", "grounding": "vl"}
+# A stage may also start from a finished run of its own stage: a second vl run with other
+# data weights continues the first (configs/tiny/vl-readout.yaml).
+CONTINUES = {"vl": "vl", "grounding": "grounding"}
 
 
 @dataclass
@@ -43,6 +48,8 @@ class StagePlan:
     val_sets: dict[str, MeCoVQADataset] = field(default_factory=dict)
     patch_labels: PatchLabelIndex | None = None  # patch_labels.weight > 0
     attention_labels: PatchLabelIndex | None = None  # attention_labels.weight > 0
+    # task → one weight factor per training record, from data.question_kinds (None: all 1).
+    record_multipliers: dict[str, np.ndarray] | None = None
     # Model config of --init (or the VL expert for moe); None for align, built from the preset.
     start_config: MedPLIBConfig | None = None
 
@@ -71,8 +78,13 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def _finished_model(path: Path, flag: str, want_stage: str | None) -> MedPLIBConfig:
-    """Config of the finished dense checkpoint at `path`, or a UserInputError saying why not."""
+def _finished_model(
+    path: Path, flag: str, want_stage: str | None, also: str | None = None
+) -> MedPLIBConfig:
+    """Config of the finished dense checkpoint at `path`, or a UserInputError saying why not.
+
+    `want_stage` is the stage whose output is expected; `also` a second one that is accepted.
+    """
     run = f"the {want_stage} stage" if want_stage else "the previous stage"
     if not path.is_dir():
         raise UserInputError(f"{flag} {path} does not exist; run {run} first and pass its --out.")
@@ -87,10 +99,15 @@ def _finished_model(path: Path, flag: str, want_stage: str | None) -> MedPLIBCon
             f"{flag} {path} is not a MedPLIB checkpoint (no {CONFIG_NAME} and weights); "
             f"pass the --out folder of {run}."
         )
-    if state is not None and want_stage is not None and state.get("stage") != want_stage:
+    if (
+        state is not None
+        and want_stage is not None
+        and state.get("stage") not in (want_stage, also)
+    ):
+        alternative = f" or continues a finished {also} run" if also else ""
         raise UserInputError(
             f"{flag} {path} is the output of the {state.get('stage')} stage, "
-            f"but this stage starts from {run}."
+            f"but this stage starts from {run}{alternative}."
         )
     try:
         config = MedPLIBConfig.from_dict(json.loads((path / CONFIG_NAME).read_text()))
@@ -196,7 +213,9 @@ def plan_stage(
                 f"{PREREQUISITE[stage]} stage."
             )
         plan.init_dir = Path(init_dir)
-        plan.start_config = _finished_model(plan.init_dir, "--init", PREREQUISITE[stage])
+        plan.start_config = _finished_model(
+            plan.init_dir, "--init", PREREQUISITE[stage], also=CONTINUES[stage]
+        )
     if stage == "moe":
         if init_dir is not None:
             raise UserInputError("moe starts from --experts VL_DIR GROUNDING_DIR; drop --init.")
@@ -213,6 +232,13 @@ def plan_stage(
     check_corpus(plan.data_dir, sorted(set(tasks) | set(sam_tasks)), config.data.split, stage)
     plan.train_sets = load_task_datasets(
         plan.data_dir, tasks, config.data.split, config.data.max_records
+    )
+    plan.record_multipliers = kind_multipliers(plan.train_sets, config.data.question_kinds)
+    RecordOrder(  # raises when the weights leave nothing to train on
+        {t: len(d) for t, d in plan.train_sets.items()},
+        config.data.tasks,
+        config.seed,
+        plan.record_multipliers,
     )
     if sam_tasks:
         plan.sam_sets = load_task_datasets(

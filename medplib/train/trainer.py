@@ -305,7 +305,12 @@ def _train(plan: StagePlan, *, stop_after: int | None, progress: bool) -> StageR
     )
 
     world = accelerator.num_processes
-    order = RecordOrder({t: len(d) for t, d in plan.train_sets.items()}, cfg.data.tasks, cfg.seed)
+    order = RecordOrder(
+        {t: len(d) for t, d in plan.train_sets.items()},
+        cfg.data.tasks,
+        cfg.seed,
+        plan.record_multipliers,
+    )
     steps = total_steps(cfg, order.epoch_length, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
