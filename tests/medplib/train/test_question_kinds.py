@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from medplib.train.preflight import plan_stage
 def _with_kinds(kinds: list[str | None]) -> MeCoVQADataset:
     """A dataset object whose samples carry only the kinds (all kind_multipliers reads)."""
     ds = MeCoVQADataset.__new__(MeCoVQADataset)
-    ds.samples = [type("S", (), {"question_kind": k})() for k in kinds]  # type: ignore[misc]
+    ds.samples = [SimpleNamespace(question_kind=k) for k in kinds]  # type: ignore[misc]
     return ds
 
 
