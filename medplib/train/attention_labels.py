@@ -114,8 +114,8 @@ def attention_label_loss(
 
     logprobs: (B, L) from `head_attention_logprobs`; token_ids: (B, L) expanded ids, with
     IMAGE_SENTINEL at the N visual tokens; targets: (B, N), rows summing to 1 or all zeros
-    (no target: the sample does not count, nor does one whose query precedes its image). Returns the mean over samples with a target
-    (0 when none has one).
+    (no target: the sample does not count, nor does one whose query precedes its image).
+    Returns the mean over samples with a target (0 when none has one).
     """
     visual = token_ids == IMAGE_SENTINEL  # (B, L)
     # A row counts if it has a target, its N visual tokens, and a query that can see them

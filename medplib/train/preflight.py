@@ -10,8 +10,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from medplib.checkpoint import CONFIG_NAME, weight_files
 from medplib.data.mecovqa import MeCoVQADataset
 from medplib.errors import UserInputError
@@ -25,9 +23,6 @@ STATE_NAME = "trainer_state.json"
 CHECKPOINTS_DIR = "checkpoints"
 # The stage whose output each stage starts from (None: built from the preset).
 PREREQUISITE = {"align": None, "vl": "align", "grounding": "vl"}
-# A stage may also start from a finished run of its own stage: a second vl run with other
-# data weights continues the first (configs/tiny/vl-readout.yaml).
-CONTINUES = {"vl": "vl", "grounding": "grounding"}
 
 
 @dataclass
@@ -48,8 +43,9 @@ class StagePlan:
     val_sets: dict[str, MeCoVQADataset] = field(default_factory=dict)
     patch_labels: PatchLabelIndex | None = None  # patch_labels.weight > 0
     attention_labels: PatchLabelIndex | None = None  # attention_labels.weight > 0
-    # task → one weight factor per training record, from data.question_kinds (None: all 1).
-    record_multipliers: dict[str, np.ndarray] | None = None
+    # Order of the training records (task weights × data.question_kinds); built here so that
+    # weights leaving nothing to train on are refused before anything is written.
+    order: RecordOrder | None = None
     # Model config of --init (or the VL expert for moe); None for align, built from the preset.
     start_config: MedPLIBConfig | None = None
 
@@ -213,8 +209,10 @@ def plan_stage(
                 f"{PREREQUISITE[stage]} stage."
             )
         plan.init_dir = Path(init_dir)
+        # Or a finished run of the same stage, continued with other data weights
+        # (configs/tiny/vl-readout.yaml continues vl).
         plan.start_config = _finished_model(
-            plan.init_dir, "--init", PREREQUISITE[stage], also=CONTINUES[stage]
+            plan.init_dir, "--init", PREREQUISITE[stage], also=stage
         )
     if stage == "moe":
         if init_dir is not None:
@@ -233,12 +231,11 @@ def plan_stage(
     plan.train_sets = load_task_datasets(
         plan.data_dir, tasks, config.data.split, config.data.max_records
     )
-    plan.record_multipliers = kind_multipliers(plan.train_sets, config.data.question_kinds)
-    RecordOrder(  # raises when the weights leave nothing to train on
+    plan.order = RecordOrder(
         {t: len(d) for t, d in plan.train_sets.items()},
         config.data.tasks,
         config.seed,
-        plan.record_multipliers,
+        kind_multipliers(plan.train_sets, config.data.question_kinds),
     )
     if sam_tasks:
         plan.sam_sets = load_task_datasets(

@@ -305,12 +305,8 @@ def _train(plan: StagePlan, *, stop_after: int | None, progress: bool) -> StageR
     )
 
     world = accelerator.num_processes
-    order = RecordOrder(
-        {t: len(d) for t, d in plan.train_sets.items()},
-        cfg.data.tasks,
-        cfg.seed,
-        plan.record_multipliers,
-    )
+    order = plan.order
+    assert order is not None  # plan_stage builds it
     steps = total_steps(cfg, order.epoch_length, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,

@@ -99,10 +99,8 @@ def test_a_vl_run_continues_a_vl_run_on_the_weighted_kinds_only(
         )
     )
     plan = plan_stage(cfg, corpus, tmp_path / "again", init_dir=stages["vl"])
-    assert plan.record_multipliers is not None
-    order = RecordOrder(
-        {"vqa": len(plan.train_sets["vqa"])}, {"vqa": 1.0}, cfg.seed, plan.record_multipliers
-    )
+    order = plan.order
+    assert order is not None
     picked = {records[k] for _, k in order.epoch(0)}
     assert picked == {"side", "height"}
     assert order.epoch_length == sum(k in ("side", "height") for k in records)
