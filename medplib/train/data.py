@@ -133,7 +133,7 @@ class RecordOrder:
         multipliers: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.tasks = list(sizes)
-        self.sizes, self.weights, self.seed = sizes, weights, seed
+        self.seed = seed
         # task → [(record indices, weight)]; one group of all records without multipliers.
         self.groups: dict[str, list[tuple[np.ndarray, float]]] = {}
         for task in self.tasks:
