@@ -2,7 +2,9 @@
 
 On a Space with persistent storage (mounted at ``/data``) the database and artefacts live
 there, so sessions survive restarts; otherwise they live under ``./var`` and are lost when
-the Space restarts. Explicit ``MEDPLIB_*`` variables always win.
+the Space restarts. On a ZeroGPU Space the model runs on the GPU that ``spaces.GPU`` lends
+for each answer (see `worker.zerogpu`), so such a Space can serve the 7B preset. Explicit
+``MEDPLIB_*`` variables always win.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ def main() -> int:
     # Spaces route traffic to 0.0.0.0:7860; embedded mode (no broker) runs jobs in-process.
     os.environ.setdefault("MEDPLIB_HOST", "0.0.0.0")
     os.environ.setdefault("MEDPLIB_PORT", os.environ.get("PORT", "7860"))
+    from worker.zerogpu import on_zero_gpu
+
+    if on_zero_gpu():
+        os.environ.setdefault("MEDPLIB_DEVICE", "cuda")
     if os.environ.get("MEDPLIB_BROKER_URL"):
         print(
             "app.py: MEDPLIB_BROKER_URL is set; Spaces run in embedded mode only", file=sys.stderr

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO))
 
+from transformers import DynamicCache  # noqa: E402
+
 from medplib.checkpoint import default_dtype  # noqa: E402
 from medplib.modeling.batching import clip_and_sam_inputs  # noqa: E402
 from medplib.modeling.medplib import MedPLIBForCausalLM  # noqa: E402
@@ -169,12 +171,13 @@ def one_request(
     embeds, _, _, _ = model.assemble_embeddings(ids, None, visual)  # (1, L, D)
     lm = model.language_model
 
+    past = DynamicCache(config=lm.config)  # filled in place by prefill, then each step
+
     def prefill():
-        out = lm.model(inputs_embeds=embeds, use_cache=True)
+        out = lm.model(inputs_embeds=embeds, cache=past, use_cache=True)
         return out, out.last_hidden_state[0, -1]
 
     (out, h), prefill_s = _timed(device, prefill)
-    past = out.past_key_values
     embed = lm.get_input_embeddings()
 
     def decode():
@@ -183,7 +186,7 @@ def one_request(
             tok = int(torch.argmax(lm.lm_head(hidden)))  # greedy; syncs like a real loop
             step = lm.model(
                 inputs_embeds=embed(torch.tensor([[tok]], device=device)),
-                past_key_values=past,
+                cache=past,
                 use_cache=True,
             )
             hidden = step.last_hidden_state[0, -1]

@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.modeling_utils import no_init_weights
+from transformers.initialization import no_init_weights
 
 from medplib.conversation import SYSTEM_PROMPT
 from medplib.errors import UserInputError
@@ -37,7 +37,9 @@ FINGERPRINT_KEY = "medplib_weights_sha256"
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3  # Hugging Face's default shard size
 ASSET_DEMO_DIR = Path(__file__).resolve().parent / "assets" / "tiny-demo"
 UNTRAINED_NAME = "tiny-untrained"
-UNTRAINED_VERSION = 1  # bump when the built-in untrained checkpoint changes
+# Bump when the built-in untrained checkpoint changes. 2: transformers 5 draws the initial
+# weights in another order, so the same seed gives other weights than version 1 did.
+UNTRAINED_VERSION = 2
 
 
 def weights_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers.modeling_utils import no_init_weights
+from transformers.initialization import no_init_weights
 
 from medplib.checkpoint import default_dtype, load_pretrained, save_pretrained
 from medplib.modeling.configuration import MedPLIBConfig, MoEConfig

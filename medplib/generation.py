@@ -1,9 +1,10 @@
 """Autoregressive decoding for MedPLIB from prompt embeddings (visual tokens already spliced in).
 
-Greedy by default; temperature + nucleus (top-p) sampling on request. Uses the transformers KV
-cache; `use_cache=False` recomputes the whole sequence each step and serves as the reference
-the cached path is tested against. Besides tokens it returns, for every generated token, the
-last-layer hidden state that predicted it (the `<SEG>` mask prompt) and the MoE routing.
+Greedy by default; temperature + nucleus (top-p) sampling on request. Keeps keys and values in
+a transformers `DynamicCache`; `use_cache=False` recomputes the whole sequence each step and
+serves as the reference the cached path is tested against. Besides tokens it returns, for every
+generated token, the last-layer hidden state that predicted it (the `<SEG>` mask prompt) and
+the MoE routing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from medplib.errors import UserInputError
 from medplib.modeling.language_model import collect_routing
@@ -155,9 +157,10 @@ def generate(
     finish = "length"
 
     t0 = time.perf_counter()
-    out = lm.model(inputs_embeds=inputs_embeds, use_cache=use_cache)
+    # The cache is filled in place by every forward call it is passed to.
+    cache = DynamicCache(config=lm.config) if use_cache else None
+    out = lm.model(inputs_embeds=inputs_embeds, cache=cache, use_cache=use_cache)
     prompt_routing = collect_routing(lm)
-    past = out.past_key_values if use_cache else None
     h = out.last_hidden_state[0, -1]  # (D,)
     step_routing = prompt_routing
     _sync(inputs_embeds.device)
@@ -181,9 +184,8 @@ def generate(
         if step == max_new_tokens - 1:
             break
         tok_emb = embed(torch.tensor([[tok]], device=inputs_embeds.device))  # (1, 1, D)
-        if use_cache:
-            out = lm.model(inputs_embeds=tok_emb, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+        if cache is not None:
+            out = lm.model(inputs_embeds=tok_emb, cache=cache, use_cache=True)
         else:
             seq = torch.cat([seq, tok_emb.to(seq.dtype)], dim=1)
             out = lm.model(inputs_embeds=seq, use_cache=False)

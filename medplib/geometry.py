@@ -26,7 +26,7 @@ MAX_REGIONS = 32  # far above what a question can refer to; bounds the work per 
 POINT_HALF_SIZE_MIN_PX = 20  # MedPLIB's demo turns a click into a 41x41 px square (+-20 px)
 POINT_HALF_SIZE_DIVISOR = 48  # max(h, w) / 48: at least about one 24x24 CLIP patch at any size
 
-# gradio_image_prompter encodes each prompt as [x1, y1, t1, x2, y2, t2].
+# The point/box prompter (the web app's canvas) encodes each prompt as [x1, y1, t1, x2, y2, t2].
 _PROMPTER_POSITIVE_POINT = (1, 4)
 _PROMPTER_NEGATIVE_POINT = (0, 4)
 _PROMPTER_BOX = (2, 3)
@@ -81,7 +81,7 @@ def _is_number(value: Any) -> bool:
 def decode_prompter_rows(
     rows: Sequence[Sequence[float]] | np.ndarray | None, *, width_px: int, height_px: int
 ) -> PrompterDecoding:
-    """Decode ``gradio_image_prompter.ImagePrompter`` rows into validated region prompts.
+    """Decode point/box prompter rows ``[x1, y1, t1, x2, y2, t2]`` into validated region prompts.
 
     Each row is ``[x1, y1, t1, x2, y2, t2]`` in original-image pixels (the component already
     scales canvas coordinates by the natural image size):

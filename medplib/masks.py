@@ -192,8 +192,9 @@ def png_bytes_to_mask(data: bytes) -> np.ndarray:
     of its channels is non-zero.
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            image: Image.Image = opened  # a file image; its conversions are plain images
             if image.mode == "P":
                 image = image.convert("RGBA" if "transparency" in image.info else "RGB")
             elif image.mode == "PA":

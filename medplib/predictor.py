@@ -32,7 +32,7 @@ from medplib.errors import UserInputError
 from medplib.generation import GenerationResult, fit_to_context, generate
 from medplib.masks import mask_bbox_xyxy_px
 from medplib.modeling.batching import clip_and_sam_inputs
-from medplib.modeling.image_processing import ImageGeometry, region_patch_weights, to_rgb_uint8
+from medplib.modeling.image_processing import ImageGeometry, region_grid_weights, to_rgb_uint8
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.outputs import LayerRouting
 from medplib.tokenization import IMAGE_SENTINEL, REGION_END, REGION_START, SpecialTokenIds
@@ -405,7 +405,10 @@ class MedPLIBPredictor:
         report("prefill", 0.0)
         model = self.model
         weights = [
-            region_patch_weights(m, enc.clip_geometry, self.config.vision.patch_size) for m in masks
+            region_grid_weights(
+                m, enc.clip_geometry, self.config.vision.patch_size, self.config.region.pooling
+            )
+            for m in masks
         ]
         feats = None
         if weights:

@@ -48,6 +48,7 @@ LOAD_JS = (
 }
 """
 )
+# Page-wide styles, passed to `launch()` (Gradio 6 takes theme, css and js there).
 CSS = """
 .medplib-hidden { display: none !important; }
 #medplib-status p { margin: 0.2em 0; }
@@ -57,7 +58,7 @@ CSS = """
 
 def build_blocks(web: Web) -> gr.Blocks:
     c: dict[str, Any] = {}
-    with gr.Blocks(title="MedPLIB", css=CSS, delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="MedPLIB", delete_cache=(3600, 3600)) as demo:
         c["actor"] = gr.State({})
         c["view"] = gr.State(empty_view())
         c["drawn"] = gr.State([])  # every region, numbered, as last read off the canvases
@@ -97,7 +98,7 @@ def build_blocks(web: Web) -> gr.Blocks:
             [key_box, query_box],
             outs(c, SCREEN, "actor", "browser_key", "account_md", "sessions_table"),
             js=LOAD_JS,
-            show_api=False,
+            api_visibility="private",
         )
         chat.follow_after(c, web, canvas.fill_after(c, web, loaded))
 
@@ -106,6 +107,9 @@ def build_blocks(web: Web) -> gr.Blocks:
 
         for tab in (share_tab, class_tab):
             tab.select(
-                links, [c["view"], c["actor"]], outs(c, "links", "share_status"), show_api=False
+                links,
+                [c["view"], c["actor"]],
+                outs(c, "links", "share_status"),
+                api_visibility="private",
             )
     return demo

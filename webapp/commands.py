@@ -89,13 +89,21 @@ def launch(
     share: bool = False,
     prevent_thread_lock: bool = False,
 ) -> Any:
+    from webapp.app import CSS
+
     return demo.launch(
         server_name=host or settings.host,
         server_port=port or settings.port,
         share=share,
         root_path=settings.root_path or None,
+        css=CSS,
+        # Gradio refuses larger uploads itself (413) before any handler reads them.
         max_file_size=settings.max_upload_bytes,
+        # Nothing beyond Gradio's own cache is served as a file; artefacts go through the
+        # store's handlers, and the store and database are blocked outright.
+        allowed_paths=[],
         blocked_paths=blocked_paths(settings),
+        strict_cors=True,
         show_error=True,
         prevent_thread_lock=prevent_thread_lock,
         quiet=prevent_thread_lock,

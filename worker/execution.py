@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,10 @@ class JobContext:
     worker_host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # Exception types that mean "time limit reached" (Celery's SoftTimeLimitExceeded).
     timeout_errors: tuple[type[BaseException], ...] = (JobTimedOut,)
+    # The model call (`predict`); on a ZeroGPU Space it is wrapped to hold the GPU.
+    predict: Callable[[str, _Claim, JobContext], Any] = field(
+        default_factory=lambda: predict  # defined below; looked up when a context is made
+    )
 
 
 @dataclass
@@ -65,18 +70,7 @@ def run_job(job_id: str, *, ctx: JobContext) -> JobStatus | None:
         return claim
     started = time.perf_counter()
     try:
-        masks_in = document_to_masks(
-            claim.regions, height_px=claim.height_px, width_px=claim.width_px
-        )
-        predictor = ctx.predictor.prepare(
-            claim.image_key, lambda: load_display(ctx.store, claim.image_key)
-        )
-        prediction = predictor.ask(
-            claim.question,
-            regions=masks_in,
-            history=claim.history,
-            progress=_progress_writer(job_id, ctx=ctx),
-        )
+        prediction = ctx.predict(job_id, claim, ctx)
     except UserInputError as exc:
         return _fail(job_id, str(exc), ctx=ctx)
     except ctx.timeout_errors:
@@ -92,6 +86,24 @@ def run_job(job_id: str, *, ctx: JobContext) -> JobStatus | None:
             ctx=ctx,
         )
     return _store(job_id, claim, prediction, time.perf_counter() - started, ctx=ctx)
+
+
+def predict(job_id: str, claim: _Claim, ctx: JobContext) -> Any:
+    """The model's part of a job: encode the image (cached per image) and answer.
+
+    Kept apart from the bookkeeping around it so that a GPU-lending wrapper (ZeroGPU's
+    ``spaces.GPU``, see `worker.zerogpu`) holds the device for the model call only.
+    """
+    masks_in = document_to_masks(claim.regions, height_px=claim.height_px, width_px=claim.width_px)
+    predictor = ctx.predictor.prepare(
+        claim.image_key, lambda: load_display(ctx.store, claim.image_key)
+    )
+    return predictor.ask(
+        claim.question,
+        regions=masks_in,
+        history=claim.history,
+        progress=_progress_writer(job_id, ctx=ctx),
+    )
 
 
 def _claim(job_id: str, *, ctx: JobContext) -> _Claim | JobStatus | None:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.db import session_factory, transaction
-from worker.execution import JobContext
+from worker.execution import JobContext, predict
 from worker.predictors import PredictorHolder, load_predictor
 from worker.runners import CeleryRunner, EmbeddedRunner, Runner
 from worker.services.accounts import Actor
@@ -21,6 +21,7 @@ from worker.services.errors import Unavailable
 from worker.services.turns import JobView, job_view, submit_turn
 from worker.settings import Settings
 from worker.store import ArtefactStore
+from worker.zerogpu import gpu_bound
 
 T = TypeVar("T")
 
@@ -40,6 +41,7 @@ def build_job_context(settings: Settings, *, holder: PredictorHolder | None = No
         ),
         max_attempts=settings.job_max_attempts,
         soft_time_limit_s=settings.job_soft_time_limit_s,
+        predict=gpu_bound(predict, duration_s=settings.job_soft_time_limit_s),
     )
 
 

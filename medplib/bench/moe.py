@@ -69,11 +69,11 @@ def _flops(model: MedPLIBForCausalLM, embeds: torch.Tensor) -> dict[str, int]:
         return out
 
     prefill_flops = count_flops(prefill)
-    past = prefill().past_key_values
+    cache = prefill().cache
     tok = lm.get_input_embeddings()(torch.tensor([[5]]))  # (1, 1, D)
 
     def step():
-        out = lm.model(inputs_embeds=tok, past_key_values=past, use_cache=True)
+        out = lm.model(inputs_embeds=tok, cache=cache, use_cache=True)
         lm.lm_head(out.last_hidden_state[:, -1])
 
     return {"prefill": prefill_flops, "decode_token": count_flops(step)}

@@ -1,6 +1,7 @@
 """Key tables from the published MedPLIB checkpoint layout to this project's layout.
 
-The tables are data: ``(official prefix, our prefix)`` pairs tried in order, first match wins.
+The tables are data: ``(official prefix, our prefix)`` pairs tried in order, first match wins;
+a rule that does not end in ``.`` names one whole tensor and must match exactly.
 ``{i}`` stands for a decoder-layer index and ``{e}`` for an expert index; whatever follows the
 prefix (``weight``, ``bias``, ``0.weight`` …) is kept unchanged. Official names are those of
 ``MedPLIBForCausalLM`` in the MedPLIB release (LLaVA-style ``model.*`` wrapper with a
@@ -29,6 +30,10 @@ OFFICIAL_TO_OURS: PrefixTable = (
     ("model.embed_tokens.", "language_model.model.embed_tokens."),
     ("model.norm.", "language_model.model.norm."),
     ("lm_head.", "language_model.lm_head."),
+    # LLaVA's `linear` projector is a bare Linear (`model.mm_projector.weight`); ours is a
+    # one-element Sequential. These exact names must precede the `mlp2x_gelu` prefix rule.
+    ("model.mm_projector.weight", "projector.net.0.weight"),
+    ("model.mm_projector.bias", "projector.net.0.bias"),
     # LLaVA projector `mlp2x_gelu` = Sequential(Linear, GELU, Linear): indices 0 and 2 match ours.
     ("model.mm_projector.", "projector.net."),
     ("model.region_fea_adapter.", "region_encoder.adapter."),
@@ -69,7 +74,8 @@ IGNORED_SAM: tuple[str, ...] = ()
 @cache
 def _compile(prefix: str) -> re.Pattern[str]:
     pattern = re.escape(prefix).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{e\}", r"(?P<e>\d+)")
-    return re.compile(pattern)
+    # A rule not ending in "." names one whole tensor: match it exactly, not as a prefix.
+    return re.compile(pattern if prefix.endswith(".") else pattern + "$")
 
 
 def rename(key: str, table: PrefixTable) -> str | None:

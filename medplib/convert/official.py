@@ -52,7 +52,7 @@ from medplib.convert.keymap import (
 )
 from medplib.convert.sources import TensorRef, directory_refs, safetensors_refs, torch_file_refs
 from medplib.errors import UserInputError
-from medplib.modeling.configuration import MedPLIBConfig, SegHeadConfig
+from medplib.modeling.configuration import MedPLIBConfig, SegHeadConfig, standard_rope
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.presets import build_config
 from medplib.tokenization import SpecialTokenIds
@@ -74,6 +74,7 @@ LLAMA_FIELDS = (
     "num_key_value_heads",
     "max_position_embeddings",
     "rms_norm_eps",
+    "rope_parameters",
     "rope_theta",
     "rope_scaling",
     "hidden_act",
@@ -247,7 +248,7 @@ def build_converted_config(
         )
     kv_rows = shape("language_model.model.layers.0.self_attn.k_proj.weight")[0]
     llama["num_key_value_heads"] = kv_rows // (hidden // heads)
-    cfg.language.llama = llama
+    cfg.language.llama = standard_rope(llama)
 
     # MoE
     cfg.moe.num_experts = num_experts
@@ -290,6 +291,12 @@ def build_converted_config(
 
     # Projector, region adapter, [SEG] head
     cfg.projector.type = "mlp2x_gelu" if "projector.net.2.weight" in keys else "linear"
+    stated = official.get("mm_projector_type")
+    if isinstance(stated, str) and stated != cfg.projector.type:
+        notes.append(
+            f"config.json says mm_projector_type={stated} but the weights form a "
+            f"{cfg.projector.type} projector; used {cfg.projector.type}."
+        )
     cfg.projector.in_features, cfg.projector.out_features = clip_hidden, hidden
     cfg.region.in_features, cfg.region.out_features = clip_hidden, hidden
     # The released model pools CLIP features only; a preset's shape layer would be left empty.
@@ -297,6 +304,10 @@ def build_converted_config(
     cfg.projector.output_rms = cfg.region.output_rms = None  # no norm layers were released
     if isinstance(official.get("max_sample_point"), int):
         cfg.region.max_sample_points = official["max_sample_point"]
+    # The released weights were trained on the released preprocessing: its region sampler and
+    # the integer-truncated CLIP mean as padding colour (see docs/fidelity.md).
+    cfg.region.pooling = "official"
+    cfg.vision.pad_color = "official"
     cfg.seg_head = SegHeadConfig(
         in_features=hidden,
         hidden_features=shape("seg_head.net.0.weight")[0],
@@ -438,7 +449,8 @@ def _load_tokenizer(src: Path, tmp: Path) -> PreTrainedTokenizerBase:
     except Exception as exc:  # transformers raises many types for missing backends
         raise UserInputError(
             f"The tokenizer in {src} could not be loaded ({type(exc).__name__}: {exc}); a "
-            "LLaMA tokenizer.model without tokenizer.json needs the `sentencepiece` package."
+            "LLaMA tokenizer.model without tokenizer.json needs the `sentencepiece` and "
+            "`protobuf` packages (transformers 5 converts it to a tokenizer.json)."
         ) from None
     tokenizer.save_pretrained(str(tmp))  # adds tokenizer.json when a fast tokenizer was built
     return tokenizer

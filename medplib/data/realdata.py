@@ -443,13 +443,19 @@ def iter_realdata(
 
 
 def read_credits(root: Path) -> dict[str, dict[str, str]]:
-    """Per subfolder: its README title and its **Origin:** and **Licence:** paragraphs, verbatim."""
+    """Per subfolder: its README title and its **Origin:** and **Licence:** paragraphs, verbatim.
+
+    A marker counts at the start of any line, colon inside or outside the bold.
+    """
     credits: dict[str, dict[str, str]] = {}
     for readme in sorted(root.glob("*/README.md")):
         text = readme.read_text(encoding="utf-8")
         paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text)]
         entry = {"title": text.splitlines()[0].lstrip("# ").strip() if text else ""}
-        for key, marker in (("origin", "**Origin:**"), ("licence", "**Licence:**")):
-            entry[key] = next((p for p in paragraphs if p.startswith(marker)), "")
+        for key, marker in (("origin", "Origin"), ("licence", "Licence")):
+            # "**Licence:** CC0" and "**Licence: CC BY 4.0** — ..." both count, from the line
+            # that opens with the marker to the end of its paragraph.
+            opens = re.compile(rf"^\*\*{marker}:.*", re.MULTILINE | re.DOTALL)
+            entry[key] = next((m.group(0) for p in paragraphs if (m := opens.search(p))), "")
         credits[readme.parent.name] = entry
     return credits

@@ -18,7 +18,7 @@ from PIL import Image
 from medplib.conversation import count_region_tags, encode_conversation, normalize_region_tags
 from medplib.errors import UserInputError
 from medplib.modeling.configuration import MedPLIBConfig
-from medplib.modeling.image_processing import preprocess_clip, region_patch_weights, to_rgb_uint8
+from medplib.modeling.image_processing import preprocess_clip, region_grid_weights, to_rgb_uint8
 from medplib.modeling.sam_med2d import SamMed2DConfig
 from medplib.modeling.sam_med2d.transforms import preprocess_image, resize_longest_side_hw
 from medplib.tokenization import IGNORE_INDEX, SpecialTokenIds
@@ -44,7 +44,9 @@ class Batch:
     labels: torch.Tensor  # (B, T) long, IGNORE_INDEX on prompt / padding
     clip_pixels: torch.Tensor  # (B, 3, S, S) float32
     sam_pixels: torch.Tensor  # (B, 3, S', S') float32
-    region_weights: list[torch.Tensor]  # per sample (R_b, N) float32 patch coverage
+    # Per sample (R_b, N) float32 region weights on the patch grid: area coverage, or the
+    # official top-left-pixel cells (see `RegionEncoderConfig.pooling`).
+    region_weights: list[torch.Tensor]
     sam_input_hw: list[tuple[int, int]]  # per sample resized SAM size before padding
     original_hw: list[tuple[int, int]]  # per sample (H, W)
     target_masks: list[list[torch.Tensor]] = field(default_factory=list)  # per sample, (H, W) float
@@ -92,9 +94,8 @@ def assign_region_tags(turns: Sequence[tuple[str, str]], num_regions: int) -> li
 
 def clip_and_sam_inputs(image_rgb: np.ndarray, config: MedPLIBConfig):
     """(H, W, 3) uint8 → (clip (3, S, S), clip geometry, sam (3, S', S'), sam resized hw)."""
-    clip, geo = preprocess_clip(
-        image_rgb, config.vision.image_size, config.vision.image_mean, config.vision.image_std
-    )
+    v = config.vision
+    clip, geo = preprocess_clip(image_rgb, v.image_size, v.image_mean, v.image_std, v.pad_color)
     sam_cfg = SamMed2DConfig.from_dict(config.sam)
     size = sam_cfg.image_encoder.img_size
     hw = resize_longest_side_hw(image_rgb.shape[:2], size)
@@ -156,7 +157,9 @@ def collate(
                 raise UserInputError(
                     f"region mask of sample {k} is empty; every region needs at least one pixel"
                 )
-            region_w.append(region_patch_weights(m, geo, config.vision.patch_size))
+            region_w.append(
+                region_grid_weights(m, geo, config.vision.patch_size, config.region.pooling)
+            )
         n = config.vision.num_patches
         weights.append(torch.from_numpy(np.stack(region_w)) if region_w else torch.zeros((0, n)))
         for t in s.target_masks:

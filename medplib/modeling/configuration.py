@@ -16,6 +16,10 @@ from transformers import CLIPVisionConfig, LlamaConfig
 
 T = TypeVar("T")
 
+PAD_COLORS = ("mean", "official")  # VisionTowerConfig.pad_color
+REGION_POOLINGS = ("area", "official")  # RegionEncoderConfig.pooling
+ROUTER_DTYPES = ("fp32", "model")  # MoEConfig.router_dtype
+
 
 def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -25,6 +29,17 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
             f"{cls.__name__} got unknown keys {unknown}; is the config from a newer version?"
         )
     return cls(**data)
+
+
+def _square_side(value: Any, name: str) -> int:
+    """One side of a CLIP size, which transformers 5 also accepts as an (h, w) pair."""
+    if isinstance(value, list | tuple):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"CLIP {name} must be square, got {value!r}")
+        value = value[0]
+    if value is None:
+        raise ValueError(f"CLIP {name} is not set")
+    return int(value)
 
 
 @dataclass
@@ -40,17 +55,26 @@ class VisionTowerConfig:
     # CLIP's own normalisation statistics (OpenAI CLIP), applied after centre padding.
     image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    # Colour of the centre padding around non-square images. "mean": the exact `image_mean`
+    # (0 after normalisation; this project's models). "official": the mean x 255 truncated to
+    # integers, (122, 116, 104) for CLIP, as the released pipeline pads before normalising;
+    # converted official checkpoints use it.
+    pad_color: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.pad_color not in PAD_COLORS:
+            raise ValueError(f"pad_color must be one of {list(PAD_COLORS)}, not {self.pad_color!r}")
 
     def clip_config(self) -> CLIPVisionConfig:
         return CLIPVisionConfig(**self.clip)
 
     @property
     def image_size(self) -> int:
-        return int(self.clip_config().image_size)
+        return _square_side(self.clip_config().image_size, "image_size")
 
     @property
     def patch_size(self) -> int:
-        return int(self.clip_config().patch_size)
+        return _square_side(self.clip_config().patch_size, "patch_size")
 
     @property
     def hidden_size(self) -> int:
@@ -120,6 +144,23 @@ class RegionEncoderConfig:
     # before the shape embedding is added: unnormalised, the pooled feature's norm drowned the
     # shape embedding (measured 163 vs 2.5).
     output_rms: float | None = None
+    # How a region mask becomes weights over the patch grid. "area": each cell weighted by the
+    # fraction the region covers (exact and deterministic; tiny regions keep their cells; this
+    # project's models). "official": the released sampler, which the published region adapter
+    # was trained on: the mask at each patch's top-left pixel, then the mean of bilinear samples
+    # at those cells taken with align_corners=True (shifted towards the top-left), at most
+    # `max_sample_points` random ones. Converted official checkpoints use it.
+    pooling: str = "area"
+    # Seed of the official sampler's point subset (regions with more than `max_sample_points`
+    # cells) in eval mode, so a question gets the same answer every time; training draws a
+    # fresh subset each step, as the released code does.
+    sample_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pooling not in REGION_POOLINGS:
+            raise ValueError(
+                f"region pooling must be one of {list(REGION_POOLINGS)}, not {self.pooling!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -127,6 +168,31 @@ class RegionEncoderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegionEncoderConfig:
         return _from_dict(cls, data)
+
+
+LEGACY_ROPE_KEYS = ("rope_theta", "rope_scaling")
+
+
+def standard_rope(llama: dict[str, Any]) -> dict[str, Any]:
+    """`llama` with RoPE settings in one ``rope_parameters`` dict (``rope_type``, ``rope_theta``, …).
+
+    Configs written before transformers 5 (and LLaMA config.json files) state RoPE as top-level
+    ``rope_theta`` and ``rope_scaling`` (whose ``type`` is now ``rope_type``); those keys are
+    folded in, winning over the same fields of an existing ``rope_parameters`` because they were
+    set explicitly. A dict without any RoPE key is returned unchanged (LlamaConfig's default).
+    """
+    out = {k: v for k, v in llama.items() if k not in LEGACY_ROPE_KEYS}
+    legacy = dict(llama.get("rope_scaling") or {})
+    if "type" in legacy:
+        legacy.setdefault("rope_type", legacy.pop("type"))
+    if llama.get("rope_theta") is not None:
+        legacy["rope_theta"] = llama["rope_theta"]
+    if not legacy and "rope_parameters" not in llama:
+        return out
+    rope = {**dict(llama.get("rope_parameters") or {}), **legacy}
+    rope.setdefault("rope_type", "default")
+    out["rope_parameters"] = rope
+    return out
 
 
 @dataclass
@@ -138,8 +204,12 @@ class LanguageModelConfig:
     # SDPA is exact attention, available on every device, and faster than eager.
     attn_implementation: str = "sdpa"
 
+    def __post_init__(self) -> None:
+        self.llama = standard_rope(self.llama)
+
     def llama_config(self) -> LlamaConfig:
-        cfg = LlamaConfig(**self.llama)
+        # `llama` may have been replaced after construction (checkpoint conversion does).
+        cfg = LlamaConfig(**standard_rope(self.llama))
         cfg._attn_implementation = self.attn_implementation
         return cfg
 
@@ -187,6 +257,11 @@ class MoEConfig:
     layers: str | list[int] = "all"
     # DeepSpeed top-1 combine weights multiply the expert output by its router probability.
     scale_by_router_prob: bool = True
+    # Storage dtype of the router weights. "fp32": kept in fp32 in a bf16/fp16 model, as
+    # DeepSpeed's gate is built. "model": cast with the rest of the model, as the official
+    # evaluation does (it casts the whole model, gate included, to bf16). Either way the
+    # routing matmul and softmax run in fp32, as DeepSpeed's gate computes them.
+    router_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.num_experts < 1:
@@ -195,6 +270,10 @@ class MoEConfig:
             raise ValueError(f"only top-1 routing is implemented, got top_k={self.top_k}")
         if isinstance(self.layers, str) and self.layers != "all":
             raise ValueError(f"layers must be 'all' or a list of indices, got {self.layers!r}")
+        if self.router_dtype not in ROUTER_DTYPES:
+            raise ValueError(
+                f"router_dtype must be one of {list(ROUTER_DTYPES)}, not {self.router_dtype!r}"
+            )
 
     @property
     def is_moe(self) -> bool:
@@ -352,6 +431,13 @@ class MedPLIBConfig:
         ):
             if rms is not None and not rms > 0:
                 raise ValueError(f"{name} must be a positive number or null, got {rms}")
+        for name, value, allowed in (
+            ("vision.pad_color", self.vision.pad_color, PAD_COLORS),
+            ("region.pooling", self.region.pooling, REGION_POOLINGS),
+            ("moe.router_dtype", self.moe.router_dtype, ROUTER_DTYPES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, not {value!r}")
         try:
             self.losses.validate()
         except ValueError as exc:

@@ -2,7 +2,13 @@
 
 Geometry (shared with region masks): resize so the longest side equals the CLIP input size,
 then centre-pad to a square. Region masks are mapped with exactly that geometry onto the patch
-grid as *area coverage*: the fraction of each patch covered by the region.
+grid, in one of two ways (`RegionEncoderConfig.pooling`):
+
+- "area" (this project's models): *area coverage*, the fraction of each patch covered by the
+  region (`region_patch_weights`);
+- "official" (converted MedPLIB checkpoints): the released model's reduction, the resized
+  mask's value at each patch's top-left pixel (`region_cells_official`); the region encoder
+  turns those cells into bilinear sample weights.
 """
 
 from __future__ import annotations
@@ -100,24 +106,41 @@ def to_rgb_uint8(image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def pad_color_255(mean: tuple[float, float, float], pad_color: str) -> np.ndarray:
+    """(3,) float32 padding colour in 0–255 units for `VisionTowerConfig.pad_color`.
+
+    "mean": the exact mean colour, 0 after normalisation (this project's models).
+    "official": the mean x 255 truncated to integers, as the released MedPLIB pipeline pads
+    (122, 116, 104 for CLIP), i.e. about -0.01 after normalisation (converted checkpoints).
+    """
+    mean_255 = np.asarray(mean, dtype=np.float64) * 255.0
+    if pad_color == "official":
+        return np.trunc(mean_255).astype(np.float32)
+    if pad_color == "mean":
+        return mean_255.astype(np.float32)
+    raise ValueError(f"pad_color must be 'mean' or 'official', not {pad_color!r}")
+
+
 def preprocess_clip(
     image_rgb: np.ndarray,
     size: int,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
+    pad_color: str = "mean",
 ) -> tuple[torch.Tensor, ImageGeometry]:
     """(H, W, 3) uint8 → normalised (3, size, size) float32 and its geometry.
 
-    Bilinear resize of the longest side, centre pad with the mean colour (so padding is 0 after
-    normalisation, as in the official pipeline), then CLIP normalisation.
+    Bilinear resize of the longest side, centre pad, then CLIP normalisation. The padding
+    colour is `pad_color_255(mean, pad_color)`: the exact mean (padding is 0 after
+    normalisation) for this project's models, the integer-truncated mean for converted
+    official checkpoints, which is what the released pipeline feeds CLIP.
     """
     h, w = image_rgb.shape[:2]
     geo = image_geometry(h, w, size)
     rh, rw = geo.resized_hw
     resized = np.asarray(Image.fromarray(image_rgb).resize((rw, rh), Image.Resampling.BILINEAR))
-    mean_255 = np.asarray(mean, dtype=np.float32) * 255.0
     canvas = np.empty((size, size, 3), dtype=np.float32)
-    canvas[:] = mean_255
+    canvas[:] = pad_color_255(mean, pad_color)
     top, left = geo.offset_yx
     canvas[top : top + rh, left : left + rw] = resized
     pixels = (canvas / 255.0 - np.asarray(mean, dtype=np.float32)) / np.asarray(
@@ -160,3 +183,47 @@ def region_patch_weights(mask: np.ndarray, geometry: ImageGeometry, patch_size: 
             block = m[start : start + step].astype(np.float32)  # (b, W)
             cover += wy[:, start : start + step] @ (block @ wx.T)  # (g, b) @ (b, g)
     return (cover / float(patch_size * patch_size)).astype(np.float32).reshape(-1)
+
+
+def region_cells_official(mask: np.ndarray, geometry: ImageGeometry, patch_size: int) -> np.ndarray:
+    """The released model's reduction of a region to the patch grid: (grid * grid,) float32 0/1.
+
+    As the released pipeline does: the 0/1 mask is resized like the image (PIL bilinear, so
+    each output pixel is the rounded, antialiased mean of the 0/1 input), centre-padded with
+    zeros, and each cell takes the value of its top-left pixel (nearest neighbour x 1/patch).
+    A region can vanish in that resize or miss every top-left pixel; the released code then
+    averages no points and feeds the LLM a zero vector. Here such a region falls back to the
+    cell(s) it covers most, so a small point prompt still refers to its place.
+    """
+    h, w = geometry.original_hw
+    if mask.shape != (h, w):
+        raise UserInputError(
+            f"A region mask has shape {tuple(mask.shape)} but the image is {h}x{w}; draw regions on the same image."
+        )
+    m = mask.astype(bool)
+    rh, rw = geometry.resized_hw
+    small = np.asarray(
+        Image.fromarray(m.astype(np.uint8)).resize((rw, rh), Image.Resampling.BILINEAR)
+    )  # (rh, rw) uint8 0/1
+    grid = geometry.size // patch_size
+    top_left = np.arange(grid) * patch_size  # model-input pixel of each cell's corner
+    ys, xs = top_left - geometry.offset_yx[0], top_left - geometry.offset_yx[1]
+    rows, cols = (ys >= 0) & (ys < rh), (xs >= 0) & (xs < rw)  # cells outside the padding
+    cells = np.zeros((grid, grid), dtype=bool)  # (g, g) row-major, like the patch tokens
+    cells[np.ix_(rows, cols)] = small[np.ix_(ys[rows], xs[cols])] > 0
+    if not cells.any() and m.any():
+        cover = region_patch_weights(m, geometry, patch_size).reshape(grid, grid)
+        cells = cover >= cover.max()
+    return cells.astype(np.float32).reshape(-1)
+
+
+def region_grid_weights(
+    mask: np.ndarray, geometry: ImageGeometry, patch_size: int, pooling: str
+) -> np.ndarray:
+    """(grid * grid,) float32 weights of a region for `RegionEncoderConfig.pooling`:
+    area coverage ("area") or the official top-left-pixel cells ("official")."""
+    if pooling == "official":
+        return region_cells_official(mask, geometry, patch_size)
+    if pooling == "area":
+        return region_patch_weights(mask, geometry, patch_size)
+    raise ValueError(f"region pooling must be 'area' or 'official', not {pooling!r}")

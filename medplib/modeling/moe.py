@@ -3,7 +3,8 @@
 Behaviour follows DeepSpeed's `MoE` layer as configured by MedPLIB (2 experts, top-1,
 `use_residual=False`), implemented natively:
 
-- router: bias-free Linear(D → E) run in fp32, softmax over experts, argmax per token;
+- router: bias-free Linear(D → E) run in fp32, softmax over experts, argmax per token; its
+  weights are stored in fp32 or, with `router_dtype="model"`, in the model's dtype;
 - capacity: ceil(tokens / E × factor), `capacity_factor` in training, `eval_capacity_factor`
   in eval; tokens beyond an expert's capacity (in sequence order) are dropped, i.e. output 0
   so only the residual connection carries them;
@@ -76,21 +77,32 @@ class MoEFeedForward(nn.Module):
         super().__init__()
         self.moe_config = moe_config
         self.num_experts = moe_config.num_experts
+        # "fp32" pins the router weights to fp32; "model" creates and casts them with the model.
         self.router = nn.Linear(
-            llama_config.hidden_size, self.num_experts, bias=False, dtype=torch.float32
+            llama_config.hidden_size,
+            self.num_experts,
+            bias=False,
+            dtype=torch.float32 if moe_config.router_dtype == "fp32" else None,
         )
         self.experts = nn.ModuleList(LlamaMLP(llama_config) for _ in range(self.num_experts))
         self.last_routing: RoutingRecord | None = None
 
     def _apply(self, fn, recurse=True):
-        # Routing decisions are taken in fp32 (as DeepSpeed's gate does) even in a bf16 model.
+        # With router_dtype "fp32" the weights stay fp32 (as DeepSpeed builds its gate) even in
+        # a bf16 model; with "model" they follow the model's cast, as in the official bf16 eval.
+        if self.moe_config.router_dtype != "fp32":
+            return super()._apply(fn, recurse)
+        before = self.router.weight.data  # fp32 values, kept so a cast does not round them
         super()._apply(fn, recurse)
-        if self.router.weight.dtype != torch.float32:
-            self.router.float()
+        weight = self.router.weight
+        if weight.dtype != torch.float32:
+            weight.data = before.to(device=weight.device, dtype=torch.float32)
+            self.router.float()  # and its gradient, if any
         return self
 
     def route(self, flat: torch.Tensor) -> torch.Tensor:
-        """(N, D) → (N, E) router logits in fp32."""
+        """(N, D) → (N, E) router logits, computed in fp32 whatever the weights' dtype
+        (DeepSpeed's gate upcasts its input and weights the same way)."""
         return F.linear(flat.float(), self.router.weight.float())
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -89,8 +89,9 @@ def head_attention_logprobs(
     """
     b, length, _ = hidden_states.shape
     head_dim = attention.head_dim
-    kv_heads = attention.config.num_key_value_heads
-    kv_head = head // (attention.config.num_attention_heads // kv_heads)
+    groups = attention.num_key_value_groups  # query heads sharing one key head
+    kv_heads = attention.config.num_attention_heads // groups
+    kv_head = head // groups
     rows = torch.arange(b, device=hidden_states.device)
     q_in = hidden_states[rows, query_positions.clamp(min=0)]  # (B, D)
     q = attention.q_proj(q_in).view(b, -1, head_dim)[:, head]  # (B, d)

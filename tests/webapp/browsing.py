@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import urllib.request
 from pathlib import Path
 
@@ -29,11 +28,27 @@ def upload(page, path: str) -> dict:
     page.set_input_files("#medplib-upload input[type=file]", path)
     # The old canvas goes in the same update that names the new file; then the new one comes.
     wait_for_text(page, "#medplib-image-info", re.escape(Path(path).name))
-    page.wait_for_selector("#medplib-prompter canvas")
-    time.sleep(0.5)  # the canvas sizes itself to the image once it has loaded
-    canvas = page.locator("#medplib-prompter canvas").first
-    canvas.scroll_into_view_if_needed()
-    return canvas.bounding_box()
+    return prompter_box(page)
+
+
+# The prompter's drawing surface: an SVG laid over the image once the image has loaded.
+PROMPTER_SURFACE = "#medplib-prompter svg.mp-overlay"
+
+
+def prompter_box(page) -> dict:
+    """The drawing surface's box on the page, once the shown image has loaded and is sized."""
+    page.wait_for_function(
+        """(sel) => {
+          const svg = document.querySelector(sel);
+          const img = svg && svg.parentElement.querySelector("img.mp-image");
+          return img && img.complete && img.naturalWidth > 0 && svg.style.display === "block"
+            && Math.abs(svg.getBoundingClientRect().width - img.getBoundingClientRect().width) < 0.5;
+        }""",
+        arg=PROMPTER_SURFACE,
+    )
+    surface = page.locator(PROMPTER_SURFACE).first
+    surface.scroll_into_view_if_needed()
+    return surface.bounding_box()
 
 
 def regions_text(page, pattern: str) -> str:

@@ -26,17 +26,22 @@ pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Deprecati
 
 def test_upload_draw_sketch_ask_and_see_the_overlay(page, tmp_path):
     box = upload(page, phantom_png(tmp_path / "chest-ct.png", 320, 256))
-    # Shown at natural size: one canvas pixel is one image pixel.
-    assert (round(box["width"]), round(box["height"])) == (320, 256)
-    drag(page, box, (100, 60), (200, 150))
-    page.mouse.click(box["x"] + 250, box["y"] + 200)
+    # The canvas fills the column: a small image is drawn larger, its aspect kept.
+    assert box["width"] > 320 and box["height"] / box["width"] == pytest.approx(256 / 320, abs=0.01)
+    s = box["width"] / 320  # screen pixels per image pixel
+    drag(page, box, (100 * s, 60 * s), (200 * s, 150 * s))
+    page.mouse.click(box["x"] + 250 * s, box["y"] + 200 * s)
     text = regions_text(page, "region 2: point")
     assert numbers(text, "box") == pytest.approx([100, 60, 200, 150], abs=1)
     assert numbers(text, "point") == pytest.approx([250, 200], abs=1)
+    # The canvas numbers its prompts as the region list does.
+    assert page.locator("#medplib-prompter text.mp-tag").all_text_contents() == ["1", "2"]
 
     page.get_by_role("tab", name="Sketch").click()
     editor = page.locator("#medplib-editor canvas").first.bounding_box()
-    drag(page, editor, (40, 180), (80, 220))
+    # The editor centres the image in its canvas: stroke across the middle.
+    w, h = editor["width"], editor["height"]
+    drag(page, editor, (w * 0.45, h * 0.45), (w * 0.55, h * 0.55))
     text = regions_text(page, "region 3: sketch")
     assert int(re.search(r"sketch, ([\d,]+) px", text).group(1).replace(",", "")) > 100
 

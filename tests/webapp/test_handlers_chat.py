@@ -28,7 +28,9 @@ def test_upload_shows_the_image_on_both_canvases(web, tmp_path):
     # The canvases are emptied, then filled by a follow-up event (see webapp.ui.canvas).
     assert out["prompter"] is None and out["editor"] is None and out["file"] is None
     filled = canvas_values(web, view)
-    assert filled["prompter"]["image"].shape == (40, 60, 3) and filled["prompter"]["points"] == []
+    prompter = filled["prompter"]["value"]
+    assert prompter["image"].shape == (40, 60, 3) and prompter["points"] == []
+    assert filled["prompter"]["first_label"] == 1
     assert filled["editor"]["background"].shape == (40, 60, 3) and filled["editor"]["layers"] == []
     assert "scan.png" in out["image_info"] and "60×40" in out["image_info"]
     assert _count(web, Image) == 1 and _count(web, ChatSession) == 0
@@ -138,12 +140,13 @@ def test_reopening_restores_image_regions_answers_and_masks(web, tmp_path):
     assert "region 1: box (10, 8)–(30, 24) px (saved)" in opened["regions_md"]
     # The saved box is burnt into the canvas image; no prompts sit on the canvas.
     filled = canvas_values(web, opened["view"])
-    assert filled["prompter"]["points"] == []
-    assert tuple(filled["prompter"]["image"][8, 20]) == render.SAVED_REGION_RGB
+    prompter = filled["prompter"]["value"]
+    assert prompter["points"] == []
+    assert tuple(prompter["image"][8, 20]) == render.SAVED_REGION_RGB
+    # New prompts are numbered after the saved region on the canvas too.
+    assert filled["prompter"]["first_label"] == 2
     # Asking again sends the saved region unchanged.
-    outputs = run_ask(
-        web, "and region 1?", filled["prompter"], None, opened["view"], again["actor"]
-    )
+    outputs = run_ask(web, "and region 1?", prompter, None, opened["view"], again["actor"])
     assert outputs[-1]["status"] == "answered" and outputs[-1]["drawn"] == [box]
     assert opened["chat"] == final["chat"]
     assert np.array_equal(opened["overlay"], final["overlay"])

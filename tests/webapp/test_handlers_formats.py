@@ -47,12 +47,12 @@ def test_dicom_window_choice_rereads_the_same_file(web, tmp_path):
     path.write_bytes(_ct_dicom(hu))
     first = uploaded(web, str(path))
     assert first["nifti_box"]["visible"] is False and "DICOM" in first["image_info"]
-    soft = canvas_values(web, first["view"])["prompter"]["image"]
+    soft = canvas_values(web, first["view"])["prompter"]["value"]["image"]
     # Soft-tissue window (default for CT): lung is black, soft tissue mid-grey.
     assert soft[0, 0, 0] == 0 and 100 < soft[0, 40, 0] < 160
     lung = upload.upload(web, None, "lung", 2, 0, first["view"], [], new_file=False)
     assert "lung" in lung["image_info"] and lung["view"]["image_id"] != first["view"]["image_id"]
-    lung_image = canvas_values(web, lung["view"])["prompter"]["image"]
+    lung_image = canvas_values(web, lung["view"])["prompter"]["value"]["image"]
     assert 0 < lung_image[0, 0, 0] < 255 and lung_image[0, 40, 0] > lung_image[0, 0, 0]
 
     def originals(db):

@@ -14,7 +14,6 @@ from webapp.handlers.common import UserFacingError, Web, ensured_state, to_actor
 from webapp.handlers.screen import (
     EMPTY_CANVASES,
     blank_details,
-    canvas_values,
     region_lines,
     session_screen,
     turn_details,
@@ -326,16 +325,6 @@ def show_turn(
         return {**blank_details(), "status": str(exc)}
     turn = next((t for t in session.turns if t.index == int(turn_index)), None)
     return turn_details(web, session, turn, opacity=float(opacity))
-
-
-def restore_prompter(web: Web, view: dict[str, Any]) -> dict[str, Any]:
-    """Put the image back after the prompter's own "clear" (uploads go through the file box)."""
-    if not view.get("display_key"):
-        return {"status": gr.update()}
-    return {
-        "prompter": canvas_values(web, view)["prompter"],
-        "status": "Prompts cleared. To change the image, upload a new file above.",
-    }
 
 
 def clear_saved(web: Web, view: dict[str, Any]) -> dict[str, Any]:

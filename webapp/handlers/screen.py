@@ -34,9 +34,11 @@ def canvas_values(web: Web, view: dict[str, Any]) -> dict[str, Any]:
         return dict(EMPTY_CANVASES)
     shown = web.shown_image(view["display_key"], view["width_px"], view["height_px"])
     original_wh = (view["width_px"], view["height_px"])
-    annotated = render.annotate_regions(shown, view.get("saved") or [], original_wh=original_wh)
+    saved = view.get("saved") or []
+    annotated = render.annotate_regions(shown, saved, original_wh=original_wh)
     return {
-        "prompter": {"image": annotated, "points": []},
+        # New prompts are numbered on the canvas after the saved regions burnt into the image.
+        "prompter": gr.update(value={"image": annotated, "points": []}, first_label=len(saved) + 1),
         "editor": {"background": annotated, "layers": [], "composite": None},
     }
 

@@ -28,10 +28,12 @@ def wire(c: dict[str, Any], web: Web) -> None:
         return named(c, handlers.login(web, username, password, actor))
 
     fields = [c["username"], c["password"], c["actor"]]
-    c["login_btn"].click(login, fields, outs(c, LOGIN_OUTPUTS), show_api=False)
-    c["password"].submit(login, fields, outs(c, LOGIN_OUTPUTS), show_api=False)
+    c["login_btn"].click(login, fields, outs(c, LOGIN_OUTPUTS), api_visibility="private")
+    c["password"].submit(login, fields, outs(c, LOGIN_OUTPUTS), api_visibility="private")
 
     def logout(browser_key: str) -> dict:
         return named(c, handlers.logout(web, browser_key))
 
-    c["logout_btn"].click(logout, [c["browser_key"]], outs(c, LOGIN_OUTPUTS), show_api=False)
+    c["logout_btn"].click(
+        logout, [c["browser_key"]], outs(c, LOGIN_OUTPUTS), api_visibility="private"
+    )

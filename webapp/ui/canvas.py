@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
-from gradio_image_prompter import ImagePrompter
 
+from webapp.components.prompter import PointBoxPrompter
 from webapp.handlers import chat as handlers
 from webapp.handlers import screen
 from webapp.handlers.common import Web
@@ -14,40 +14,29 @@ from webapp.render import region_list_markdown
 from webapp.ui import named, outs
 
 CANVAS_HEIGHT_PX = 460
-# Installed once per page (see webapp.app.LOAD_JS): after a click, drag or stroke on a
-# canvas (or its own undo / clear / layer buttons), ask the server to re-read that canvas.
-# Neither canvas's change event can be used: the prompter's fires without end once it holds
-# an image, and the editor's is sometimes not fired after a stroke.
+# Installed once per page (see webapp.app.LOAD_JS): after a stroke on the sketch canvas (or its
+# own undo / clear / layer buttons), ask the server to re-read it. The editor's value is whole
+# images, so it is read on release rather than on each of its many change events.
 REFRESH_JS = """
   const refresh = (event) => {
-    if (!event.target.closest) return;
-    const ids = [["#medplib-prompter", "medplib-refresh-regions"],
-                 ["#medplib-editor", "medplib-refresh-sketches"]];
-    for (const [canvas, id] of ids) {
-      if (!event.target.closest(canvas)) continue;
-      window.setTimeout(() => {
-        const button = document.getElementById(id);
-        if (button) button.click();
-      }, 150);
-    }
+    if (!event.target.closest || !event.target.closest("#medplib-editor")) return;
+    window.setTimeout(() => {
+      const button = document.getElementById("medplib-refresh-sketches");
+      if (button) button.click();
+    }, 150);
   };
-  document.addEventListener("mouseup", refresh, true);
-  document.addEventListener("touchend", refresh, true);
+  document.addEventListener("pointerup", refresh, true);
 """
 
 
 def build(c: dict[str, Any]) -> None:
     with gr.Tabs():
         with gr.Tab("Points and boxes", id="prompter-tab"):
-            c["prompter"] = ImagePrompter(
+            c["prompter"] = PointBoxPrompter(
                 label="Click for a point, drag for a box (several allowed)",
-                sources=[],
-                interactive=True,
-                show_download_button=False,
+                max_height_px=CANVAS_HEIGHT_PX,
                 elem_id="medplib-prompter",
             )
-            # The shown copy is PNG: lossless, so what is drawn on is what was uploaded.
-            c["prompter"].format = "png"
         with gr.Tab("Sketch", id="sketch-tab"):
             c["editor"] = gr.ImageEditor(
                 label="Paint a free-form region; each layer is one region",
@@ -63,10 +52,9 @@ def build(c: dict[str, Any]) -> None:
             )
     c["regions_md"] = gr.Markdown(region_list_markdown([]), elem_id="medplib-regions")
     c["clear_saved"] = gr.Button("Clear saved regions", size="sm", elem_id="medplib-clear-saved")
-    for name in ("regions", "sketches"):
-        c[f"refresh_{name}"] = gr.Button(
-            f"refresh {name}", elem_id=f"medplib-refresh-{name}", elem_classes=["medplib-hidden"]
-        )
+    c["refresh_sketches"] = gr.Button(
+        "refresh sketches", elem_id="medplib-refresh-sketches", elem_classes=["medplib-hidden"]
+    )
 
 
 def fill_after(c: dict[str, Any], web: Web, event: Any) -> Any:
@@ -79,7 +67,7 @@ def fill_after(c: dict[str, Any], web: Web, event: Any) -> Any:
         return named(c, screen.canvas_values(web, view))
 
     return event.then(
-        fill, [c["view"], c["prompter"]], outs(c, "prompter", "editor"), show_api=False
+        fill, [c["view"], c["prompter"]], outs(c, "prompter", "editor"), api_visibility="private"
     )
 
 
@@ -89,11 +77,6 @@ def wire(c: dict[str, Any], web: Web) -> None:
 
     def prompted(prompter: Any, sketches: list, view: dict) -> dict:
         return named(c, handlers.regions_changed(web, prompter, None, view, sketches))
-
-    def restore(view: dict) -> dict:
-        return named(c, handlers.restore_prompter(web, view))
-
-    c["prompter"].clear(restore, [c["view"]], outs(c, "prompter", "status"), show_api=False)
 
     def clear_saved(view: dict) -> dict:
         return named(c, handlers.clear_saved(web, view))
@@ -105,7 +88,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
             clear_saved,
             [c["view"]],
             outs(c, "view", "prompter", "editor", "drawn", "regions_md", "status"),
-            show_api=False,
+            api_visibility="private",
         ),
     )
 
@@ -115,14 +98,14 @@ def wire(c: dict[str, Any], web: Web) -> None:
     options = {
         "trigger_mode": "always_last",
         "show_progress": "hidden",
-        "show_api": False,
+        "api_visibility": "private",
         "concurrency_id": "regions",
         "concurrency_limit": 1,
     }
-    # REFRESH_JS clicks these hidden buttons after each click, drag or stroke on a canvas.
+    # REFRESH_JS clicks this hidden button after each stroke on the sketch canvas.
     c["refresh_sketches"].click(
         sketched, [c["prompter"], c["editor"], c["view"]], outputs, **options
     )
-    c["refresh_regions"].click(
-        prompted, [c["prompter"], c["sketches"], c["view"]], outputs, **options
-    )
+    # The prompter fires "input" on a user's edit only, so its region list follows every
+    # point, box, deletion and undo without re-sending the sketch layers.
+    c["prompter"].input(prompted, [c["prompter"], c["sketches"], c["view"]], outputs, **options)

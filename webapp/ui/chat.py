@@ -19,7 +19,6 @@ DETAILS = ("overlay", "legend", "badge", "routing", "downloads", "status")
 def build(c: dict[str, Any], web: Web) -> None:
     c["banner"] = gr.Markdown(elem_id="medplib-banner")
     c["chat"] = gr.Chatbot(
-        type="messages",
         label="Conversation",
         sanitize_html=True,
         height=360,
@@ -77,7 +76,7 @@ def follow_after(c: dict[str, Any], web: Web, event: Any) -> Any:
         outs(c, SCREEN, "cancel_btn"),
         concurrency_limit=None,
         show_progress="hidden",
-        show_api=False,
+        api_visibility="private",
     )
 
 
@@ -101,21 +100,28 @@ def wire(c: dict[str, Any], web: Web) -> None:
     # Polling waits on the database, not a GPU: no reason to make askers queue behind each other.
     for trigger in (c["ask_btn"].click, c["question"].submit):
         trigger(
-            ask, inputs, outputs, concurrency_limit=None, show_progress="hidden", show_api=False
+            ask,
+            inputs,
+            outputs,
+            concurrency_limit=None,
+            show_progress="hidden",
+            api_visibility="private",
         )
 
     def cancel(view: dict, actor: dict) -> dict:
         return named(c, handlers.cancel(web, view, actor))
 
-    c["cancel_btn"].click(cancel, [c["view"], c["actor"]], outs(c, "status"), show_api=False)
+    c["cancel_btn"].click(
+        cancel, [c["view"], c["actor"]], outs(c, "status"), api_visibility="private"
+    )
 
     def show(turn: int | None, opacity: float, view: dict, actor: dict) -> dict:
         return named(c, handlers.show_turn(web, turn, opacity, view, actor))
 
     detail_inputs = [c["turn_pick"], c["opacity"], c["view"], c["actor"]]
-    c["turn_pick"].input(show, detail_inputs, outs(c, DETAILS), show_api=False)
+    c["turn_pick"].input(show, detail_inputs, outs(c, DETAILS), api_visibility="private")
     c["opacity"].release(
-        show, detail_inputs, outs(c, DETAILS), show_progress="hidden", show_api=False
+        show, detail_inputs, outs(c, DETAILS), show_progress="hidden", api_visibility="private"
     )
 
     def fork(view: dict, actor: dict) -> dict:
@@ -125,6 +131,9 @@ def wire(c: dict[str, Any], web: Web) -> None:
         c,
         web,
         c["fork_btn"].click(
-            fork, [c["view"], c["actor"]], outs(c, SCREEN, "sessions_table"), show_api=False
+            fork,
+            [c["view"], c["actor"]],
+            outs(c, SCREEN, "sessions_table"),
+            api_visibility="private",
         ),
     )

@@ -56,10 +56,12 @@ def wire(c: dict[str, Any], web: Web) -> None:
         return named(c, handlers.load_queue(web, actor))
 
     c["review_load"].click(
-        load, [c["actor"]], outs(c, "review_pick", "review_status"), show_api=False
-    ).then(show, [c["review_pick"], c["actor"]], outs(c, ITEM), show_api=False)
+        load, [c["actor"]], outs(c, "review_pick", "review_status"), api_visibility="private"
+    ).then(show, [c["review_pick"], c["actor"]], outs(c, ITEM), api_visibility="private")
 
-    c["review_pick"].input(show, [c["review_pick"], c["actor"]], outs(c, ITEM), show_api=False)
+    c["review_pick"].input(
+        show, [c["review_pick"], c["actor"]], outs(c, ITEM), api_visibility="private"
+    )
 
     def submit(
         turn_id: str, score: float, correct: str, comment: str, actor: dict, *verdicts: str | None
@@ -77,8 +79,8 @@ def wire(c: dict[str, Any], web: Web) -> None:
         *(c[name] for name in VERDICT_NAMES),
     ]
     c["review_submit"].click(
-        submit, form, outs(c, "review_pick", "review_status"), show_api=False
-    ).then(show, [c["review_pick"], c["actor"]], outs(c, ITEM), show_api=False)
+        submit, form, outs(c, "review_pick", "review_status"), api_visibility="private"
+    ).then(show, [c["review_pick"], c["actor"]], outs(c, ITEM), api_visibility="private")
 
     def stats(actor: dict) -> dict:
         return named(c, handlers.statistics(web, actor))
@@ -87,7 +89,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
         stats,
         [c["actor"]],
         outs(c, "agreement", "checkpoint_table", "review_status"),
-        show_api=False,
+        api_visibility="private",
     )
 
     def export(fmt: str, actor: dict) -> dict:
@@ -97,5 +99,5 @@ def wire(c: dict[str, Any], web: Web) -> None:
         export,
         [c["export_fmt"], c["actor"]],
         outs(c, "export_file", "review_status"),
-        show_api=False,
+        api_visibility="private",
     )

@@ -34,7 +34,9 @@ def wire(c: dict[str, Any], web: Web) -> None:
     def refresh(actor: dict) -> list:
         return handlers.sessions_table(web, actor)
 
-    c["refresh_sessions"].click(refresh, [c["actor"]], c["sessions_table"], show_api=False)
+    c["refresh_sessions"].click(
+        refresh, [c["actor"]], c["sessions_table"], api_visibility="private"
+    )
 
     def pick(evt: gr.SelectData, table: Any) -> str:
         # The id is the last column of the clicked row.
@@ -44,13 +46,15 @@ def wire(c: dict[str, Any], web: Web) -> None:
         except (AttributeError, IndexError):
             return ""
 
-    c["sessions_table"].select(pick, [c["sessions_table"]], c["session_id"], show_api=False)
+    c["sessions_table"].select(
+        pick, [c["sessions_table"]], c["session_id"], api_visibility="private"
+    )
 
     def open_(session_id: str, actor: dict) -> dict:
         return named(c, handlers.open_session(web, session_id, actor))
 
     opened = c["open_session"].click(
-        open_, [c["session_id"], c["actor"]], outs(c, SCREEN), show_api=False
+        open_, [c["session_id"], c["actor"]], outs(c, SCREEN), api_visibility="private"
     )
     follow_after(c, web, fill_after(c, web, opened))
 
@@ -61,5 +65,5 @@ def wire(c: dict[str, Any], web: Web) -> None:
         delete,
         [c["session_id"], c["view"], c["actor"]],
         outs(c, "sessions_status", "sessions_table", "view", "chat"),
-        show_api=False,
+        api_visibility="private",
     )

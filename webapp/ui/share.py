@@ -28,7 +28,7 @@ def build_share(c: dict[str, Any]) -> None:
     c["share_create"] = gr.Button("Create link", variant="primary", elem_id="medplib-share")
     c["share_url"] = gr.Textbox(
         label="Link (shown once)",
-        show_copy_button=True,
+        buttons=["copy"],
         interactive=False,
         elem_id="medplib-share-url",
     )
@@ -62,14 +62,14 @@ def wire(c: dict[str, Any], web: Web) -> None:
         create,
         [c["share_role"], c["share_expiry"], c["share_class"], c["view"], c["actor"]],
         outs(c, "share_url", "share_status", "links"),
-        show_api=False,
+        api_visibility="private",
     )
 
     def refresh(view: dict, actor: dict) -> dict:
         return named(c, handlers.links_list(web, view, actor))
 
     c["links_refresh"].click(
-        refresh, [c["view"], c["actor"]], outs(c, "links", "share_status"), show_api=False
+        refresh, [c["view"], c["actor"]], outs(c, "links", "share_status"), api_visibility="private"
     )
 
     def revoke(link_id: str, view: dict, actor: dict) -> dict:
@@ -79,20 +79,26 @@ def wire(c: dict[str, Any], web: Web) -> None:
         revoke,
         [c["links"], c["view"], c["actor"]],
         outs(c, "links", "share_status"),
-        show_api=False,
+        api_visibility="private",
     )
 
     def overview(link_id: str, actor: dict) -> dict:
         return named(c, handlers.class_overview(web, link_id, actor))
 
     c["class_show"].click(
-        overview, [c["links"], c["actor"]], outs(c, "class_table", "class_status"), show_api=False
+        overview,
+        [c["links"], c["actor"]],
+        outs(c, "class_table", "class_status"),
+        api_visibility="private",
     )
 
     def open_copy(session_id: str, actor: dict) -> dict:
         return named(c, handlers.open_fork(web, session_id, actor))
 
     opened = c["class_open"].click(
-        open_copy, [c["class_session"], c["actor"]], outs(c, SCREEN, "class_status"), show_api=False
+        open_copy,
+        [c["class_session"], c["actor"]],
+        outs(c, SCREEN, "class_status"),
+        api_visibility="private",
     )
     follow_after(c, web, fill_after(c, web, opened))

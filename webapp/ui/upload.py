@@ -52,7 +52,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
         )
 
     outputs = outs(c, UPLOAD_OUTPUTS)
-    options = {"show_progress": "minimal", "show_api": False}
+    options = {"show_progress": "minimal", "api_visibility": "private"}
     fill_after(c, web, c["file"].upload(new_file, inputs, outputs, **options))
     # `input` / `release` fire on user action only, not when a handler sets the value.
     fill_after(c, web, c["window"].input(same_file, inputs, outputs, **options))

@@ -48,10 +48,12 @@ def to_official(key: str) -> str:
 
 
 def released_layout(preset: str):
-    """A tiny preset without the layers the released model lacks (region shape, visual norms)."""
+    """A tiny preset without the layers the released model lacks (region shape, visual norms),
+    with the released preprocessing (region sampler, integer padding colour)."""
     config = build_config(preset)
     config.region.shape_features = False
     config.projector.output_rms = config.region.output_rms = None
+    config.region.pooling = config.vision.pad_color = "official"
     return config
 
 
@@ -362,3 +364,56 @@ def test_unknown_submodule_under_a_known_prefix_names_the_source_key(tmp_path, o
     assert main([*argv, "--clip", str(paths["clip"]), "--sam", str(paths["sam"])]) == 2
     err = capsys.readouterr().err
     assert "pytorch_model-extra.bin:model.layers.1.mlp.deepspeed_moe.coefficient.weight" in err
+
+
+def test_linear_projector_checkpoint_converts(tmp_path, original, capsys):
+    """LLaVA's `mm_projector_type: linear` stores a bare Linear as model.mm_projector.weight."""
+    _, tokenizer = original
+    config = build_config("tiny")  # this project's defaults: area pooling, exact-mean padding
+    config.region.shape_features = False
+    config.projector.output_rms = config.region.output_rms = None
+    config.projector.type = "linear"
+    model = ckpt.build_model(config, tokenizer, seed=7).eval()
+    state = model.state_dict()
+    assert "projector.net.0.weight" in state and "projector.net.2.weight" not in state
+    official = {to_official(k): v.contiguous() for k, v in state.items()}
+    for part in ("weight", "bias"):  # the released layout has no Sequential index
+        official[f"model.mm_projector.{part}"] = official.pop(f"model.mm_projector.0.{part}")
+    src = tmp_path / "linear"
+    src.mkdir()
+    save_file(official, str(src / "model.safetensors"))
+    llama = dict(model.config.language.llama, mm_projector_type="linear")
+    (src / "config.json").write_text(json.dumps(llama))
+    tokenizer.save_pretrained(str(src))
+    dst = tmp_path / "out"
+    assert main(["convert", "official", str(src), str(dst), "--preset", "tiny"]) == 0, (
+        capsys.readouterr().err
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["from_checkpoint"] == len(state) and report["notes"] == []
+
+    written = json.loads((dst / "config.json").read_text())
+    assert written["projector"]["type"] == "linear"
+    # The released weights come with the released preprocessing.
+    assert written["region"]["pooling"] == "official"
+    assert written["vision"]["pad_color"] == "official"
+    assert written["moe"]["router_dtype"] == "fp32"
+
+    loaded, loaded_tok, _ = ckpt.load_pretrained(dst, dtype=torch.float32)
+    loaded_state = loaded.state_dict()
+    assert set(loaded_state) == set(state)
+    assert all(torch.equal(loaded_state[k], v) for k, v in state.items())
+    patches = torch.randn(1, 4, config.projector.in_features)
+    expected = patches @ state["projector.net.0.weight"].T + state["projector.net.0.bias"]
+    torch.testing.assert_close(loaded.projector(patches), expected)
+    logits, masks = _outputs(loaded, loaded_tok)
+    assert torch.isfinite(logits).all() and masks.shape == (40, 56)
+
+
+def test_linear_projector_rules_match_whole_names_only():
+    assert rename("model.mm_projector.weight", OFFICIAL_TO_OURS) == "projector.net.0.weight"
+    assert rename("model.mm_projector.bias", OFFICIAL_TO_OURS) == "projector.net.0.bias"
+    assert rename("model.mm_projector.2.weight", OFFICIAL_TO_OURS) == "projector.net.2.weight"
+    assert rename("model.mm_projector.weight_scale", OFFICIAL_TO_OURS) == (
+        "projector.net.weight_scale"  # falls through to the prefix rule, then fails shape checks
+    )

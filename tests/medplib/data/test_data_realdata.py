@@ -180,3 +180,7 @@ def test_credits_copy_origin_and_licence_paragraphs():
     assert "CC0" in credits["busi-mini"]["licence"]
     assert "OpenGVLab/SAM-Med2D" in credits["sam-med2d-demo"]["origin"]
     assert all(c["licence"] for c in credits.values())
+    # Newer sources put the licence name inside the bold marker.
+    assert credits["hc18-fetal-head"]["licence"].startswith("**Licence: CC BY 4.0**")
+    # A licence line inside the origin paragraph is found too, from its own line on.
+    assert credits["kvasir-seg-extra"]["licence"].startswith("**Licence:** Kvasir-SEG")

@@ -40,6 +40,38 @@ def test_ce_reduction_defaults_to_token_and_is_validated():
         config.validate()
 
 
+def test_shipped_demo_config_keeps_todays_behaviour():
+    """The demo checkpoint predates the parity options; it must load as it always behaved."""
+    from pathlib import Path
+
+    import medplib
+
+    path = Path(medplib.__file__).parent / "assets" / "tiny-demo" / "config.json"
+    data = json.loads(path.read_text())
+    assert "pooling" not in data["region"] and "pad_color" not in data["vision"]
+    assert "router_dtype" not in data["moe"]
+    config = MedPLIBConfig.from_dict(data)
+    assert config.region.pooling == "area"
+    assert config.vision.pad_color == "mean"
+    assert config.moe.router_dtype == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("vision.pad_color", "white"), ("region.pooling", "max"), ("moe.router_dtype", "fp16")],
+)
+def test_parity_options_are_validated(field, value):
+    config = build_config("tiny")
+    part, name = field.split(".")
+    setattr(getattr(config, part), name, value)
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        config.validate()
+    data = build_config("tiny").to_dict()
+    data[part][name] = value
+    with pytest.raises(ValueError, match=name):
+        MedPLIBConfig.from_dict(data)
+
+
 def test_moe_capacity_rule():
     moe = MoEConfig()
     assert moe.capacity(10, training=True) == 8  # ceil(10 / 2 * 1.5) = ceil(7.5)

@@ -36,6 +36,30 @@ def test_clip_preprocessing_pads_with_mean_colour():
     assert torch.allclose(pixels[:, 14, 14], expected_white, atol=1e-6)
 
 
+def test_official_pad_colour_is_the_truncated_clip_mean():
+    from medplib.modeling.configuration import VisionTowerConfig
+    from medplib.modeling.image_processing import pad_color_255
+
+    v = VisionTowerConfig()
+    assert v.pad_color == "mean"  # this project's models; converted checkpoints say "official"
+    # 0.48145466 * 255 = 122.77, 0.4578275 * 255 = 116.75, 0.40821073 * 255 = 104.09.
+    assert pad_color_255(v.image_mean, "official").tolist() == [122.0, 116.0, 104.0]
+    img = np.full((10, 20, 3), 255, np.uint8)
+    pixels, geo = preprocess_clip(img, 28, v.image_mean, v.image_std, "official")
+    top = geo.offset_yx[0]
+    expected = (torch.tensor([122.0, 116.0, 104.0]) / 255 - torch.tensor(v.image_mean)) / (
+        torch.tensor(v.image_std)
+    )  # about (-0.0113, -0.0112, -0.0013)
+    torch.testing.assert_close(pixels[:, 0, 0], expected, rtol=0, atol=1e-6)
+    assert torch.allclose(pixels[:, :top], expected[:, None, None], atol=1e-6)
+    exact, _ = preprocess_clip(img, 28, v.image_mean, v.image_std)
+    assert torch.allclose(exact[:, :top], torch.zeros(1), atol=1e-6)
+    # The image itself is unchanged; only the padding differs.
+    torch.testing.assert_close(pixels[:, top + 2], exact[:, top + 2])
+    with pytest.raises(ValueError, match="pad_color"):
+        VisionTowerConfig(pad_color="black")
+
+
 def test_region_weights_square_identity_geometry():
     geo = image_geometry(28, 28, 28)  # no resize, 2 x 2 grid of 14-px patches
     mask = np.zeros((28, 28), bool)

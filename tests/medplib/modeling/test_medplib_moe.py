@@ -104,3 +104,58 @@ def test_language_model_layer_selection():
     assert isinstance(partial.model.layers[0].mlp, LlamaMLP)
     out = partial(input_ids=torch.tensor([[1, 2, 3]]))
     assert out.logits.shape == (1, 3, 50)
+
+
+@pytest.mark.parametrize(
+    ("router_dtype", "stored"), [("fp32", torch.float32), ("model", torch.bfloat16)]
+)
+def test_router_dtype_in_a_bf16_block(router_dtype, stored):
+    torch.manual_seed(0)
+    block = MoEFeedForward(LLAMA, MoEConfig(router_dtype=router_dtype)).eval()
+    w32 = block.router.weight.detach().clone()
+    block = block.to(torch.bfloat16)
+    assert block.router.weight.dtype == stored
+    x = torch.randn(2, 5, 16).to(torch.bfloat16)
+    y = block(x)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+    # Either way the routing runs in fp32; "model" only rounds the stored weights to bf16.
+    w = w32 if router_dtype == "fp32" else w32.to(torch.bfloat16).float()
+    probs = torch.softmax(x.reshape(-1, 16).float() @ w.T, dim=-1)
+    assert block.last_routing is not None
+    torch.testing.assert_close(block.last_routing.router_probs.reshape(-1, 2), probs)
+
+
+def test_unknown_router_dtype_is_refused():
+    with pytest.raises(ValueError, match="router_dtype"):
+        MoEConfig(router_dtype="bf16")
+
+
+@pytest.mark.parametrize("router_dtype", ["fp32", "model"])
+def test_bf16_model_runs_with_either_router_dtype(tmp_path, tiny_tokenizer, router_dtype):
+    import numpy as np
+
+    from medplib.checkpoint import build_model, load_pretrained, save_pretrained
+    from medplib.modeling.batching import Sample, collate
+    from medplib.modeling.presets import build_config
+
+    config = build_config("tiny")
+    assert config.moe.router_dtype == "fp32"  # the default keeps routing weights in fp32
+    config.moe.router_dtype = router_dtype
+    save_pretrained(build_model(config, tiny_tokenizer, seed=0), tiny_tokenizer, tmp_path)
+    model, tokenizer, loaded = load_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert loaded.moe.router_dtype == router_dtype
+    routers = [m.router.weight for m in model.modules() if isinstance(m, MoEFeedForward)]
+    want = torch.float32 if router_dtype == "fp32" else torch.bfloat16
+    assert routers and all(w.dtype == want for w in routers)
+    rng = np.random.default_rng(0)
+    region = np.zeros((32, 48), bool)
+    region[4:20, 10:30] = True
+    sample = Sample(
+        rng.integers(0, 256, (32, 48, 3), dtype=np.uint8),
+        [("What is at <region>?", "A lesion <SEG>")],
+        [region],
+        [np.zeros((32, 48), np.float32)],
+    )
+    with torch.no_grad():
+        out = model(**collate([sample], tokenizer, loaded).model_inputs())
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()

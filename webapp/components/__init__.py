@@ -1,0 +1,1 @@
+"""Custom Gradio components that ship with the web app (no build step: plain HTML/CSS/JS)."""
