@@ -58,7 +58,7 @@ RegionPrompt = PointPrompt | BoxPrompt | MaskPrompt
 
 @dataclass
 class PrompterDecoding:
-    """Result of decoding ImagePrompter rows: the regions kept and a sentence per row skipped."""
+    """Result of decoding prompter rows: the regions kept and a sentence per row skipped."""
 
     prompts: list[RegionPrompt] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)

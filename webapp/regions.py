@@ -148,13 +148,17 @@ class ResolvedQuestion:
     regions: list[dict[str, Any]]
 
 
-def resolve_references(question: str, regions: Sequence[dict[str, Any]]) -> ResolvedQuestion:
+def resolve_references(
+    question: str, regions: Sequence[dict[str, Any]], *, implicit_from: int = 1
+) -> ResolvedQuestion:
     """Turn "region 2" and ``<region>`` references into model tags and order the regions.
 
     - "region N" names the region labelled N; a bare ``<region>`` takes the next region that
       no "region N" names, in label order.
-    - A question that names no region while regions are drawn gets one tag per region
-      appended (the official demo's behaviour), so nothing drawn is silently ignored.
+    - A question that names no region gets one tag appended per region labelled
+      ``implicit_from`` or higher (the official demo's behaviour for what was just drawn), so
+      nothing new is silently ignored; regions saved by earlier questions are sent only when
+      named.
     - Without regions, "region N" is ordinary prose and a ``<region>`` tag is an error.
 
     Raises UserInputError with a sentence for the user on a reference that cannot be met.
@@ -169,7 +173,7 @@ def resolve_references(question: str, regions: Sequence[dict[str, Any]]) -> Reso
         return ResolvedQuestion(text=question, regions=[])
     matches = list(_REFERENCE.finditer(question))
     if not matches:
-        ordered = [by_label[label] for label in sorted(by_label)]
+        ordered = [by_label[label] for label in sorted(by_label) if label >= implicit_from]
         text = question.rstrip() + "".join(f" {REGION_TAG}" for _ in ordered)
         return ResolvedQuestion(text=text, regions=[dict(item) for item in ordered])
     named = {int(m.group(1)) for m in matches if m.group(1) is not None}

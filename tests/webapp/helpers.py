@@ -69,8 +69,15 @@ def ask_box(
     question: str = "What is in region 1?",
     rows: list | None = None,
 ) -> dict[str, Any]:
-    """Upload an image, draw a box, ask; return the final screen values."""
+    """Upload an image, draw a box, ask; return the screen as the page ends up showing it."""
     screen = uploaded(web, path)
     prompter = {"image": None, "points": rows or [[10.0, 8.0, 2.0, 30.0, 24.0, 3.0]]}
-    outputs = run_ask(web, question, prompter, None, screen["view"], actor)
-    return outputs[-1]
+    return settled(run_ask(web, question, prompter, None, screen["view"], actor))
+
+
+def settled(outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each output's last value over a streamed event: what the page shows when it ends."""
+    final: dict[str, Any] = {}
+    for values in outputs:
+        final.update(values)
+    return final

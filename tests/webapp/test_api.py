@@ -176,3 +176,27 @@ def test_an_app_built_after_asyncio_run_still_queues(tmp_path):
     with live_server(tmp_path) as address:
         made = upload(client(address), write_png(tmp_path / "scan.png", 30, 20))
         assert (made["width_px"], made["height_px"]) == (30, 20) and made["session_id"]
+
+
+def test_the_api_guide_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """webapp/API.md's Python example, verbatim but for the server's address.
+
+    A server of its own (so the export holds this example's rating only); it already has the
+    reviewer account the guide's shell step creates.
+    """
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[2] / "webapp" / "API.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", guide, re.DOTALL)
+    assert "http://127.0.0.1:7860/" in code
+    monkeypatch.chdir(tmp_path)
+    write_png(tmp_path / "scan.png", 160, 120)
+    with live_server(tmp_path / "guide") as server:
+        exec(compile(code.replace("http://127.0.0.1:7860/", server), "API.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "succeeded answer to: What is in <region>?"
+    assert any(line.startswith("read-only link: " + server + "?share=") for line in lines)
+    # The export ends with the rating the example made: score 4, text correct, masks good.
+    (row,) = [line for line in lines if ",rita," in line]
+    assert ",4,True,good;good," in row

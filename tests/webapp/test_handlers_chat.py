@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from medplib.masks import decode_rle, png_bytes_to_mask
 from tests.webapp.conftest import write_png
-from tests.webapp.helpers import ask_box, browser, run_ask, uploaded
+from tests.webapp.helpers import ask_box, browser, run_ask, settled, uploaded
 from webapp import render
 from webapp.handlers import chat, sessions
 from webapp.handlers.common import Web
@@ -147,7 +147,7 @@ def test_reopening_restores_image_regions_answers_and_masks(web, tmp_path):
     assert filled["prompter"]["first_label"] == 2
     # Asking again sends the saved region unchanged.
     outputs = run_ask(web, "and region 1?", prompter, None, opened["view"], again["actor"])
-    assert outputs[-1]["status"] == "answered" and outputs[-1]["drawn"] == [box]
+    assert outputs[-1]["status"] == "answered" and settled(outputs)["drawn"] == [box]
     assert opened["chat"] == final["chat"]
     assert np.array_equal(opened["overlay"], final["overlay"])
     assert opened["turn_pick"]["value"] == 0
@@ -253,3 +253,54 @@ def test_progress_is_reported_while_the_model_runs(make_platform, tmp_path):
     assert statuses[-1] == "answered"
     running = next(out for out in outputs if out["status"].startswith("running"))
     assert running["chat"][-1]["content"] == "*running: decoding (50 %)*"
+
+
+def test_asked_regions_become_saved_once_and_keep_their_numbers(web, tmp_path):
+    actor = browser(web, "k" * 32)["actor"]
+    screen = uploaded(web, write_png(tmp_path / "ct.png", 60, 40))
+    box_rows = [[10.0, 8.0, 2.0, 30.0, 24.0, 3.0]]
+    first = run_ask(
+        web,
+        "What is in region 1?",
+        {"image": None, "points": box_rows},
+        None,
+        screen["view"],
+        actor,
+    )
+    # Right after the question is queued: the box is saved, the canvas holds no prompts and
+    # numbers new ones from 2.
+    queued = first[0]
+    box = {"kind": "box", "xyxy_px": [10.0, 8.0, 30.0, 24.0], "label": 1}
+    assert queued["view"]["saved"] == [box] and queued["drawn"] == [box]
+    assert queued["prompter"]["value"]["points"] == [] and queued["prompter"]["first_label"] == 2
+    assert "region 1: box (10, 8)–(30, 24) px (saved)" in queued["regions_md"]
+    page = settled(first)
+
+    # The canvas now sends only what was drawn since: a point. A question naming no region
+    # takes the new point, never the saved box, and nothing is stored twice.
+    point_rows = [[50.0, 30.0, 1.0, 0.0, 0.0, 4.0]]
+    second = settled(
+        run_ask(
+            web,
+            "Please segment the heart in this image.",
+            {"image": None, "points": point_rows},
+            None,
+            page["view"],
+            actor,
+        )
+    )
+    point = {"kind": "point", "xy_px": [50.0, 30.0], "label": 2}
+    assert second["drawn"] == [box, point] and second["view"]["saved"] == [box, point]
+    session = sessions.open_session(web, second["view"]["session_id"], actor)
+    assert session["drawn"] == [box, point]
+    chat_text = " ".join(m["content"] for m in second["chat"])
+    assert "Please segment the heart in this image. [region 2]" in chat_text
+
+    # With nothing new drawn, an unnamed question is sent with no region at all.
+    third = settled(
+        run_ask(
+            web, "Is there a nodule?", {"image": None, "points": []}, None, second["view"], actor
+        )
+    )
+    assert third["chat"][-2]["content"] == "Is there a nodule?"
+    assert third["drawn"] == [box, point]

@@ -111,8 +111,8 @@ def test_class_link_gives_each_student_one_copy_and_the_instructor_sees_them(web
     assert len(rows) == 2 and overview["class_status"] == "2 student copies."
     by_session = {row[-1]: row for row in rows}
     student = by_session[first["view"]["session_id"]]
-    # The case's saved box went with the question, as the student saw it on the canvas.
-    assert student[1] == 2 and student[2] == "What do you see? [region 1]"
+    # The case's saved box is not sent with a question that does not name it.
+    assert student[1] == 2 and student[2] == "What do you see?"
     opened = share.open_fork(web, first["view"]["session_id"], teacher)
     assert opened["view"]["read_only"] and len(opened["chat"]) == 4
     # Students cannot look at the class, and anonymous users cannot make class links.

@@ -101,6 +101,19 @@ def test_a_question_without_references_gets_every_region_appended():
     assert [r["label"] for r in resolved.regions] == [1, 2]
 
 
+def test_only_regions_drawn_since_the_last_question_are_appended():
+    # Regions 1 and 2 were saved by an earlier question; region 3 is new.
+    resolved = resolve_references("Please segment the liver.", REGIONS, implicit_from=3)
+    assert resolved.text == "Please segment the liver. <region>"
+    assert [r["label"] for r in resolved.regions] == [3]
+    # Nothing new drawn: the question goes as written, with no region.
+    alone = resolve_references("Please segment the liver.", REGIONS, implicit_from=4)
+    assert (alone.text, alone.regions) == ("Please segment the liver.", [])
+    # Saved regions are still sent when named.
+    named = resolve_references("What is region 1?", REGIONS, implicit_from=4)
+    assert [r["label"] for r in named.regions] == [1]
+
+
 def test_references_that_cannot_be_met_are_errors():
     with pytest.raises(UserInputError, match="region 5"):
         resolve_references("What is in region 5?", REGIONS)

@@ -14,6 +14,7 @@ from webapp.handlers.common import UserFacingError, Web, ensured_state, to_actor
 from webapp.handlers.screen import (
     EMPTY_CANVASES,
     blank_details,
+    canvas_values,
     region_lines,
     session_screen,
     turn_details,
@@ -114,7 +115,8 @@ def submit(
         raise UserFacingError("This session is read-only; fork it to ask your own questions.")
     with user_errors():
         drawn = read_canvases(view, prompter, editor).regions
-        resolved = resolve_references(question or "", drawn)
+        saved = len(view.get("saved") or [])
+        resolved = resolve_references(question or "", drawn, implicit_from=saved + 1)
 
     # Session (on the first question), regions, turn and job in one transaction: a refused
     # question leaves no empty session behind.
@@ -152,7 +154,8 @@ def submit(
         web.platform.runner.submit(job_id)
     job = web.call(job_view, job_id=job_id)
     shown = question_for_display(resolved.text, resolved.regions)
-    new_view = {**view, "session_id": session_id, "job_id": job.id}
+    # What was drawn is stored with the session now: it becomes saved, keeping its numbers.
+    new_view = {**view, "session_id": session_id, "job_id": job.id, "saved": drawn}
     return job, new_view, actor_state, shown, drawn
 
 
@@ -189,21 +192,21 @@ async def ask(
         "status": status,
         "ask_btn": gr.update(interactive=False),
         "cancel_btn": gr.update(visible=True),
+        # The canvases start over from the image with every region saved and burnt in, so
+        # nothing sent is drawn twice and new prompts are numbered after the saved ones.
+        **canvas_values(web, view),
+        "sketches": [],
+        "drawn": drawn,
+        "regions_md": render.region_list_markdown(region_lines(drawn, len(drawn))),
     }
     async for update in _watch(web, job, pending):
         if isinstance(update, JobView):
             job = update
         else:
             yield update
-    out = await _final_screen(web, job, view, actor_state)
-    if "view" in out:
-        # The list as the question saw it (an in-flight stroke may have landed after the last
-        # change event).
-        out["drawn"] = drawn
-        out["regions_md"] = render.region_list_markdown(
-            region_lines(drawn, len(view.get("saved") or []))
-        )
-    yield out
+    # The final screen leaves the canvases and the region list alone: prompts drawn while
+    # the answer was coming are new regions, already listed by the canvas's own events.
+    yield await _final_screen(web, job, view, actor_state)
 
 
 async def follow(

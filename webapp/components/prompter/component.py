@@ -53,6 +53,10 @@ class PointBoxPrompter(gr.HTML):
         kwargs.setdefault("css_template", _asset("prompter.css"))
         kwargs.setdefault("js_on_load", _asset("prompter.js"))
         kwargs.setdefault("apply_default_css", False)
+        # Real attributes: Gradio reads each constructor argument back for the page config,
+        # and gr.HTML would otherwise answer a name quoted in the script with an event.
+        self.first_label = first_label
+        self.max_height_px = max_height_px
         super().__init__(
             value=value,
             label=label,
