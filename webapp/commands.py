@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,19 +37,6 @@ def register_serve(sub: Any) -> None:
     p.set_defaults(func=_serve)
 
 
-def ensure_event_loop() -> None:
-    """Give this thread an event loop if it has none.
-
-    gradio 4.44's queue creates its asyncio locks when the app is built and silently stores
-    None when the thread has no current loop, which is the case after any `asyncio.run()` in
-    the same thread (a notebook, a script, a test); every queued request then fails with 500.
-    """
-    try:
-        asyncio.get_event_loop()
-    except RuntimeError:
-        asyncio.set_event_loop(asyncio.new_event_loop())
-
-
 def create_app(
     settings: Settings | None = None, platform: Platform | None = None
 ) -> tuple[gr.Blocks, Platform]:
@@ -65,7 +51,6 @@ def create_app(
 
     if platform is None:
         platform = build_platform(settings or load_settings_or_exit())
-    ensure_event_loop()
     demo = build_blocks(Web(platform))
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=MAX_QUEUE)
     return demo, platform

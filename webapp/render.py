@@ -197,7 +197,7 @@ def routing_chart(routing: Any, *, title: str = "") -> np.ndarray | None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(5.5, 2.6), dpi=100)
+    fig = Figure(figsize=(5.5, 3.0), dpi=100)
     ax = fig.add_subplot()
     for name, points in series.items():
         layers = [p[0] for p in points]
@@ -210,7 +210,14 @@ def routing_chart(routing: Any, *, title: str = "") -> np.ndarray | None:
     ax.text(1.0, 1.02, f"rest: {EXPERT_NAMES[1]}", transform=ax.transAxes, ha="right", fontsize=8)
     if title:
         ax.set_title(title, fontsize=9, loc="left")
-    ax.legend(fontsize=7, loc="lower left")
+    # Below the axes, never over the lines: shares near 0 or 1 are common.
+    ax.legend(
+        fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.32),
+        ncol=max(1, len(series)),
+        frameon=False,
+    )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -129,6 +129,16 @@ def test_routing_chart_is_an_rgb_image_or_none():
     assert render.routing_chart({}) is None
 
 
+def test_routing_legend_sits_below_the_plot_not_over_its_lines():
+    chart = render.routing_chart(ROUTING).astype(int)
+    blue = np.array([31, 119, 180])  # matplotlib's first series colour
+    is_blue = np.abs(chart - blue).sum(axis=2) < 30
+    rows = np.nonzero(is_blue.any(axis=1))[0]
+    # The line is drawn in the axes; its legend sample is the only blue in the bottom fifth.
+    assert rows.min() < chart.shape[0] * 0.6
+    assert is_blue[int(chart.shape[0] * 0.8) :].any()
+
+
 def test_region_list_escapes_and_hints():
     text = render.region_list_markdown(["region 1: box <b>"], ["note <i>"])
     assert "&lt;b&gt;" in text and "&lt;i&gt;" in text and "<b>" not in text
