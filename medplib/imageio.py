@@ -30,6 +30,17 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medplib.errors import UserInputError
+from medplib.imagelimits import (
+    MAX_ASPECT_RATIO,
+    NiftiHeader,
+    PixelBudget,
+    check_plane,
+    check_volume,
+    jpeg_size_px,
+    nifti_header,
+    nifti_plane_hw,
+    png_size_px,
+)
 
 # (width, level) in Hounsfield units: the usual radiology reading windows.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -42,6 +53,7 @@ AUTO_PERCENTILES = (1.0, 99.0)
 CT_LIKE_MIN_VALUE = -500.0  # air is about -1000 HU; no non-CT scan goes this far below zero
 MAX_VOLUME_VOXELS = 512 * 512 * 1024  # a large CT series; 1 GiB once held as float32
 MAX_DECOMPRESSED_BYTES = 2 * 1024**3  # caps a .nii.gz before nibabel sees it
+_BLOCK_VALUES = 1 << 20  # intensity mapping runs in blocks: float64 temporaries stay ~8 MB
 
 _PIL_FORMATS = {
     "png": "PNG",
@@ -91,8 +103,29 @@ def _is_nifti_header(head: bytes) -> bool:
     return False
 
 
+def _looks_like_bare_dicom(data: bytes) -> bool:
+    """A DICOM data set without the preamble: it opens with a group 0002 or 0008 element
+    followed by a two-letter VR (explicit VR) or a plausible 4-byte length (implicit VR)."""
+    if len(data) < 8:
+        return False
+    little, big = data[0] | data[1] << 8, data[0] << 8 | data[1]
+    if little not in (0x0002, 0x0008) and big not in (0x0002, 0x0008):
+        return False
+    vr = data[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    lengths = (int.from_bytes(data[4:8], "little"), int.from_bytes(data[4:8], "big"))
+    return min(lengths) < min(len(data), 1 << 16)
+
+
 def detect_format(data: bytes) -> str | None:
-    """Format name from the file's magic numbers, or None when it is no supported image."""
+    """Format name from the file's magic numbers, or None when it is no supported image.
+
+    ``DICM`` at byte 128 wins over every other signature: the 128-byte DICOM preamble is free
+    for other uses and often holds a TIFF header (pydicom's ``CT_small.dcm`` does).
+    """
+    if data[128:132] == b"DICM":
+        return "dicom"
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8\xff"):
@@ -105,11 +138,11 @@ def detect_format(data: bytes) -> str | None:
         return "gif"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    if data[128:132] == b"DICM":
-        return "dicom"
     head = _gunzip_head(data, 544) if data.startswith(b"\x1f\x8b") else data[:544]
     if _is_nifti_header(head):
         return "nifti"
+    if _looks_like_bare_dicom(data):
+        return "dicom"  # read with pydicom's force=True
     return None
 
 
@@ -119,6 +152,8 @@ def load_image(
     filename: str | None = None,
     max_bytes: int = 50_000_000,
     max_pixels: int = 8192 * 8192,
+    max_volume_voxels: int = MAX_VOLUME_VOXELS,
+    max_aspect_ratio: float = MAX_ASPECT_RATIO,
     window: str | None = None,
     nifti_axis: int = 2,
     nifti_slice: int | None = None,
@@ -128,8 +163,10 @@ def load_image(
     ``window`` (DICOM and NIfTI only): a `WINDOW_PRESETS` name, ``"auto"`` for the percentile
     window, or None for the default described in the module docstring. ``nifti_axis`` and
     ``nifti_slice`` pick the slice of a volume (default: the middle slice of axis 2, axial for
-    an RAS-oriented volume). ``max_pixels`` is checked from the header before any pixel is
-    decoded; Pillow's own decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`) also applies.
+    an RAS-oriented volume). ``max_pixels`` (one image, slice or frame), ``max_volume_voxels``
+    (every voxel of a volume or multi-frame file) and ``max_aspect_ratio`` are checked from the
+    header before any pixel is decoded (`medplib.imagelimits`); Pillow's own decompression-bomb
+    limit (`PIL.Image.MAX_IMAGE_PIXELS`) also applies.
     """
     subject = f"'{filename}'" if filename else "The file"
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -144,6 +181,11 @@ def load_image(
     if window is not None and window != AUTO_WINDOW and window not in WINDOW_PRESETS:
         options = ", ".join([*WINDOW_PRESETS, AUTO_WINDOW])
         raise UserInputError(f"Unknown window {window!r}; choose one of {options}.")
+    budget = PixelBudget(
+        max_plane_pixels=max_pixels,
+        max_volume_voxels=max_volume_voxels,
+        max_aspect_ratio=max_aspect_ratio,
+    )
     fmt = detect_format(data)
     if fmt is None and filename and filename.lower().endswith((".dcm", ".dicom")):
         fmt = "dicom"  # DICOM without the 128-byte preamble: let pydicom try
@@ -155,34 +197,33 @@ def load_image(
     if fmt is None:
         raise UserInputError(f"{subject} is not an image: its content is not {_SUPPORTED} data.")
     if fmt == "dicom":
-        return _load_dicom(data, subject=subject, max_pixels=max_pixels, window=window)
+        return _load_dicom(data, subject=subject, budget=budget, window=window)
     if fmt == "nifti":
         return _load_nifti(
             data,
             subject=subject,
-            max_pixels=max_pixels,
+            budget=budget,
             window=window,
             axis=nifti_axis,
             index=nifti_slice,
         )
-    loaded = _load_raster(data, fmt, subject=subject, max_pixels=max_pixels)
+    loaded = _load_raster(data, fmt, subject=subject, budget=budget)
     if window is not None:
         loaded.notes.append(f"window {window!r} ignored: windows apply to DICOM and NIfTI only")
     return loaded
 
 
-def _too_large(subject: str, width: int, height: int, limit: int) -> UserInputError:
-    return UserInputError(
-        f"{subject} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); "
-        f"the limit is {limit / 1e6:.1f} megapixels, so downscale it first."
-    )
-
-
 # Raster images (Pillow).
 
 
-def _load_raster(data: bytes, fmt: str, *, subject: str, max_pixels: int) -> LoadedImage:
+_HEADER_SIZE = {"png": png_size_px, "jpeg": jpeg_size_px}
+
+
+def _load_raster(data: bytes, fmt: str, *, subject: str, budget: PixelBudget) -> LoadedImage:
     kind = fmt.upper()
+    declared = _HEADER_SIZE[fmt](data) if fmt in _HEADER_SIZE else None
+    if declared is not None:  # before Pillow parses more than the header
+        check_plane(subject, *declared, budget)
     bomb_limit = Image.MAX_IMAGE_PIXELS
     bomb_error = UserInputError(
         f"{subject} declares more than {(bomb_limit or 0) / 1e6:.0f} megapixels, too many to "
@@ -204,8 +245,7 @@ def _load_raster(data: bytes, fmt: str, *, subject: str, max_pixels: int) -> Loa
         # error too (checking here rather than through warning filters stays thread-safe).
         if bomb_limit is not None and width * height > bomb_limit:
             raise bomb_error
-        if width * height > max_pixels:
-            raise _too_large(subject, width, height, max_pixels)
+        check_plane(subject, width, height, budget)
         notes: list[str] = []
         frames = int(getattr(image, "n_frames", 1))
         if frames > 1:
@@ -249,7 +289,7 @@ def _pil_to_rgb(image: Image.Image, notes: list[str]) -> np.ndarray:
         notes.append("transparent areas composited over black")
         return _over_black(np.asarray(image.convert("RGBA")))
     if mode.startswith("I") or mode == "F":
-        values = np.asarray(image).astype(np.float64)  # (H, W)
+        values = np.asarray(image)  # (H, W); no float copy: _stretch maps it in blocks
         grey = _stretch(values, notes, what=f"{mode} intensities")
         return np.repeat(grey[..., None], 3, axis=-1)
     return np.ascontiguousarray(np.asarray(image.convert("RGB")), dtype=np.uint8)
@@ -257,18 +297,27 @@ def _pil_to_rgb(image: Image.Image, notes: list[str]) -> np.ndarray:
 
 def _stretch(values: np.ndarray, notes: list[str], *, what: str) -> np.ndarray:
     """Min/max stretch of finite values to uint8 (NaN/inf become 0)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0 or finite.min() == finite.max():
+    if np.issubdtype(values.dtype, np.integer):  # always finite: no masked copy needed
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    else:
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if lo == hi:
         notes.append(f"{what}: the image has a single value, shown black")
         return np.zeros(values.shape, dtype=np.uint8)
-    lo, hi = float(finite.min()), float(finite.max())
     notes.append(f"{what} scaled to 8 bits by min/max ({lo:g}..{hi:g})")
     return _window_to_uint8(values, lo, hi)
 
 
 def _window_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    scaled = (np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo) - lo) / (hi - lo)
-    return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
+    out = np.empty(values.shape, dtype=np.uint8)
+    row_values = max(1, math.prod(values.shape[1:]))
+    step = max(1, _BLOCK_VALUES // row_values)
+    for start in range(0, values.shape[0], step):
+        block = np.asarray(values[start : start + step], dtype=np.float64)
+        scaled = (np.nan_to_num(block, nan=lo, posinf=hi, neginf=lo) - lo) / (hi - lo)
+        out[start : start + step] = np.round(np.clip(scaled, 0.0, 1.0) * 255.0)
+    return out
 
 
 def _apply_window(
@@ -297,7 +346,9 @@ def _apply_window(
 # DICOM (pydicom).
 
 
-def _load_dicom(data: bytes, *, subject: str, max_pixels: int, window: str | None) -> LoadedImage:
+def _load_dicom(
+    data: bytes, *, subject: str, budget: PixelBudget, window: str | None
+) -> LoadedImage:
     import pydicom
     from pydicom.pixels import pixel_array
 
@@ -310,10 +361,14 @@ def _load_dicom(data: bytes, *, subject: str, max_pixels: int, window: str | Non
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows < 1 or cols < 1:
         raise UserInputError("The DICOM file does not state its image size (Rows/Columns).")
-    if rows * cols > max_pixels:
-        raise _too_large(subject, cols, rows, max_pixels)
-    notes: list[str] = []
     frames = int(ds.get("NumberOfFrames", 1) or 1)
+    check_plane(subject, cols, rows, budget)
+    if frames > 1:
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        itemsize = max(1, bits // 8) * samples
+        check_volume(subject, (frames, rows, cols), f"{bits}-bit", itemsize, budget)
+    notes: list[str] = []
     try:
         if frames > 1:
             array = pixel_array(ds, index=0)
@@ -361,25 +416,40 @@ def _load_dicom(data: bytes, *, subject: str, max_pixels: int, window: str | Non
 # NIfTI (nibabel).
 
 
-def _nifti_image(data: bytes) -> Any:
+def _nifti_gunzipped(data: bytes) -> bytes:
+    """The .nii bytes of a .nii.gz, decompressed only as far as its header declares data."""
+    head = _gunzip_head(data, 544)
+    if not _is_nifti_header(head):
+        raise UserInputError("The file is not a NIfTI-1 or NIfTI-2 volume.")
+    header = nifti_header(head)
+    # Trailing bytes past the declared voxels are never read, so never decompressed either.
+    needed = min(header.data_offset + header.data_bytes, MAX_DECOMPRESSED_BYTES)
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        raw = decompressor.decompress(data, needed)
+    except zlib.error:
+        raise UserInputError("The .nii.gz file is corrupt (gzip error).") from None
+    if len(raw) < needed:
+        raise UserInputError("The .nii.gz file is truncated; upload it again.")
+    return raw
+
+
+def nifti_file_header(data: bytes) -> NiftiHeader:
+    """The header of a ``.nii`` or ``.nii.gz`` file, read without decompressing the voxels."""
+    head = _gunzip_head(data, 544) if data.startswith(b"\x1f\x8b") else data[:544]
+    if not _is_nifti_header(head):
+        raise UserInputError("The file is not a NIfTI-1 or NIfTI-2 volume.")
+    return nifti_header(head)
+
+
+def _nifti_image(data: bytes, budget: PixelBudget) -> Any:
     import nibabel as nib
 
+    header = nifti_file_header(data)
+    # Every voxel the file stores is decompressed, so all of them count.
+    check_volume("The NIfTI file", header.shape, header.dtype, header.itemsize, budget)
     if data.startswith(b"\x1f\x8b"):
-        decompressor = zlib.decompressobj(wbits=31)
-        try:
-            raw = decompressor.decompress(data, MAX_DECOMPRESSED_BYTES + 1)
-        except zlib.error:
-            raise UserInputError("The .nii.gz file is corrupt (gzip error).") from None
-        if len(raw) > MAX_DECOMPRESSED_BYTES:
-            raise UserInputError(
-                f"The .nii.gz file expands to more than {MAX_DECOMPRESSED_BYTES / 1e9:.1f} GB; "
-                "upload a smaller volume."
-            )
-        if not decompressor.eof:
-            raise UserInputError("The .nii.gz file is truncated; upload it again.")
-        data = raw
-    if not _is_nifti_header(data[:544]):
-        raise UserInputError("The file is not a NIfTI-1 or NIfTI-2 volume.")
+        data = _nifti_gunzipped(data)
     nifti2 = 540 in (int.from_bytes(data[:4], "little"), int.from_bytes(data[:4], "big"))
     image_class = nib.Nifti2Image if nifti2 else nib.Nifti1Image
     try:
@@ -388,18 +458,21 @@ def _nifti_image(data: bytes) -> Any:
         raise UserInputError(f"The NIfTI header could not be read ({error}).") from None
 
 
-def load_volume(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
+def load_volume(
+    data: bytes, *, budget: PixelBudget | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a NIfTI volume (``.nii`` or ``.nii.gz`` bytes) as float32, reoriented to RAS.
 
     Returns ``(volume, info)``: ``volume`` is (X, Y, Z) with voxel axes ordered and flipped to
     point Right, Anterior, Superior (scale slope/intercept applied); 2-D data gets Z = 1 and
     4-D data keeps only its first volume (a note says so). ``info`` holds ``shape`` (as
-    stored), ``dtype``, ``ndim``, ``zooms`` and ``notes``. 5-D and larger data, volumes over
-    `MAX_VOLUME_VOXELS` and unreadable files raise UserInputError.
+    stored), ``dtype``, ``ndim``, ``zooms`` and ``notes``. 5-D and larger data, files holding
+    more voxels than ``budget.max_volume_voxels`` (default `MAX_VOLUME_VOXELS`; checked from
+    the header, before decompressing) and unreadable files raise UserInputError.
     """
     import nibabel as nib
 
-    image = _nifti_image(data)
+    image = _nifti_image(data, budget or PixelBudget())
     shape = tuple(int(v) for v in image.shape)
     notes: list[str] = []
     if len(shape) > 4:
@@ -409,12 +482,6 @@ def load_volume(data: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         )
     if len(shape) < 2 or min(shape) < 1:
         raise UserInputError(f"The NIfTI data has no pixels (shape {shape}).")
-    voxels = math.prod(shape[:3])
-    if voxels > MAX_VOLUME_VOXELS:
-        raise UserInputError(
-            f"The NIfTI volume has {voxels / 1e6:.0f} million voxels; the limit is "
-            f"{MAX_VOLUME_VOXELS / 1e6:.0f} million."
-        )
     try:
         if len(shape) == 4:
             notes.append(f"the NIfTI file has {shape[3]} volumes; the first is used")
@@ -466,12 +533,19 @@ def _load_nifti(
     data: bytes,
     *,
     subject: str,
-    max_pixels: int,
+    budget: PixelBudget,
     window: str | None,
     axis: int,
     index: int | None,
 ) -> LoadedImage:
-    volume, info = load_volume(data)
+    header = nifti_file_header(data)
+    ras = header.ras_shape
+    if ras is not None and axis in (0, 1, 2) and 2 <= len(header.shape) <= 4:
+        if len(header.shape) == 2:  # shown as is: the plane is the one axis that is not 1
+            axis = next(a for a in (2, 0, 1) if ras[a] == 1)
+        height, width = nifti_plane_hw(ras, axis)
+        check_plane(f"The NIfTI slice across axis {axis}", width, height, budget)
+    volume, info = load_volume(data, budget=budget)
     notes: list[str] = list(info["notes"])
     if info["ndim"] == 2:
         axis = next(a for a in (2, 0, 1) if volume.shape[a] == 1)
@@ -481,9 +555,7 @@ def _load_nifti(
         raise UserInputError(f"The slice axis must be 0, 1 or 2; got {axis}.")
     if index is None:
         index = volume.shape[axis] // 2
-    plane = slice_volume(volume, axis, index)  # (rows, cols)
-    if plane.size > max_pixels:
-        raise _too_large(subject, plane.shape[1], plane.shape[0], max_pixels)
+    plane = slice_volume(volume, axis, index)  # (rows, cols), checked from the header above
     if info["ndim"] != 2:
         notes.append(f"slice {index} of {volume.shape[axis]} along axis {axis}")
     ct_like = bool(np.nanmin(volume) < CT_LIKE_MIN_VALUE)

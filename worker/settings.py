@@ -41,6 +41,21 @@ class Settings(BaseSettings):
     # Uploads: bytes and decoded pixels (8192 x 8192 is the largest image the model takes).
     max_upload_bytes: int = Field(default=50_000_000, gt=0, le=2_000_000_000)
     max_image_pixels: int = Field(default=8192 * 8192, gt=0, le=8192 * 8192)
+    # Voxels a volume or multi-frame file may hold (NIfTI: every dimension; DICOM: rows x
+    # columns x frames), read from the header before decoding. 512^3 is a large CT series
+    # (about 1.3 GB while a slice is cut from it); a 0.5 MB .nii.gz of 512x512x1024 zeros
+    # took 2.6 GB before this limit.
+    max_volume_voxels: int = Field(default=512 * 512 * 512, gt=0, le=512 * 512 * 1024)
+    # Longest / shortest side: beyond 24:1 the image is thinner than one row of CLIP's
+    # 24 x 24 patch grid at 336 px, so the model sees padding instead of the image.
+    max_aspect_ratio: float = Field(default=24.0, ge=1.0, le=8192.0)
+    # Uploads decoded at once per process. One decode may hold about 1.3 GB, and Gradio runs
+    # 8 events at once by default: 2 keeps the worst case near 3 GB and still lets a
+    # second user through while a large volume decodes.
+    max_concurrent_decodes: int = Field(default=2, ge=1, le=64)
+    # Seconds an upload waits for a decode slot before the user is asked to try again;
+    # a 512^3 volume decodes in about 6 s on one core.
+    decode_wait_s: float = Field(default=30.0, gt=0.0, le=600.0)
     max_question_chars: int = Field(default=2000, gt=0, le=100_000)
     max_regions: int = Field(default=16, gt=0, le=32)
     max_turns_per_session: int = Field(default=50, gt=0)

@@ -22,6 +22,7 @@ from medplib.imageio import (
     load_volume,
     slice_volume,
 )
+from medplib.imagelimits import PixelBudget
 
 
 def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -148,13 +149,21 @@ def test_bad_files_have_clear_errors():
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_pixel_limits_checked_before_decoding():
-    with pytest.raises(UserInputError, match="too many to open safely"):
+    with pytest.raises(
+        UserInputError,
+        match=r"^'bomb.png' is 30000x30000 pixels \(900.0 megapixels\); the limit is 67.1 megapixels",
+    ):
         load_image(_png_header_only(30000, 30000), filename="bomb.png")
     with pytest.raises(UserInputError, match=r"is 9000x9000 pixels \(81.0 megapixels\)"):
         load_image(_png_header_only(9000, 9000))
-    # Above Pillow's own limit but within ours: Pillow's warning still stops it.
-    with pytest.raises(UserInputError, match="too many to open safely"):
+    # Within our pixel budget, but over the longest side the model takes.
+    with pytest.raises(UserInputError, match="10000x10000 pixels; the model takes at most 8192"):
         load_image(_png_header_only(10000, 10000), max_pixels=200_000_000)
+    # Formats without a header parser of ours: Pillow's own bomb limit still stops them.
+    gif = b"GIF89a" + struct.pack("<HHBBB", 15000, 15000, 0, 0, 0)
+    gif += b"," + struct.pack("<HHHHB", 0, 0, 15000, 15000, 0) + b"\x02\x02\x44\x01\x00;"
+    with pytest.raises(UserInputError, match="too many to open safely"):
+        load_image(gif, max_pixels=200_000_000)
     with pytest.raises(UserInputError, match="is 3x2 pixels"):
         load_image(_save(Image.new("L", (3, 2)), "PNG"), max_pixels=5)
     tiny = load_image(_save(Image.new("L", (1, 1), 7), "PNG"), max_pixels=1)
@@ -250,8 +259,9 @@ def test_dicom_colour_multiframe_and_no_preamble():
     assert "the DICOM file has 3 frames; the first is shown" in multi.notes
     bare = _dicom(np.full((2, 2), 1064, dtype=np.int16), preamble=False)
     assert bare[128:132] != b"DICM"
-    with pytest.raises(UserInputError, match="is not an image"):
-        load_image(bare, filename="scan.bin")
+    # Found by its first element (group 0008), whatever the name, and read with force=True.
+    assert detect_format(bare) == "dicom"
+    assert (load_image(bare, filename="scan.bin").rgb == 128).all()
     assert (load_image(bare, filename="scan.dcm").rgb == 128).all()
 
 
@@ -368,3 +378,152 @@ def test_nifti_corrupt():
     raw = _nifti(_marked_volume())
     with pytest.raises(UserInputError, match="^The NIfTI file is truncated or damaged"):
         load_image(raw[:400])
+
+
+# DICOM detection: pydicom's own test files (shipped inside the package, no download).
+
+
+def _pydicom_file(name: str) -> bytes:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"pydicom ships {name}"
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+@pytest.mark.parametrize(
+    ("name", "size_hw", "modality"),
+    [
+        ("CT_small.dcm", (128, 128), "CT"),
+        ("MR_small.dcm", (64, 64), "MR"),
+        ("MR_small_implicit.dcm", (64, 64), "MR"),
+        ("MR_small_bigendian.dcm", (64, 64), "MR"),
+        ("JPEG2000.dcm", (1024, 256), None),
+    ],
+)
+def test_pydicom_files_with_a_tiff_preamble_are_dicom(name, size_hw, modality):
+    import pydicom
+
+    data = _pydicom_file(name)
+    assert data[128:132] == b"DICM"
+    if name != "JPEG2000.dcm":
+        assert data[:4] == b"II*\x00"  # the preamble is a TIFF header
+    assert detect_format(data) == "dicom"
+    try:
+        loaded = load_image(data, filename=name)
+    except UserInputError as error:  # JPEG 2000 needs an optional decoder plugin
+        assert name == "JPEG2000.dcm" and "could not be decoded" in str(error)
+        return
+    assert (loaded.source_format, loaded.height_px, loaded.width_px) == ("dicom", *size_hw)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert loaded.modality_hint == (modality or str(ds.get("Modality", "")) or None)
+    if name == "CT_small.dcm":
+        hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        np.testing.assert_array_equal(loaded.rgb[..., 0], _window(hu, "soft_tissue"))
+
+
+def test_tiff_header_in_the_preamble_of_our_own_dicom():
+    hu = np.array([[-1000, 40], [240, -60]], dtype=np.int16)
+    plain = _dicom((hu + 1024).astype(np.int16))
+    tiff = _save(Image.new("L", (4, 4), 9), "TIFF")[:128]
+    data = tiff.ljust(128, b"\0") + plain[128:]
+    assert detect_format(data) == "dicom"
+    loaded = load_image(data, filename="scan.tif")
+    np.testing.assert_array_equal(loaded.rgb[..., 0], [[0, 128], [255, 64]])
+
+
+def test_dicom_without_preamble_is_read_with_force():
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(_pydicom_file("CT_small.dcm")))
+    buffer = io.BytesIO()
+    ds.preamble = None
+    ds.save_as(buffer, enforce_file_format=False)
+    bare = buffer.getvalue()
+    assert bare[128:132] != b"DICM" and not bare.startswith(b"II*")
+    assert detect_format(bare) == "dicom"
+    loaded = load_image(bare, filename="upload")
+    np.testing.assert_array_equal(loaded.rgb, load_image(_pydicom_file("CT_small.dcm")).rgb)
+    # A DICOM-like start that pydicom cannot read is still a clear DICOM error.
+    with pytest.raises(UserInputError, match="DICOM"):
+        load_image(b"\x08\x00\x05\x00CS" + b"\xff" * 30)
+
+
+def test_dicom_size_limits_before_decoding():
+    frames = np.zeros((3, 4, 5), dtype=np.int16)
+    data = _dicom(frames, NumberOfFrames=3)
+    with pytest.raises(
+        UserInputError, match=r"holds 3x4x5 16-bit voxels \(0 million, 0.00 GB decoded\)"
+    ):
+        load_image(data, max_volume_voxels=59)
+    assert load_image(data, max_volume_voxels=60).rgb.shape == (4, 5, 3)
+    thin = _dicom(np.zeros((1, 30), dtype=np.int16))
+    with pytest.raises(UserInputError, match=r"is 30x1 pixels, an aspect ratio of 30.0:1"):
+        load_image(thin)
+
+
+# Limits from headers: raster and NIfTI.
+
+
+def test_extreme_aspect_ratio_refused_from_the_header():
+    with pytest.raises(UserInputError, match=r"^'strip.png' is 1x100000 pixels, an aspect ratio"):
+        load_image(_png_header_only(1, 100000), filename="strip.png")
+    wide = _save(Image.new("L", (24, 1), 3), "PNG")
+    assert load_image(wide).rgb.shape == (1, 24, 3)
+    with pytest.raises(UserInputError, match=r"aspect ratio of 25.0:1; the model can use at most"):
+        load_image(_save(Image.new("L", (25, 1), 3), "PNG"))
+    assert load_image(_save(Image.new("L", (25, 1), 3), "PNG"), max_aspect_ratio=25).width_px == 25
+
+
+def test_sixteen_bit_stretch_over_several_blocks_matches_the_formula():
+    values = (np.arange(1500 * 800, dtype=np.uint32) * 7919 % 65536).astype(np.uint16)
+    values = values.reshape(800, 1500)  # 1.2 M values: more than one mapping block
+    loaded = load_image(_save(Image.fromarray(values), "PNG"))
+    lo, hi = float(values.min()), float(values.max())
+    expected = np.round((values.astype(np.float64) - lo) / (hi - lo) * 255.0).astype(np.uint8)
+    np.testing.assert_array_equal(loaded.rgb[..., 0], expected)
+
+
+def _gz_header_only(shape: tuple[int, ...], dtype=np.int16) -> bytes:
+    """A .nii.gz whose header declares ``shape`` but whose voxel data is missing."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    return gzip.compress(header.binaryblock + b"\0" * 4)
+
+
+def test_nifti_voxel_budget_checked_from_the_header():
+    # The data is missing, so only a check made before decompressing can give this message.
+    with pytest.raises(
+        UserInputError,
+        match=r"^The NIfTI file holds 512x512x1024 int16 voxels \(268 million, 0.54 GB "
+        r"decoded\); the limit is 134 million voxels",
+    ):
+        load_image(_gz_header_only((512, 512, 1024)), max_volume_voxels=512 * 512 * 512)
+    with pytest.raises(UserInputError, match=r"holds 8x8x4x3 float32 voxels"):
+        load_volume(
+            _nifti(np.zeros((8, 8, 4, 3), np.float32)), budget=PixelBudget(max_volume_voxels=700)
+        )
+    with pytest.raises(UserInputError, match="^The .nii.gz file is truncated"):
+        load_image(_gz_header_only((8, 8, 8)))
+    ok = load_image(_nifti(np.zeros((8, 8, 4, 3), np.float32), gz=True), max_volume_voxels=768)
+    assert ok.rgb.shape == (8, 8, 3)
+
+
+def test_nifti_slice_aspect_ratio_checked_per_axis():
+    volume = np.zeros((100, 60, 3), np.float32)
+    data = _nifti(volume, gz=True)
+    assert load_image(data, nifti_axis=2).rgb.shape == (60, 100, 3)
+    with pytest.raises(
+        UserInputError,
+        match=r"^The NIfTI slice across axis 0 is 60x3 pixels, an aspect ratio of 20.0:1",
+    ):
+        load_image(data, nifti_axis=0, max_aspect_ratio=10)
+
+
+def test_nifti_trailing_bytes_are_not_decompressed():
+    data = _nifti(_marked_volume())
+    padded = gzip.compress(data + b"\0" * 5_000_000)
+    volume, _ = load_volume(padded)
+    np.testing.assert_array_equal(volume, _marked_volume())

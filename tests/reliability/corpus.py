@@ -11,6 +11,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import nibabel as nib
@@ -24,6 +25,7 @@ class FileCase:
     data: bytes
     filename: str
     expect: str | None  # substring of the error, or None = accepted
+    accepted_as: str | None = None  # when accepted: "format WxH" the stored image must have
 
 
 def _png(arr: np.ndarray, **kw: Any) -> bytes:
@@ -55,6 +57,51 @@ def png_bomb(side: int = 20000) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
     )
+
+
+@cache
+def nifti_zeros_gz(shape: tuple[int, ...] = (512, 512, 1024)) -> bytes:
+    """A .nii.gz of int16 zeros, compressed plane by plane: 0.5 MB for 512x512x1024 (512 MB)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.int16)
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+    parts = [comp.compress(header.binaryblock + b"\0" * 4)]
+    plane = bytes(shape[0] * shape[1] * 2)
+    parts += [comp.compress(plane) for _ in range(int(np.prod(shape[2:])))]
+    return b"".join([*parts, comp.flush()])
+
+
+@cache
+def png16_zeros(width: int = 8192, height: int = 8192) -> bytes:
+    """A 16-bit greyscale PNG of zeros: 130 kB for 8192 x 8192 (128 MB of samples)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    comp = zlib.compressobj(9)
+    row = bytes(1 + 2 * width)
+    body = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
+    )
+
+
+def _pydicom_file(name: str) -> bytes:
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        raise FileNotFoundError(f"pydicom no longer ships {name}")
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _dicom_without_preamble() -> bytes:
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(_pydicom_file("CT_small.dcm")))
+    ds.preamble = None
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=False)
+    return buf.getvalue()
 
 
 def _dicom(with_pixels: bool) -> bytes:
@@ -122,12 +169,41 @@ def file_cases() -> list[FileCase]:
         FileCase("gzip that is not nifti", gzip.compress(b"not a volume" * 100), "x.nii.gz", ""),
         FileCase("truncated nifti", _nifti((8, 8, 4))[:200], "cut.nii.gz", ""),
         FileCase("5-D nifti", _nifti((4, 4, 4, 2, 2)), "five.nii.gz", ""),
+        # Resource limits, read from headers before anything is decoded.
+        FileCase(
+            "nifti bomb 512x512x1024",
+            nifti_zeros_gz(),
+            "zeros.nii.gz",
+            "holds 512x512x1024 int16 voxels (268 million, 0.54 GB decoded); the limit is "
+            "134 million voxels",
+        ),
+        FileCase(
+            "16-bit 8192x8192 png",
+            png16_zeros(),
+            "big16.png",
+            "is 8192x8192 pixels (67.1 megapixels); the limit is 16.8 megapixels",
+        ),
+        FileCase(
+            "1x100000 png",
+            _png(np.zeros((100000, 1), np.uint8)),
+            "strip.png",
+            "is 1x100000 pixels, an aspect ratio of 100000:1; the model can use at most 24:1",
+        ),
         # Unusual but valid: accepted, with a note saying what was done.
         FileCase("16-bit tiff", _tiff16(), "x16.tif", None),
         FileCase("cmyk jpeg", _cmyk_jpeg(), "cmyk.jpg", None),
         FileCase("animated gif", _animated_gif(), "anim.gif", None),
         FileCase("4-D nifti", _nifti((8, 8, 4, 3)), "four.nii.gz", None),
         FileCase("dicom with pixels", _dicom(True), "ok.dcm", None),
+        FileCase(
+            "dicom with a tiff preamble",
+            _pydicom_file("CT_small.dcm"),
+            "ct.dcm",
+            None,
+            "dicom 128x128",
+        ),
+        FileCase("dicom without preamble", _dicom_without_preamble(), "ct", None, "dicom 128x128"),
+        FileCase("24:1 png", _png(np.zeros((10, 240), np.uint8)), "wide.png", None, "png 240x10"),
         FileCase("1x1 png", _png(np.zeros((1, 1), np.uint8)), "dot.png", None),
     ]
 

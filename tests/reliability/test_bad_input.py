@@ -68,6 +68,9 @@ def test_files(platform, case):
             filename=case.filename,
         )
         assert image.width_px >= 1 and image.height_px >= 1
+        if case.accepted_as is not None:
+            shown = f"{image.source_format} {image.width_px}x{image.height_px}"
+            assert shown == case.accepted_as
         return
     with pytest.raises(ServiceError) as err:
         platform.call(

@@ -92,9 +92,19 @@ def test_queue_rate_statistics_and_export(web, answered):
     assert (
         saved["review_status"].startswith("Rating saved.") and not saved["review_pick"]["choices"]
     )
+    # The form starts fresh for the next answer; a refused one keeps what was entered.
+    assert (saved["review_score"], saved["review_correct"], saved["review_comment"]) == (
+        3,
+        "unsure",
+        "",
+    )
+    assert "review_comment" not in short
     review.submit_rating(web, turn_id, 2, "no", "", ["wrong", "partly"], ravi)
     stats = review.statistics(web, rita)
-    assert stats["agreement"]["items_with_two_or_more"] == 1
+    # Readable rows with reviewer names: everyone, then each pair (2 vs 4, no vs yes).
+    overall, pair = stats["agreement"]
+    assert overall[:2] == ["all reviewers (Fleiss)", 1]
+    assert pair[0] in ("rita & ravi (Cohen)", "ravi & rita (Cohen)") and pair[1] == 1
     (row,) = stats["checkpoint_table"]
     assert row[0] == "tiny-untrained-test" and row[1] == 2 and row[2] == 3.0
     exported = review.export(web, "csv", rita)

@@ -26,6 +26,8 @@ from worker.services.reviews import (
 MAX_MASK_VERDICTS = 8
 VERDICTS = ["good", "partly", "wrong"]
 CORRECT_CHOICES = ["yes", "no", "unsure"]
+FRESH_FORM: dict[str, Any] = {"review_score": 3, "review_correct": "unsure", "review_comment": ""}
+AGREEMENT_HEADERS = ["reviewers", "answers rated by all of them", "κ text score", "κ correct"]
 CHECKPOINT_HEADERS = [
     "checkpoint",
     "ratings",
@@ -135,9 +137,11 @@ def submit_rating(
             )
         )
     except UserFacingError as exc:
-        return _fail(exc)
+        return _fail(exc)  # the form keeps what was entered
     out = load_queue(web, actor_state)
     out["review_status"] = "Rating saved. " + str(out.get("review_status", ""))
+    # A fresh form for the next answer (its mask pickers are reset when it is shown).
+    out.update(FRESH_FORM)
     return out
 
 
@@ -156,7 +160,34 @@ def statistics(web: Web, actor_state: dict[str, Any] | None) -> dict[str, Any]:
     except UserFacingError as exc:
         return _fail(exc)
     rows = [[row.get(h) for h in CHECKPOINT_HEADERS] for row in table]
-    return {"agreement": agreement, "checkpoint_table": rows}
+    return {"agreement": agreement_rows(agreement), "checkpoint_table": rows}
+
+
+def agreement_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """The agreement report as table rows: all reviewers first, then each pair by name."""
+
+    def kappa(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    fleiss = report.get("fleiss") or {}
+    rows: list[list[Any]] = [
+        [
+            "all reviewers (Fleiss)",
+            report.get("items_with_two_or_more", 0),
+            kappa(fleiss.get("text_score")),
+            kappa(fleiss.get("text_correct")),
+        ]
+    ]
+    for pair in report.get("cohen") or []:
+        rows.append(
+            [
+                " & ".join(pair["names"]) + " (Cohen)",
+                pair["items"],
+                kappa(pair["text_score"]),
+                kappa(pair["text_correct"]),
+            ]
+        )
+    return rows
 
 
 def export(web: Web, fmt: str, actor_state: dict[str, Any] | None) -> dict[str, Any]:

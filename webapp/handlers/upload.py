@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from medplib.errors import UserInputError
-from medplib.imageio import detect_format, load_volume
+from medplib.imageio import detect_format, nifti_file_header
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, user_errors
 from webapp.handlers.screen import EMPTY_CANVASES, blank_details, image_info, view_for_image
@@ -48,10 +48,13 @@ def volume_slices(data: bytes, axis: int) -> int | None:
     if detect_format(data) != "nifti":
         return None
     try:
-        volume, _ = load_volume(data)
+        # From the header alone: decoding happens once, in the ingest, within its limits.
+        header = nifti_file_header(data)
     except UserInputError:
         return None  # the ingest reports the problem in full
-    return int(volume.shape[axis]) if volume.ndim == 3 else None
+    if header.ras_shape is None or not 2 <= len(header.shape) <= 4:
+        return None
+    return int(header.ras_shape[axis])
 
 
 def upload(

@@ -38,7 +38,11 @@ def build(c: dict[str, Any]) -> None:
     c["review_status"] = gr.Markdown()
     with gr.Accordion("Agreement and checkpoints", open=False):
         c["review_stats"] = gr.Button("Compute")
-        c["agreement"] = gr.JSON(label="Inter-rater agreement (kappa)")
+        c["agreement"] = gr.Dataframe(
+            headers=handlers.AGREEMENT_HEADERS,
+            interactive=False,
+            label="Inter-rater agreement (kappa; 1 = full agreement, 0 = chance)",
+        )
         c["checkpoint_table"] = gr.Dataframe(
             headers=handlers.CHECKPOINT_HEADERS, interactive=False, label="Per checkpoint"
         )
@@ -79,7 +83,10 @@ def wire(c: dict[str, Any], web: Web) -> None:
         *(c[name] for name in VERDICT_NAMES),
     ]
     c["review_submit"].click(
-        submit, form, outs(c, "review_pick", "review_status"), api_visibility="private"
+        submit,
+        form,
+        outs(c, "review_pick", "review_status", "review_score", "review_correct", "review_comment"),
+        api_visibility="private",
     ).then(show, [c["review_pick"], c["actor"]], outs(c, ITEM), api_visibility="private")
 
     def stats(actor: dict) -> dict:

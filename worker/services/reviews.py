@@ -86,8 +86,10 @@ def _ratings(db: Session) -> list[Rating]:
 def agreement_report(db: Session) -> dict[str, Any]:
     """Fleiss' kappa over all reviewers and Cohen's kappa per reviewer pair."""
     by_turn: dict[str, dict[str, Rating]] = defaultdict(dict)
+    names: dict[str, str] = {}
     for r in _ratings(db):
         by_turn[r.turn_id][r.reviewer_id] = r
+        names[r.reviewer_id] = r.reviewer.username
     report: dict[str, Any] = {"items_with_two_or_more": 0, "fleiss": {}, "cohen": []}
     shared = {t: rs for t, rs in by_turn.items() if len(rs) >= 2}
     report["items_with_two_or_more"] = len(shared)
@@ -107,6 +109,7 @@ def agreement_report(db: Session) -> dict[str, Any]:
         report["cohen"].append(
             {
                 "reviewers": [a, b],
+                "names": [names[a], names[b]],
                 "items": len(both),
                 "text_score": cohen_kappa(
                     [_score(rs[a]) for rs in both], [_score(rs[b]) for rs in both]
