@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from tests.webapp.helpers import uploaded
+from tests.webapp.helpers import browser, run_ask, settled, uploaded
 from webapp.handlers import upload
 from webapp.handlers.screen import canvas_values
 from worker.models import Image
@@ -78,3 +78,26 @@ def test_nifti_shows_the_slice_picker_and_reads_the_chosen_slice(web, tmp_path):
     assert (other["view"]["width_px"], other["view"]["height_px"]) == (16, 12)
     sagittal = upload.upload(web, None, "default", 0, 99, other["view"], [], new_file=False)
     assert sagittal["nifti_slice"]["maximum"] == 15 and "slice 15 of 16" in sagittal["image_info"]
+
+
+def test_window_and_slice_apply_after_a_question_too(web, tmp_path):
+    hu = np.full((32, 48), -600, dtype=np.int16)
+    hu[:, 24:] = 700  # bone on the right half
+    path = tmp_path / "chest.dcm"
+    path.write_bytes(_ct_dicom(hu))
+    actor = browser(web, "w" * 32)["actor"]
+    first = uploaded(web, str(path))
+    asked = settled(run_ask(web, "What is shown?", None, None, first["view"], actor))
+    assert asked["view"]["session_id"] and asked["status"] == "answered"
+    # The browser's temporary upload is gone by now: the stored original is re-read.
+    path.unlink()
+    bone = upload.upload(web, None, "bone", 2, 0, asked["view"], [], new_file=False)
+    assert "bone" in bone["image_info"] and "new conversation" in bone["status"]
+    assert bone["view"]["image_id"] != asked["view"]["image_id"] and bone["chat"] == []
+    shown = canvas_values(web, bone["view"])["prompter"]["value"]["image"]
+    # Bone window (W 1800, L 400): bone light grey, not the saturated white of soft tissue.
+    assert 150 < shown[0, 40, 0] < 255 and shown[0, 0, 0] < shown[0, 40, 0]
+    # A question on it is asked on the image as shown, and its session records that image.
+    again = settled(run_ask(web, "And now?", None, None, bone["view"], actor))
+    assert again["view"]["image_id"] == bone["view"]["image_id"]
+    assert again["view"]["session_id"] != asked["view"]["session_id"]

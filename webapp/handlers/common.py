@@ -172,7 +172,6 @@ def empty_view() -> dict[str, Any]:
         "shown_w": 0,
         "shown_h": 0,
         "filename": None,
-        "source_path": None,  # the uploaded file, kept to re-read with another window/slice
         "session_id": None,
         "token": None,  # a share token when the session is read through a link
         "read_only": False,

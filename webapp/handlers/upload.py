@@ -13,7 +13,7 @@ from webapp import render
 from webapp.handlers.common import UserFacingError, Web, user_errors
 from webapp.handlers.screen import EMPTY_CANVASES, blank_details, image_info, view_for_image
 from webapp.handlers.views import image_data
-from worker.services.images import ingest_image
+from worker.services.images import ingest_image, original_bytes, rerender_image
 
 # Dropdown value meaning "let the loader choose" (soft tissue for CT, percentiles otherwise).
 DEFAULT_WINDOW = "default"
@@ -74,45 +74,67 @@ def upload(
     success the file box is emptied, ready for the next upload. On any error the screen
     keeps the previous image and says why, in one sentence.
     """
-    if not new_file:
-        path = view.get("source_path")
-    if not path:
+    source_id = view.get("image_id")
+    if (new_file and not path) or (not new_file and not source_id):
         return {"status": gr.update()}
     axis = 2 if new_file or nifti_axis is None else int(nifti_axis)
     index = None if new_file or nifti_slice is None else int(nifti_slice)
+    chosen = None if window in (None, DEFAULT_WINDOW) else window
+    store = web.platform.store
     try:
-        data = read_upload(web, path)
+        with user_errors():
+            if new_file:
+                data = read_upload(web, path or "")
+            else:  # the stored original: the browser's temporary file may be gone
+                data = web.call(lambda db: original_bytes(db, store=store, image_id=source_id))
         slices = volume_slices(data, axis)
         if slices is not None and index is not None and index >= slices:
             index = slices - 1  # the axis changed under the slider
-        with user_errors():
-            image = web.call(
-                lambda db: image_data(
-                    ingest_image(
-                        db,
-                        store=web.platform.store,
-                        settings=web.settings,
-                        data=data,
-                        filename=os.path.basename(path),
-                        window=None if window in (None, DEFAULT_WINDOW) else window,
-                        nifti_axis=axis,
-                        nifti_slice=index,
-                    )
+
+        def body(db: Any) -> Any:
+            if new_file:
+                made = ingest_image(
+                    db,
+                    store=store,
+                    settings=web.settings,
+                    data=data,
+                    filename=os.path.basename(path or ""),
+                    window=chosen,
+                    nifti_axis=axis,
+                    nifti_slice=index,
                 )
-            )
+            else:
+                made = rerender_image(
+                    db,
+                    store=store,
+                    settings=web.settings,
+                    image_id=source_id,
+                    window=chosen,
+                    nifti_axis=axis,
+                    nifti_slice=index,
+                )
+            return image_data(made)
+
+        with user_errors():
+            image = web.call(body)
     except UserFacingError as exc:
         gr.Warning(str(exc))
         return {"status": f"⚠ {render.escape_text(str(exc))}", "file": None}
     dropped = len(drawn or [])
     message = "Image loaded. Draw regions if you like, then ask a question."
-    if view.get("image_id") or view.get("session_id"):
+    if not new_file and view.get("session_id"):
+        message = (
+            "The image is shown with the new window or slice: a new conversation starts on "
+            "it (the earlier one stays in My sessions)."
+        )
+    elif view.get("image_id") or view.get("session_id"):
         message = "New image loaded: a new conversation starts."
         if dropped == 1:
             message += " The region drawn on the previous image was cleared."
         elif dropped:
             message += f" The {dropped} regions drawn on the previous image were cleared."
     out: dict[str, Any] = {
-        "view": view_for_image(web, image, source_path=path),
+        "view": view_for_image(web, image),
         "file": None,
         **EMPTY_CANVASES,
         "regions_md": render.region_list_markdown([]),

@@ -25,6 +25,7 @@ def build(c: dict[str, Any]) -> None:
         choices=handlers.WINDOW_CHOICES,
         value=handlers.DEFAULT_WINDOW,
         label="Window (DICOM / NIfTI)",
+        elem_id="medplib-window",
     )
     with gr.Group(visible=False) as c["nifti_box"]:
         c["nifti_axis"] = gr.Radio(choices=handlers.AXIS_CHOICES, value=2, label="Slice axis")

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from medplib.errors import UserInputError
 from medplib.imageio import LoadedImage, image_sha256, load_image
 from worker.models import Image
-from worker.services.errors import InvalidInput, Unavailable
+from worker.services.errors import InvalidInput, NotFound, Unavailable
 from worker.settings import Settings
 from worker.store import ArtefactStore
 
@@ -139,6 +139,46 @@ def ingest_image(
         if winner is None:
             raise
         return winner
+    return image
+
+
+def rerender_image(
+    db: Session,
+    *,
+    store: ArtefactStore,
+    settings: Settings,
+    image_id: str,
+    window: str | None = None,
+    nifti_axis: int = 2,
+    nifti_slice: int | None = None,
+) -> Image:
+    """The same uploaded file shown another way (DICOM/NIfTI window, NIfTI axis or slice).
+
+    Read from the stored original, so it works on any session at any time (the browser's
+    temporary upload is long gone by then); the result is an image row of its own.
+    """
+    source = _image(db, image_id)
+    return ingest_image(
+        db,
+        store=store,
+        settings=settings,
+        data=store.get(source.original_key),
+        filename=source.filename,
+        window=window,
+        nifti_axis=nifti_axis,
+        nifti_slice=nifti_slice,
+    )
+
+
+def original_bytes(db: Session, *, store: ArtefactStore, image_id: str) -> bytes:
+    """The file as it was uploaded (to size a volume's slices before re-rendering it)."""
+    return store.get(_image(db, image_id).original_key)
+
+
+def _image(db: Session, image_id: str) -> Image:
+    image = db.get(Image, image_id)
+    if image is None:
+        raise NotFound("That image does not exist any more; upload the file again.")
     return image
 
 
