@@ -1,13 +1,14 @@
 """Decode one file, ``copies`` times at once, as the server does; print the peak RSS as JSON.
 
 Run as ``python -m tests.reliability.decode_child PATH [COPIES]`` so that the peak belongs to
-this process alone (ru_maxrss of a fresh interpreter), not to the test runner.
+this process alone. The peak is the kernel's high-water mark of this address space (``VmHWM``),
+not ``ru_maxrss``: after fork + exec, ``ru_maxrss`` still carries the parent's peak, so a large
+test runner would hide (or fake) the decoder's own peak.
 """
 
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import threading
 
@@ -16,11 +17,19 @@ from worker.services.images import decode_slot, decode_upload
 from worker.settings import Settings
 
 
+def _high_water_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def main(path: str, copies: int) -> None:
     settings = Settings()  # production defaults: the environment is cleared by the caller
     with open(path, "rb") as fh:
         data = fh.read()
-    base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+    base_mb = _high_water_mb()
     outcomes: list[str] = []
 
     def one() -> None:
@@ -36,7 +45,7 @@ def main(path: str, copies: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = _high_water_mb()
     print(json.dumps({"base_mb": base_mb, "peak_mb": peak_mb, "outcomes": outcomes}))
 
 
