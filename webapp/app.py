@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 
+from webapp import auth
 from webapp.handlers import sessions as session_handlers
 from webapp.handlers import share as share_handlers
 from webapp.handlers.common import Web, empty_view
@@ -28,8 +29,9 @@ NOTICE = (
     "Research preview, **not for clinical use**. Images and conversations are stored on this "
     "server; do not upload identifiable patient data."
 )
-# Runs in the browser before the load handler: a random key kept in localStorage identifies
-# this browser's anonymous user across reloads (a per-page key when storage is blocked).
+# Runs in the browser before the load handler: a random secret kept in localStorage is this
+# browser's anonymous credential across reloads (a per-page one when storage is blocked).
+# It is never shown; the server keeps only its hash.
 LOAD_JS = (
     """
 (key, query) => {
@@ -91,7 +93,12 @@ def build_blocks(web: Web) -> gr.Blocks:
             module.wire(c, web)
 
         def on_load(key: str, query: str, request: gr.Request) -> dict:
-            return named(c, session_handlers.page_load(web, key, query, request.session_hash))
+            return named(
+                c,
+                session_handlers.page_load(
+                    web, key, query, request.session_hash, auth.login_token(request)
+                ),
+            )
 
         loaded = demo.load(
             on_load,
@@ -101,6 +108,20 @@ def build_blocks(web: Web) -> gr.Blocks:
             api_visibility="private",
         )
         chat.follow_after(c, web, canvas.fill_after(c, web, loaded))
+
+        def remember(view: dict, actor: dict) -> None:
+            session_handlers.remember_view(web, view, actor)
+
+        # Whatever put a session on screen, a reload reopens it.
+        c["view"].change(
+            remember,
+            [c["view"], c["actor"]],
+            None,
+            api_visibility="private",
+            queue=False,
+            show_progress="hidden",
+            trigger_mode="always_last",
+        )
 
         def links(view: dict, actor: dict) -> dict:
             return named(c, share_handlers.links_list(web, view, actor))
@@ -112,4 +133,7 @@ def build_blocks(web: Web) -> gr.Blocks:
                 outs(c, "links", "share_status"),
                 api_visibility="private",
             )
+    # Mounted next to Gradio's routes by `webapp.commands.launch` (Gradio events cannot set
+    # cookies).
+    demo.medplib_router = auth.router(web)  # type: ignore[attr-defined]
     return demo

@@ -76,7 +76,7 @@ def launch(
 ) -> Any:
     from webapp.app import CSS
 
-    return demo.launch(
+    result = demo.launch(
         server_name=host or settings.host,
         server_port=port or settings.port,
         share=share,
@@ -90,9 +90,16 @@ def launch(
         blocked_paths=blocked_paths(settings),
         strict_cors=True,
         show_error=True,
-        prevent_thread_lock=prevent_thread_lock,
+        # Our own routes are added once Gradio's app exists; then we block if asked to.
+        prevent_thread_lock=True,
         quiet=prevent_thread_lock,
     )
+    router = getattr(demo, "medplib_router", None)
+    if router is not None:
+        demo.app.include_router(router)
+    if not prevent_thread_lock:
+        demo.block_thread()
+    return result
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -31,6 +31,12 @@ def register_worker(sub: Any) -> None:
     )
     p.add_argument("--loglevel", default="INFO")
     p.add_argument(
+        "--beat",
+        action="store_true",
+        help="also run the periodic reconciler schedule (one such worker per deployment, "
+        "consuming the cpu queue)",
+    )
+    p.add_argument(
         "--ping",
         action="store_true",
         help="exit 0 if a worker on this host answers (a container healthcheck), else 1",
@@ -62,10 +68,18 @@ def _worker(args: argparse.Namespace) -> int:
         replies = app.control.ping(timeout=5.0) or []
         here = f"@{socket.gethostname()}"
         return 0 if any(name.endswith(here) for reply in replies for name in reply) else 1
+    import tempfile
+
+    from worker import tasks
+
+    # A CPU/beat worker never answers questions: it need not load the model.
+    tasks.preload_model = tasks.consumes_inference(args.queues)
+    beat = ["--beat", "--schedule", str(Path(tempfile.gettempdir()) / "medplib-beat")]
     name = f"medplib-{os.getpid()}@{socket.gethostname()}"
     app.worker_main(
         argv=[
             "worker",
+            *(beat if args.beat else []),
             "--queues",
             args.queues,
             "--concurrency",
@@ -221,6 +235,10 @@ def register_bench(sub: Any) -> None:
     load.add_argument("--broker-url", default="redis://127.0.0.1:6379/9")
     load.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     load.set_defaults(func=_bench_load)
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="medplib.benchmarks"):
+        entry.load()(bsub)  # e.g. `page`, which drives the web app in a browser
     try:
         from medplib.bench.cli import register as register_model_benchmarks
     except ImportError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +13,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(database_url: str) -> Engine:
+def make_engine(database_url: str, *, sqlite_busy_timeout_s: float = 30.0) -> Engine:
     url = make_url(database_url)
     kwargs: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         # The embedded runner writes from its own thread; SQLite waits for the lock instead of failing.
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": sqlite_busy_timeout_s}
     else:
         # Survive a database restart: test each pooled connection before handing it out.
         kwargs["pool_pre_ping"] = True
@@ -28,16 +28,18 @@ def make_engine(database_url: str) -> Engine:
         kwargs["max_overflow"] = 20
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(
+            engine, "connect", partial(_sqlite_pragmas, busy_ms=int(sqlite_busy_timeout_s * 1000))
+        )
         event.listen(engine, "begin", _sqlite_begin)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_ms: int) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")  # SQLite ignores foreign keys unless asked
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the job writer
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     cursor.close()
     # The sqlite3 module opens a transaction only at the first write, so a read-then-write
     # (claim a queued job, cancel it) could interleave with another and lose an update.

@@ -2,6 +2,9 @@
 
 Each state change is its own transaction, so a crash leaves the job either queued,
 running (picked up again, with its attempts counted) or final — never half-written.
+Every other way out of a claimed job records an end: the answer, or failed with a reason.
+While it runs, a heartbeat thread stamps the row, so a job whose worker died is found by
+its silence (see `worker.reconcile`), not after the broker's visibility timeout.
 """
 
 from __future__ import annotations
@@ -9,27 +12,34 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from medplib.errors import UserInputError
 from medplib.geometry import document_to_masks
 from medplib.masks import encode_rle, mask_area, mask_bbox_xyxy_px, mask_to_png_bytes
 from worker.db import transaction
+from worker.job_events import JobEvents
 from worker.models import Job, JobStatus, Mask, Turn, utcnow
 from worker.predictors import PredictorHolder
+from worker.reconcile import poison_message, timed_out_message
 from worker.services.images import load_display
 from worker.store import ArtefactStore
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Progress writes are throttled: the UI polls about once a second.
 _PROGRESS_INTERVAL_S = 0.25
+_PROGRESS_BACKOFF_S = 5.0
 
 
 class JobTimedOut(Exception):
@@ -43,9 +53,16 @@ class JobContext:
     predictor: PredictorHolder
     max_attempts: int = 3
     soft_time_limit_s: int = 240
+    # The hard limit: a running job silent for longer than this has lost its worker.
+    time_limit_s: int = 300
+    heartbeat_every_s: float = 10.0
+    # How long the final write (answer or failure) waits out a locked or unreachable database.
+    finish_retry_s: float = 60.0
     worker_host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # Exception types that mean "time limit reached" (Celery's SoftTimeLimitExceeded).
     timeout_errors: tuple[type[BaseException], ...] = (JobTimedOut,)
+    # Notices to pages waiting in this process (the embedded runner's jobs).
+    events: JobEvents = field(default_factory=JobEvents)
     # The model call (`predict`); on a ZeroGPU Space it is wrapped to hold the GPU.
     predict: Callable[[str, _Claim, JobContext], Any] = field(
         default_factory=lambda: predict  # defined below; looked up when a context is made
@@ -64,28 +81,111 @@ class _Claim:
 
 
 def run_job(job_id: str, *, ctx: JobContext) -> JobStatus | None:
-    """Run a job once; safe to call again for the same id (re-delivery does nothing twice)."""
-    claim = _claim(job_id, ctx=ctx)
-    if isinstance(claim, JobStatus) or claim is None:
-        return claim
+    """Run a job once; safe to call again for the same id (re-delivery does nothing twice).
+
+    Raises only when the database refuses even the failure record for ``finish_retry_s``;
+    the job's heartbeat has stopped by then, so the watchdog ends it.
+    """
+    try:
+        claim = _claim(job_id, ctx=ctx)
+        if isinstance(claim, JobStatus) or claim is None:
+            return claim
+        ctx.events.publish(job_id)  # running
+        with _Heartbeat(job_id, ctx=ctx):
+            outcome = _answer(job_id, claim, ctx=ctx)
+        if isinstance(outcome, JobStatus):
+            return outcome
+        return _retrying(job_id, lambda: _fail(job_id, outcome, ctx=ctx), ctx=ctx)
+    finally:
+        ctx.events.publish(job_id)  # final (or left for the watchdog)
+
+
+def _answer(job_id: str, claim: _Claim, *, ctx: JobContext) -> JobStatus | str:
+    """Predict and store; the final status, or the reason to fail the job with."""
     started = time.perf_counter()
     try:
         prediction = ctx.predict(job_id, claim, ctx)
     except UserInputError as exc:
-        return _fail(job_id, str(exc), ctx=ctx)
+        return str(exc)
     except ctx.timeout_errors:
-        return _fail(
-            job_id, f"Timed out after {ctx.soft_time_limit_s} s; try a shorter question.", ctx=ctx
-        )
+        return timed_out_message(ctx.soft_time_limit_s)
     except Exception as exc:  # the model must never take the worker down with it
         log.exception("job %s failed", job_id)
-        return _fail(
-            job_id,
+        return (
             f"The model could not answer this question ({type(exc).__name__}); "
-            "the error was logged for the operators.",
-            ctx=ctx,
+            "the error was logged for the operators."
         )
-    return _store(job_id, claim, prediction, time.perf_counter() - started, ctx=ctx)
+    seconds = time.perf_counter() - started
+    try:
+        return _retrying(
+            job_id, lambda: _store(job_id, claim, prediction, seconds, ctx=ctx), ctx=ctx
+        )
+    except ctx.timeout_errors:
+        return timed_out_message(ctx.soft_time_limit_s)
+    except Exception as exc:  # an unwritable store or a database gone for good
+        log.exception("job %s: the answer could not be saved", job_id)
+        return (
+            f"The answer could not be saved ({type(exc).__name__}); "
+            "the error was logged for the operators."
+        )
+
+
+def _retrying(job_id: str, write: Callable[[], T], *, ctx: JobContext) -> T:
+    """A final write, tried again while the database is locked or unreachable."""
+    deadline = time.monotonic() + ctx.finish_retry_s
+    delay = 0.2
+    while True:
+        try:
+            return write()
+        except OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("job %s: database busy or down (%s); retrying", job_id, exc.orig)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class _Heartbeat:
+    """Stamps the job's row every few seconds while this process is running it.
+
+    A thread of its own, so a long model step still beats; a beat that cannot be
+    written (database busy) is skipped, and the worker dying silences it.
+    """
+
+    def __init__(self, job_id: str, *, ctx: JobContext) -> None:
+        self.job_id, self.ctx = job_id, ctx
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        # A beat stuck on a locked database ends by itself; the job need not wait for it.
+        self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ctx.heartbeat_every_s):
+            try:
+                beat(self.job_id, ctx=self.ctx)
+            except Exception as exc:
+                log.warning("job %s: heartbeat skipped (%s)", self.job_id, type(exc).__name__)
+
+
+def beat(job_id: str, *, ctx: JobContext) -> None:
+    # Only while this worker still holds the job: never revive a finished or re-queued one.
+    with transaction(ctx.factory) as db:
+        db.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.status == JobStatus.running,
+                Job.worker_host == ctx.worker_host[:255],
+            )
+            .values(heartbeat_at=utcnow())
+        )
 
 
 def predict(job_id: str, claim: _Claim, ctx: JobContext) -> Any:
@@ -117,15 +217,12 @@ def _claim(job_id: str, *, ctx: JobContext) -> _Claim | JobStatus | None:
         if job.attempts >= ctx.max_attempts:
             # Every earlier attempt ended with its worker dying: this job is poison.
             job.status = JobStatus.failed
-            job.error = (
-                f"This question stopped the worker {job.attempts} times and will not be "
-                "retried; try a different image or question."
-            )
+            job.error = poison_message(job.attempts)
             job.finished_at = utcnow()
             return job.status
         job.attempts += 1
         job.status = JobStatus.running
-        job.started_at = utcnow()
+        job.started_at = job.heartbeat_at = utcnow()
         job.worker_host = ctx.worker_host[:255]
         job.phase = "starting"
         turn = job.turn
@@ -158,11 +255,18 @@ def _progress_writer(job_id: str, *, ctx: JobContext) -> Any:
         if now - last[0] < _PROGRESS_INTERVAL_S and fraction < 1.0:
             return
         last[0] = now
-        with transaction(ctx.factory) as db:
-            job = db.get(Job, job_id)
-            if job is not None and job.status is JobStatus.running:
-                job.phase = phase[:32]
-                job.progress = float(min(max(fraction, 0.0), 1.0))
+        try:
+            with transaction(ctx.factory) as db:
+                job = db.get(Job, job_id)
+                if job is not None and job.status is JobStatus.running:
+                    job.phase = phase[:32]
+                    job.progress = float(min(max(fraction, 0.0), 1.0))
+            ctx.events.publish(job_id)
+        except OperationalError as exc:
+            # Progress is for display only: a busy database must not fail the answer,
+            # nor slow the model with a wait for the lock at every step.
+            log.warning("job %s: progress not recorded (%s)", job_id, exc.orig)
+            last[0] = time.monotonic() + _PROGRESS_BACKOFF_S
 
     return write
 

@@ -34,6 +34,13 @@ def check_invariants(db: Session, *, store: ArtefactStore) -> list[str]:
         if t.session_id not in sessions:
             problems.append(f"turn {t.id}: session {t.session_id} does not exist")
         job = jobs.get(t.id)
+        if t.copied:
+            # Copied with its answer into a fork: never run here, so it has no job.
+            if job is not None:
+                problems.append(f"turn {t.id}: copied into a fork but has a job")
+            if t.answer is None:
+                problems.append(f"turn {t.id}: copied into a fork without its answer")
+            continue
         if job is None:
             problems.append(f"turn {t.id}: has no job")
             continue

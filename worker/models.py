@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -106,6 +107,34 @@ class User(Base):
     role: Mapped[Role] = mapped_column(_enum(Role), default=Role.user)
     anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An anonymous user's credential is a random secret kept by its browser; only its sha256
+    # is stored, and the username is random too, so what others see of a user never works
+    # as a key.
+    # (A unique index rather than a constraint: SQLite adds it without rebuilding the table.)
+    browser_secret_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    # What other people see (an instructor's class overview); the username when unset.
+    display_name: Mapped[str | None] = mapped_column(String(64))
+    # The session this user last had on screen, reopened on a reload. No foreign key: a
+    # deleted session just is not reopened (and users <-> sessions would be a cycle).
+    last_session_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class LoginSession(Base):
+    """One login of an account in one browser; the browser holds the token in a cookie.
+
+    Only the token's sha256 is stored. A row starts as a one-time code (valid briefly) that
+    the page trades for the long-lived cookie token, so the token never reaches page script.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    redeemed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
 
 
 class Image(Base):
@@ -175,6 +204,8 @@ class Turn(Base):
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     answered_at: Mapped[datetime | None] = mapped_column()
+    # Copied with its answer into a fork: such a turn was never run here and has no job.
+    copied: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     session: Mapped[ChatSession] = relationship(back_populates="turns")
     job: Mapped[Job] = relationship(back_populates="turn", cascade="all, delete-orphan")
@@ -204,6 +235,9 @@ class Job(Base):
     phase: Mapped[str | None] = mapped_column(String(32))
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
+    # Written every few seconds by the worker running the job; a running job whose
+    # heartbeat is older than the time limit has lost its worker (see worker.reconcile).
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     # Seconds the model itself took, so platform overhead can be measured apart from it.
     model_seconds: Mapped[float | None] = mapped_column(Float)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.db import session_factory, transaction
 from worker.execution import JobContext, predict
 from worker.predictors import PredictorHolder, load_predictor
+from worker.reconcile import heartbeat_interval_s, watchdog_interval_s
 from worker.runners import CeleryRunner, EmbeddedRunner, Runner
 from worker.services.accounts import Actor
 from worker.services.errors import Unavailable
@@ -41,6 +42,8 @@ def build_job_context(settings: Settings, *, holder: PredictorHolder | None = No
         ),
         max_attempts=settings.job_max_attempts,
         soft_time_limit_s=settings.job_soft_time_limit_s,
+        time_limit_s=settings.job_time_limit_s,
+        heartbeat_every_s=heartbeat_interval_s(settings.job_time_limit_s),
         predict=gpu_bound(predict, duration_s=settings.job_soft_time_limit_s),
     )
 
@@ -88,10 +91,18 @@ def build_platform(settings: Settings, *, holder: PredictorHolder | None = None)
     else:
         from worker.celery_app import create_celery
 
-        runner = CeleryRunner(
-            create_celery(settings),
-            ctx.factory,
-            # A running job older than its hard limit (plus margin) has lost its worker.
-            running_grace_s=settings.job_time_limit_s + 60,
-        )
+        runner = celery_runner(settings, create_celery(settings), ctx.factory)
     return Platform(settings=settings, factory=ctx.factory, store=ctx.store, runner=runner, ctx=ctx)
+
+
+def celery_runner(settings: Settings, app: Any, factory: sessionmaker[Session]) -> CeleryRunner:
+    """The web process's runner; the ``medplib.reconcile`` beat task builds the same."""
+    return CeleryRunner(
+        app,
+        factory,
+        reconcile_every_s=watchdog_interval_s(settings.job_time_limit_s),
+        # A running job older than its hard limit (plus margin) has lost its worker.
+        running_grace_s=settings.job_time_limit_s + 60,
+        time_limit_s=settings.job_time_limit_s,
+        max_attempts=settings.job_max_attempts,
+    )

@@ -9,13 +9,15 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from worker.celery_app import INFERENCE_TASK
+from worker.celery_app import INFERENCE_QUEUE, INFERENCE_TASK, RECONCILE_TASK
 from worker.execution import JobContext, run_job
 
 log = logging.getLogger(__name__)
 
 # One job context (database, store, model) per worker process, made after the fork.
 _context: JobContext | None = None
+# False in a worker that does not consume the inference queue (a CPU/beat worker).
+preload_model = True
 
 
 def _make_context() -> JobContext:
@@ -32,6 +34,8 @@ def _load_model(**_: Any) -> None:
     # Runs in each pool child (and once for the solo pool): CUDA is first touched here,
     # never in the parent that forks.
     global _context
+    if not preload_model:
+        return
     _context = _make_context()
     _context.predictor.get()
     log.info("model loaded: %s", _context.predictor.get().checkpoint_id)
@@ -48,3 +52,19 @@ def context() -> JobContext:
 def run_inference(job_id: str) -> str:
     status = run_job(job_id, ctx=context())
     return status.value if status is not None else "missing"
+
+
+@shared_task(name=RECONCILE_TASK, bind=True, ignore_result=True)
+def reconcile(self: Any) -> int:
+    """The periodic reconciler (beat): re-queue dead workers' jobs, re-publish lost ones."""
+    from worker.db import session_factory
+    from worker.platform import celery_runner
+    from worker.settings import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    runner = celery_runner(settings, self.app, session_factory(settings.database_url))
+    return len(runner.reconcile())
+
+
+def consumes_inference(queues: str) -> bool:
+    return INFERENCE_QUEUE in {q.strip() for q in queues.split(",")}

@@ -17,7 +17,7 @@ def _compose() -> dict:
 
 def test_services_and_healthchecks():
     services = _compose()["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "web", "worker"}
+    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "reconciler"}
     for name in ("postgres", "redis", "web", "worker"):
         assert services[name]["healthcheck"]["test"], name
     assert services["migrate"]["command"] == ["medplib", "db", "upgrade"]
@@ -25,7 +25,7 @@ def test_services_and_healthchecks():
 
 def test_migrations_run_before_web_and_workers():
     services = _compose()["services"]
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "reconciler"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
         assert deps["postgres"]["condition"] == "service_healthy"
@@ -42,6 +42,13 @@ def test_worker_is_one_prefork_process_per_gpu():
     assert device["capabilities"] == ["gpu"] and len(device["device_ids"]) == 1
 
 
+def test_one_reconciler_runs_beat_on_the_cpu_queue():
+    command = _compose()["services"]["reconciler"]["command"]
+    assert command[:2] == ["medplib", "worker"] and "--beat" in command
+    assert command[command.index("--queues") + 1] == "cpu"
+    assert "deploy" not in _compose()["services"]["reconciler"]  # no GPU for a periodic check
+
+
 def test_every_environment_variable_is_a_known_setting():
     known = {f"MEDPLIB_{name.upper()}" for name in Settings.model_fields}
     for name, service in _compose()["services"].items():
@@ -56,7 +63,7 @@ def test_compose_commands_parse_with_the_cli():
     from medplib.cli import build_parser
 
     parser = build_parser()
-    for name in ("migrate", "web", "worker"):
+    for name in ("migrate", "web", "worker", "reconciler"):
         command = _compose()["services"][name]["command"]
         args = parser.parse_args(command[1:])
         assert args.command == command[1]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI, require_service
+from tests.worker.conftest import make_platform  # noqa: F401 (a fixture shared with tests/worker)
 from worker.commands import alembic_config
 
 

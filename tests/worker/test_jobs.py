@@ -189,7 +189,7 @@ def test_anonymous_rate_limit(sqlite_url, make_platform):
     _, _ = _setup(platform)
 
     def anon_session(db):
-        actor = anonymous_actor(db, browser_key="a" * 24)
+        actor = anonymous_actor(db, browser_secret="a" * 24)
         image = ingest_image(db, store=platform.store, settings=platform.settings, data=png_bytes())
         return actor, create_session(db, actor=actor, image_id=image.id).id
 

@@ -139,7 +139,7 @@ def test_class_link_gives_each_student_one_fork_and_the_instructor_sees_all(
     assert {f.id for f in forks} == {fork_a.id, fork_b.id}
     seen = platform.call(get_session, actor=teacher, session_id=fork_a.id)
     assert seen.turns[-1].answer == "noop answer to: my question"
-    with pytest.raises(Forbidden):
+    with pytest.raises(NotFound, match="does not exist"):  # not confirmed to non-owners
         platform.call(class_forks, actor=student_b, link_id=link.id)
     with pytest.raises(NotFound):  # students do not see each other's work
         platform.call(get_session, actor=student_b, session_id=fork_a.id)

@@ -1,4 +1,6 @@
-"""Logging in and out; the actor lives in this browser tab's ``gr.State`` only."""
+"""Logging in and out. The actor lives in the tab's ``gr.State``; a login also gets a
+one-time code that the page trades for the login cookie (see `webapp.auth`), so a reload
+finds the login again."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from webapp.handlers.common import (
     Web,
     actor_state,
     anonymous_state,
-    to_actor,
 )
 from webapp.handlers.sessions import account_text, sessions_table
 from worker.models import User
+from worker.services.accounts import display_name
+from worker.services.logins import end_login, issue_login_code
 from worker.services.sessions import log_in
 
 BAD_LOGIN = "Wrong username or password."
@@ -24,18 +27,18 @@ def login(
 ) -> dict[str, Any]:
     """Check the password; the logged-in actor replaces the anonymous one for this tab.
 
-    Sessions this tab made anonymously (``current``) move to the account in the same
-    transaction, so nothing done before logging in is left behind.
+    Sessions this browser made anonymously move to the account in the same transaction;
+    what selects them is the browser's secret, kept server-side in ``current``.
     """
-    before = to_actor(current)
+    secret = (current or {}).get("browser_secret")
 
-    def body(db: Any) -> tuple[dict[str, Any], int] | None:
-        done = log_in(db, username=username or "", password=password or "", before=before)
+    def body(db: Any) -> tuple[dict[str, Any], int, str] | None:
+        done = log_in(db, username=username or "", password=password or "", anonymous_secret=secret)
         if done is None:
             return None
         actor, moved = done
-        user = db.get(User, actor.user_id)
-        return actor_state(actor, user.username if user else username), moved
+        state = actor_state(actor, display_name(db.get(User, actor.user_id)))
+        return state, moved, issue_login_code(db, actor=actor)
 
     try:
         result = web.call(body)
@@ -43,10 +46,11 @@ def login(
         return {"login_status": f"⚠ {render.escape_text(str(exc))}"}
     if result is None:
         return {"login_status": f"⚠ {BAD_LOGIN}", "password": ""}
-    state, moved = result
+    state, moved, code = result
     return {
         "actor": state,
         "password": "",
+        "login_code": code,
         "login_status": (
             f"{moved} session{'s' if moved != 1 else ''} from this browser moved to your account."
             if moved
@@ -57,8 +61,12 @@ def login(
     }
 
 
-def logout(web: Web, browser_key: str | None) -> dict[str, Any]:
-    """Back to this browser's anonymous identity."""
+def logout(web: Web, browser_key: str | None, login_token: str | None = None) -> dict[str, Any]:
+    """Back to this browser's anonymous identity; the login cookie's login ends for good."""
+    try:
+        web.call(end_login, token=login_token)
+    except UserFacingError as exc:
+        return {"login_status": f"⚠ {render.escape_text(str(exc))}"}
     if not browser_key:
         return {"actor": {}, "account_md": account_text(None), "sessions_table": []}
     try:

@@ -29,7 +29,7 @@ from webapp.render import UNTRAINED_MARKER
 from worker.models import LinkKind, LinkRole
 from worker.services.images import ingest_image
 from worker.services.reviews import export_ratings, rate_turn, review_queue
-from worker.services.sessions import create_session, get_session, log_in
+from worker.services.sessions import create_session, log_in
 from worker.services.shares import create_share_link, fork_session, revoke_link
 from worker.services.turns import job_view
 
@@ -102,14 +102,16 @@ def session_json(session: SessionData) -> dict[str, Any]:
 
 
 def login(web: Web, username: str, password: str, state: Any) -> tuple[Any, dict]:
-    before = to_actor(state) if isinstance(state, dict) else None
+    """Log this client in; what it made anonymously (its connection's secret, kept in the
+    server-side state) moves to the account."""
+    secret = state.get("browser_secret") if isinstance(state, dict) else None
 
     done = _call(
         web,
         log_in,
         username=username or "",
         password=password or "",
-        before=before,
+        anonymous_secret=secret,
     )
     if done is None:
         raise gr.Error("Wrong username or password.")
@@ -173,8 +175,8 @@ def upload(
 
 def _job_json(web: Web, actor: Any, job_id: str) -> dict[str, Any]:
     def body(db: Any) -> dict[str, Any]:
-        view = job_view(db, job_id=job_id)
-        get_session(db, actor=actor, session_id=view.session_id)  # read access or NotFound
+        # Someone else's job is answered like a missing one.
+        view = job_view(db, job_id=job_id, actor=actor)
         out: dict[str, Any] = {
             "job_id": view.id,
             "status": view.status.value,

@@ -27,6 +27,7 @@ from webapp.regions import (
     relabel,
     resolve_references,
 )
+from worker.job_events import changed_within
 from worker.models import JobStatus
 from worker.services.sessions import create_session, set_session_regions
 from worker.services.turns import JobView, cancel_job, job_view, submit_turn
@@ -250,21 +251,27 @@ async def follow(
 
 
 async def _watch(web: Web, job: JobView, pending: Any) -> AsyncIterator[dict[str, Any] | JobView]:
-    """Poll a job about twice a second: a screen update per change, then the final job."""
+    """Follow a job to its end: a screen update per change, then the final job.
+
+    Woken at once by jobs this process runs (embedded mode); jobs run elsewhere are read
+    from the database every ``POLL_INTERVAL_S``.
+    """
     last = _status_of(job)
-    while not job.status.final:
-        await asyncio.sleep(POLL_INTERVAL_S)
-        try:
-            job = await asyncio.to_thread(web.call, job_view, job_id=job.id)
-        except UserFacingError as exc:  # a database blip: keep polling, say so
-            status = str(exc)
-        else:
-            if job.status.final:
-                break  # the final screen shows the outcome
-            status = _status_of(job)
-        if status != last:
-            last = status
-            yield {"chat": pending(status), "status": status}
+    # Subscribed before the first read: a change between reading and waiting still wakes us.
+    async with web.platform.ctx.events.subscribe(job.id) as changed:
+        while not job.status.final:
+            try:
+                job = await asyncio.to_thread(web.call, job_view, job_id=job.id)
+            except UserFacingError as exc:  # a database blip: keep polling, say so
+                status = str(exc)
+            else:
+                if job.status.final:
+                    break  # the final screen shows the outcome
+                status = _status_of(job)
+            if status != last:
+                last = status
+                yield {"chat": pending(status), "status": status}
+            await changed_within(changed, POLL_INTERVAL_S)
     yield job
 
 

@@ -7,7 +7,9 @@ and the view (a dict, see `empty_view`). Handlers receive and return them as pla
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from medplib.errors import UserInputError
 from webapp.regions import shown_size
 from worker.models import Role, User
 from worker.platform import Platform
-from worker.services.accounts import Actor, anonymous_actor
+from worker.services.accounts import Actor, anonymous_actor, display_name, new_browser_secret
 from worker.services.errors import ServiceError
 from worker.services.images import load_display
 
@@ -109,15 +111,18 @@ class Web:
             return np.asarray(im.resize((shown_w, shown_h), PILImage.Resampling.BILINEAR))
 
 
-# Actor state: {"user_id", "role", "anonymous", "username"}; empty until the page has loaded.
+# Actor state: {"user_id", "role", "anonymous", "username", "browser_secret"}; empty until
+# the page has loaded. It lives server-side (gr.State is never sent to the page), so the
+# anonymous browser secret kept in it is what a login later proves this browser with.
 
 
-def actor_state(actor: Actor, username: str) -> dict[str, Any]:
+def actor_state(actor: Actor, username: str, browser_secret: str | None = None) -> dict[str, Any]:
     return {
         "user_id": actor.user_id,
         "role": actor.role.value,
         "anonymous": actor.anonymous,
         "username": username,
+        "browser_secret": browser_secret if actor.anonymous else None,
     }
 
 
@@ -129,17 +134,25 @@ def to_actor(state: dict[str, Any] | None) -> Actor | None:
     )
 
 
-def key_from_session_hash(session_hash: str | None) -> str:
-    """A browser key for clients without local storage (API clients, blocked storage)."""
-    seed = session_hash or str(time.time_ns())
-    return hashlib.sha256(f"medplib-browser:{seed}".encode()).hexdigest()[:32]
+# Keyed per process: a connection's secret cannot be worked out from its session hash.
+_CONNECTION_KEY = secrets.token_bytes(32)
 
 
-def anonymous_state(web: Web, browser_key: str) -> dict[str, Any]:
+def connection_secret(session_hash: str | None) -> str:
+    """The anonymous secret of a client that keeps none (API clients, blocked storage).
+
+    The same for every call of one connection (so calls that do not keep the state still
+    act as one user), random to everyone else.
+    """
+    if not session_hash:
+        return new_browser_secret()
+    return hmac.new(_CONNECTION_KEY, session_hash.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def anonymous_state(web: Web, browser_secret: str) -> dict[str, Any]:
     def body(db: Any) -> dict[str, Any]:
-        actor = anonymous_actor(db, browser_key=browser_key)
-        user = db.get(User, actor.user_id)
-        return actor_state(actor, user.username if user else "anonymous")
+        actor = anonymous_actor(db, browser_secret=browser_secret)
+        return actor_state(actor, display_name(db.get(User, actor.user_id)), browser_secret)
 
     return web.call(body)
 
@@ -154,7 +167,7 @@ def ensured_state(
     actor = to_actor(state)
     if actor is not None and state is not None:
         return actor, state
-    fresh = anonymous_state(web, key_from_session_hash(session_hash))
+    fresh = anonymous_state(web, connection_secret(session_hash))
     actor = to_actor(fresh)
     assert actor is not None
     return actor, fresh

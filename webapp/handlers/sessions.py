@@ -11,14 +11,22 @@ from webapp import render
 from webapp.handlers.common import (
     UserFacingError,
     Web,
+    actor_state,
     anonymous_state,
-    key_from_session_hash,
+    connection_secret,
     to_actor,
 )
 from webapp.handlers.screen import session_screen
 from webapp.handlers.views import link_kind, read_session
-from worker.models import LinkKind
-from worker.services.sessions import delete_session, list_sessions
+from worker.models import LinkKind, User
+from worker.services.accounts import display_name, valid_browser_secret
+from worker.services.logins import login_actor
+from worker.services.sessions import (
+    delete_session,
+    last_session_id,
+    list_sessions,
+    remember_session,
+)
 from worker.services.shares import fork_session
 
 SESSION_HEADERS = ["title", "answers", "updated (UTC)", "id"]
@@ -32,21 +40,38 @@ def sessions_table(web: Web, actor_state: dict[str, Any] | None) -> list[list[An
     return [[s.title, s.turns, f"{s.updated_at:%Y-%m-%d %H:%M}", s.id] for s in rows]
 
 
-def _valid_key(key: str | None) -> bool:
-    return bool(key) and 16 <= len(key or "") <= 64 and (key or "").isalnum()
+def _login_state(web: Web, login_token: str | None) -> dict[str, Any] | None:
+    """The account a login cookie stands for, as actor state; None without a live login."""
+    if not login_token:
+        return None
+
+    def body(db: Any) -> dict[str, Any] | None:
+        actor = login_actor(db, token=login_token)
+        if actor is None:
+            return None
+        return actor_state(actor, display_name(db.get(User, actor.user_id)))
+
+    return web.call(body)
 
 
 def page_load(
-    web: Web, browser_key: str | None, query: str | None, session_hash: str | None
+    web: Web,
+    browser_key: str | None,
+    query: str | None,
+    session_hash: str | None,
+    login_token: str | None = None,
 ) -> dict[str, Any]:
-    """Identify the browser (its stored key, else this page's own) and open a linked session.
+    """Identify the browser and open what it should show.
 
-    ``query`` is the page's query string: ``?share=TOKEN`` opens a read-only view (or the
-    student's own copy, for a class link); ``?class=TOKEN`` always opens the student copy.
+    Who: the account of a live login cookie, else the anonymous user of the browser's stored
+    secret (else of this page alone). What: ``?share=TOKEN`` opens a read-only view (or the
+    student's own copy, for a class link), ``?class=TOKEN`` always the student copy;
+    otherwise the session this user last had on screen.
     """
-    key = browser_key if _valid_key(browser_key) else key_from_session_hash(session_hash)
+    key = browser_key if valid_browser_secret(browser_key) else connection_secret(session_hash)
+    assert key is not None
     try:
-        state = anonymous_state(web, key)
+        state = _login_state(web, login_token) or anonymous_state(web, key)
     except UserFacingError as exc:
         return {"status": f"⚠ {render.escape_text(str(exc))}", "browser_key": key}
     out: dict[str, Any] = {"actor": state, "browser_key": key}
@@ -55,9 +80,39 @@ def page_load(
     klass = (params.get("class") or [""])[0]
     if share or klass:
         out.update(open_link(web, state, share or klass, as_class=bool(klass)))
+    else:
+        out.update(reopen_last(web, state))
     out["account_md"] = account_text(state)
     out["sessions_table"] = sessions_table(web, state)
     return out
+
+
+def reopen_last(web: Web, actor_state: dict[str, Any]) -> dict[str, Any]:
+    """The screen of the session this user last had open, or nothing when there is none."""
+    actor = to_actor(actor_state)
+    if actor is None:
+        return {}
+    try:
+        session_id = web.call(last_session_id, actor=actor)
+        if session_id is None:
+            return {}
+        session = web.call(read_session, actor=actor, session_id=session_id)
+    except UserFacingError:
+        return {}  # gone since: start on an empty screen
+    return session_screen(web, session, message=f"Reopened “{render.escape_text(session.title)}”.")
+
+
+def remember_view(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | None) -> None:
+    """Note the session on screen as the one to reopen on a reload."""
+    actor = to_actor(actor_state)
+    # A session read through a link is not the user's to come back to; an empty screen
+    # (a new upload, say) keeps the last real session.
+    if actor is None or view.get("token") or not view.get("session_id"):
+        return
+    try:
+        web.call(remember_session, actor=actor, session_id=view.get("session_id"))
+    except UserFacingError:
+        pass  # best effort: a reload then opens an older session
 
 
 def account_text(state: dict[str, Any] | None) -> str:

@@ -14,6 +14,7 @@ from webapp.handlers.screen import session_screen
 from webapp.handlers.views import read_session
 from webapp.regions import question_for_display
 from worker.models import LinkKind, LinkRole, ShareLink, User
+from worker.services.accounts import display_name
 from worker.services.shares import class_forks, create_share_link, list_links, revoke_link
 
 # Expiry choices shown in the UI: label -> hours (None never expires).
@@ -142,7 +143,7 @@ def class_overview(
             last = answered[-1] if answered else None
             rows.append(
                 [
-                    owner.username if owner else "?",
+                    display_name(owner),
                     len(answered),
                     question_for_display(last.question, last.regions) if last else "",
                     last.answer if last else "",

@@ -45,7 +45,9 @@ def build_class(c: dict[str, Any]) -> None:
         "student's copy and their latest answer."
     )
     c["class_show"] = gr.Button("Show student copies", variant="primary")
-    c["class_table"] = gr.Dataframe(headers=handlers.CLASS_HEADERS, interactive=False, wrap=True)
+    c["class_table"] = gr.Dataframe(
+        headers=handlers.CLASS_HEADERS, interactive=False, wrap=True, elem_id="medplib-class"
+    )
     c["class_session"] = gr.Textbox(label="Session id of a student copy")
     c["class_open"] = gr.Button("Open that copy (read-only)")
     c["class_status"] = gr.Markdown()

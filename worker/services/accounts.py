@@ -88,17 +88,67 @@ def authenticate(db: Session, *, username: str, password: str) -> Actor | None:
     return Actor(user_id=user.id, role=user.role)
 
 
-def anonymous_actor(db: Session, *, browser_key: str) -> Actor:
-    """The anonymous user for one browser (its key is a random id kept by the browser)."""
-    if not (16 <= len(browser_key) <= 64) or not browser_key.isalnum():
-        raise InvalidInput("The browser key must be 16-64 letters or digits.")
-    username = f"anon-{browser_key}"
-    user = db.scalar(select(User).where(User.username == username))
+def secret_digest(secret: str) -> str:
+    """How a browser secret or login token is stored: its sha256 (they carry >= 128 random
+    bits, so a fast hash is enough and lookups can be by the digest)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def valid_browser_secret(secret: object) -> bool:
+    return (
+        isinstance(secret, str)
+        and 16 <= len(secret) <= 128
+        and secret.replace("-", "").replace("_", "").isalnum()
+    )
+
+
+def new_browser_secret() -> str:
+    """A fresh anonymous credential for a client that keeps none (API clients)."""
+    return secrets.token_hex(16)
+
+
+def anonymous_actor(db: Session, *, browser_secret: str) -> Actor:
+    """The anonymous user of one browser, created on first sight of its secret.
+
+    The secret is the only way to act as this user; it is stored hashed, and the user's
+    username and display name are random, so nothing shown to others can stand in for it.
+    """
+    if not valid_browser_secret(browser_secret):
+        raise InvalidInput("The browser key must be 16-128 letters, digits, '-' or '_'.")
+    digest = secret_digest(browser_secret)
+    user = db.scalar(select(User).where(User.browser_secret_sha256 == digest))
     if user is None:
-        user = User(username=username, password_hash=None, role=Role.user, anonymous=True)
+        username = f"anon-{secrets.token_hex(8)}"
+        user = User(
+            username=username,
+            password_hash=None,
+            role=Role.user,
+            anonymous=True,
+            browser_secret_sha256=digest,
+            display_name=f"Anonymous {username[-6:]}",
+        )
         db.add(user)
         db.flush()
     return Actor(user_id=user.id, role=Role.user, anonymous=True)
+
+
+def anonymous_user_of(db: Session, *, browser_secret: str | None) -> User | None:
+    """The anonymous user a browser secret belongs to, if any (never creates one)."""
+    if not valid_browser_secret(browser_secret):
+        return None
+    assert browser_secret is not None
+    return db.scalar(
+        select(User).where(
+            User.browser_secret_sha256 == secret_digest(browser_secret), User.anonymous.is_(True)
+        )
+    )
+
+
+def display_name(user: User | None) -> str:
+    """The name other people see for a user (instructors, reviewers)."""
+    if user is None:
+        return "?"
+    return user.display_name or user.username
 
 
 def actor_for(db: Session, *, user_id: str) -> Actor:

@@ -11,11 +11,13 @@ from sqlalchemy.orm import Session, selectinload
 
 from medplib.errors import UserInputError
 from medplib.geometry import document_to_prompts
-from worker.models import ChatSession, Image, LinkKind, Role, ShareLink, Turn, utcnow
-from worker.services.accounts import Actor, authenticate
+from worker.models import ChatSession, Image, LinkKind, Role, ShareLink, Turn, User, utcnow
+from worker.services.accounts import Actor, anonymous_user_of, authenticate
 from worker.services.errors import Forbidden, InvalidInput, NotFound
 
 MAX_TITLE_CHARS = 200
+# One answer for a missing session and for someone else's: ids are never confirmed.
+_NO_SESSION = "That session does not exist or was deleted."
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def load_session(db: Session, *, session_id: str) -> ChatSession:
         .options(selectinload(ChatSession.turns).selectinload(Turn.masks))
     )
     if session is None:
-        raise NotFound("That session does not exist or was deleted.")
+        raise NotFound(_NO_SESSION)
     return session
 
 
@@ -98,7 +100,7 @@ def get_session(db: Session, *, actor: Actor, session_id: str) -> ChatSession:
     session = load_session(db, session_id=session_id)
     if not can_read(db, actor=actor, session=session):
         # Same message as a missing session: ids of private sessions are not confirmed.
-        raise NotFound("That session does not exist or was deleted.")
+        raise NotFound(_NO_SESSION)
     return session
 
 
@@ -107,7 +109,7 @@ def get_own_session(db: Session, *, actor: Actor, session_id: str) -> ChatSessio
     if session.owner_id != actor.user_id:
         if can_read(db, actor=actor, session=session):
             raise Forbidden("This session is read-only for you; fork it to continue.")
-        raise NotFound("That session does not exist or was deleted.")
+        raise NotFound(_NO_SESSION)
     return session
 
 
@@ -143,27 +145,32 @@ def set_session_regions(
     return list(session.regions)
 
 
-def adopt_sessions(db: Session, *, from_actor: Actor, to_actor: Actor) -> int:
-    """Give an anonymous actor's sessions to the account it logs in to; returns how many.
+def adopt_sessions(db: Session, *, anonymous_secret: str | None, to_actor: Actor) -> int:
+    """Give the sessions of the anonymous user behind ``anonymous_secret`` (the secret of
+    the browser that is logging in) to the account; returns how many moved.
 
+    Only the secret selects whose sessions move, never a name or id that others can see.
     What a visitor did before logging in follows them; an account's sessions never move.
     """
-    if not from_actor.anonymous or from_actor.user_id == to_actor.user_id:
-        return 0
     if to_actor.anonymous:
         raise InvalidInput("Sessions move only to an account that logged in.")
-    sessions = db.scalars(
-        select(ChatSession).where(ChatSession.owner_id == from_actor.user_id)
-    ).all()
+    source = anonymous_user_of(db, browser_secret=anonymous_secret)
+    if source is None or source.id == to_actor.user_id:
+        return 0
+    sessions = db.scalars(select(ChatSession).where(ChatSession.owner_id == source.id)).all()
     for session in sessions:
         session.owner_id = to_actor.user_id
+    account = db.get(User, to_actor.user_id)
+    if sessions and account is not None and source.last_session_id:
+        account.last_session_id = source.last_session_id
     return len(sessions)
 
 
 def log_in(
-    db: Session, *, username: str, password: str, before: Actor | None = None
+    db: Session, *, username: str, password: str, anonymous_secret: str | None = None
 ) -> tuple[Actor, int] | None:
-    """Check a password; on success the sessions `before` made anonymously move along.
+    """Check a password; on success the sessions made anonymously by this browser (whose
+    secret is ``anonymous_secret``) move along.
 
     Returns the account's actor and how many sessions moved, or None for a wrong login
     (which moves nothing).
@@ -171,8 +178,35 @@ def log_in(
     actor = authenticate(db, username=username.strip(), password=password)
     if actor is None:
         return None
-    moved = 0 if before is None else adopt_sessions(db, from_actor=before, to_actor=actor)
+    moved = adopt_sessions(db, anonymous_secret=anonymous_secret, to_actor=actor)
     return actor, moved
+
+
+def remember_session(db: Session, *, actor: Actor, session_id: str | None) -> None:
+    """Note the session the actor has on screen, to reopen it on a reload.
+
+    Only a session the actor may read is noted (a link-only view is not).
+    """
+    user = db.get(User, actor.user_id)
+    if user is None or user.last_session_id == session_id:
+        return
+    if session_id is not None:
+        try:
+            get_session(db, actor=actor, session_id=session_id)
+        except NotFound:
+            return
+    user.last_session_id = session_id
+
+
+def last_session_id(db: Session, *, actor: Actor) -> str | None:
+    """The session to reopen for the actor, if it still exists and is readable."""
+    user = db.get(User, actor.user_id)
+    if user is None or not user.last_session_id:
+        return None
+    try:
+        return get_session(db, actor=actor, session_id=user.last_session_id).id
+    except NotFound:
+        return None
 
 
 def rename_session(db: Session, *, actor: Actor, session_id: str, title: str) -> ChatSession:
@@ -186,6 +220,8 @@ def delete_session(db: Session, *, actor: Actor, session_id: str) -> None:
     """Owners delete their own sessions; admins any (turns, jobs, masks, links go with it)."""
     session = load_session(db, session_id=session_id)
     if session.owner_id != actor.user_id and actor.role is not Role.admin:
-        raise Forbidden("Only the owner or an admin can delete this session.")
+        if can_read(db, actor=actor, session=session):
+            raise Forbidden("Only the owner or an admin can delete this session.")
+        raise NotFound(_NO_SESSION)
     db.delete(session)
     db.flush()

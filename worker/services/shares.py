@@ -128,6 +128,7 @@ def fork_session(db: Session, *, actor: Actor, token: str) -> ChatSession:
             timings=turn.timings,
             warnings=list(turn.warnings or []),
             answered_at=turn.answered_at,
+            copied=True,
         )
         fork.turns.append(copy)
         db.flush()
@@ -149,10 +150,9 @@ def fork_session(db: Session, *, actor: Actor, token: str) -> ChatSession:
 
 def revoke_link(db: Session, *, actor: Actor, link_id: str) -> ShareLink:
     link = db.get(ShareLink, link_id)
-    if link is None:
+    # Someone else's link gets the answer a missing one gets: link ids are not confirmed.
+    if link is None or (link.created_by_id != actor.user_id and actor.role is not Role.admin):
         raise NotFound("That link does not exist.")
-    if link.created_by_id != actor.user_id and actor.role is not Role.admin:
-        raise Forbidden("Only the link's creator can revoke it.")
     if link.revoked_at is None:
         link.revoked_at = utcnow()
     return link
@@ -172,10 +172,12 @@ def list_links(db: Session, *, actor: Actor, session_id: str) -> list[ShareLink]
 def class_forks(db: Session, *, actor: Actor, link_id: str) -> list[ChatSession]:
     """Every student's fork of a class link, for its instructor (or an admin)."""
     link = db.get(ShareLink, link_id)
-    if link is None or link.kind is not LinkKind.klass:
+    if (
+        link is None
+        or link.kind is not LinkKind.klass
+        or (link.created_by_id != actor.user_id and actor.role is not Role.admin)
+    ):
         raise NotFound("That class link does not exist.")
-    if link.created_by_id != actor.user_id and actor.role is not Role.admin:
-        raise Forbidden("Only the class's instructor can see its students' sessions.")
     return list(
         db.scalars(
             select(ChatSession)

@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.models import ChatSession, Job, JobStatus, Turn, utcnow
+from worker.reconcile import fail_if_stale
 from worker.services.accounts import Actor
 from worker.services.errors import Forbidden, InvalidInput, NotFound, RateLimited
-from worker.services.sessions import get_own_session, validate_regions
+from worker.services.sessions import can_read, get_own_session, validate_regions
 from worker.settings import Settings
 
 
@@ -69,12 +70,14 @@ def submit_turn(
         raise InvalidInput(
             f"This session has reached {settings.max_turns_per_session} turns; start a new one."
         )
-    pending = db.scalar(
-        select(func.count(Job.id))
+    pending = db.scalars(
+        select(Job)
         .join(Turn, Turn.id == Job.turn_id)
         .where(Turn.session_id == session.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
-    )
-    if pending:
+        .with_for_update()
+    ).all()
+    # A job no worker is really running (its worker died) must not block the session.
+    if any(not fail_if_stale(job, time_limit_s=settings.job_time_limit_s) for job in pending):
         raise InvalidInput("The previous question is still being answered; wait or cancel it.")
     turn = Turn(session_id=session.id, index=count, question=text, regions=doc)
     job = Job(turn=turn, submitted_by_id=actor.user_id, runner=runner)
@@ -97,15 +100,26 @@ class JobView:
     turn_index: int
 
 
-def job_view(db: Session, *, job_id: str) -> JobView:
+_NO_JOB = "That job does not exist."
+
+
+def job_view(db: Session, *, job_id: str, actor: Actor | None = None) -> JobView:
+    """A job's state; with ``actor``, only for one who may read its session.
+
+    A job of a session the actor cannot read is answered like a missing one.
+    """
     row = db.execute(
         select(Job, Turn.session_id, Turn.index)
         .join(Turn, Turn.id == Job.turn_id)
         .where(Job.id == job_id)
     ).first()
     if row is None:
-        raise NotFound("That job does not exist.")
+        raise NotFound(_NO_JOB)
     job, session_id, turn_index = row
+    if actor is not None:
+        session = db.get(ChatSession, session_id)
+        if session is None or not can_read(db, actor=actor, session=session):
+            raise NotFound(_NO_JOB)
     position = None
     if job.status is JobStatus.queued:
         ahead = db.scalar(
@@ -130,10 +144,13 @@ def job_view(db: Session, *, job_id: str) -> JobView:
 def cancel_job(db: Session, *, actor: Actor, job_id: str) -> JobView:
     job = db.get(Job, job_id)
     if job is None:
-        raise NotFound("That job does not exist.")
+        raise NotFound(_NO_JOB)
     session = db.get(ChatSession, job.turn.session_id)
     if session is None or (session.owner_id != actor.user_id and not actor.has()):
-        raise Forbidden("Only the session's owner can cancel this question.")
+        # Only those who can see the session learn that the job exists.
+        if session is not None and can_read(db, actor=actor, session=session):
+            raise Forbidden("Only the session's owner can cancel this question.")
+        raise NotFound(_NO_JOB)
     if not job.status.final:
         job.status = JobStatus.cancelled
         job.error = "Cancelled."

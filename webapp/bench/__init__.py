@@ -1,0 +1,1 @@
+"""Benchmarks of the web front end (see `medplib bench page`)."""
