@@ -3,7 +3,7 @@
 On a Space with persistent storage (mounted at ``/data``) the database and artefacts live
 there, so sessions survive restarts; otherwise they live under ``./var`` and are lost when
 the Space restarts. On a ZeroGPU Space the model runs on the GPU that ``spaces.GPU`` lends
-for each answer (see `worker.zerogpu`), so such a Space can serve the 7B preset. Explicit
+for each answer (see `serving.zerogpu`), so such a Space can serve the 7B preset. Explicit
 ``MEDPLIB_*`` variables always win.
 """
 
@@ -33,7 +33,7 @@ def main() -> int:
     # Spaces route traffic to 0.0.0.0:7860; embedded mode (no broker) runs jobs in-process.
     os.environ.setdefault("MEDPLIB_HOST", "0.0.0.0")
     os.environ.setdefault("MEDPLIB_PORT", os.environ.get("PORT", "7860"))
-    from worker.zerogpu import on_zero_gpu
+    from serving.zerogpu import on_zero_gpu
 
     if on_zero_gpu():
         os.environ.setdefault("MEDPLIB_DEVICE", "cuda")
@@ -43,16 +43,13 @@ def main() -> int:
         )
         return 2
 
-    from alembic import command
-
+    from serving.migrate import prepare_database_or_exit
+    from serving.settings import load_settings_or_exit
     from webapp.commands import create_app, launch
-    from worker.commands import _ensure_admin, alembic_config
-    from worker.settings import load_settings_or_exit
 
     settings = load_settings_or_exit()
-    command.upgrade(alembic_config(settings.database_url), "head")
-    if settings.admin_password:  # a Space secret: the `admin` account, as `medplib db upgrade`
-        _ensure_admin(settings)
+    # SQLite (the Space's disk): migrated here, and the `admin` account from a Space secret.
+    prepare_database_or_exit(settings)
     demo, platform = create_app(settings)
     platform.runner.start()
     try:

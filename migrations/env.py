@@ -1,4 +1,4 @@
-"""Alembic environment over the platform's metadata (`worker.models`).
+"""Alembic environment over the platform's metadata (`serving.models`).
 
 The database URL comes from the ``sqlalchemy.url`` option when the caller sets it
 (`medplib db`, tests), else from the validated settings.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from worker.db import make_engine
-from worker.models import Base
+from serving.db import make_engine
+from serving.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -19,7 +19,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from worker.settings import load_settings_or_exit
+    from serving.settings import load_settings_or_exit
 
     return load_settings_or_exit().database_url
 

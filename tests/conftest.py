@@ -43,7 +43,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for key in list(os.environ):
         if key.startswith("MEDPLIB_") and not key.startswith("MEDPLIB_TEST_"):
             monkeypatch.delenv(key)
-    from worker.settings import get_settings
+    from serving.settings import get_settings
 
     get_settings.cache_clear()
     yield
@@ -65,7 +65,7 @@ def postgres_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        from worker.db import engine_for
+        from serving.db import engine_for
 
         engine_for.cache_clear()
         with admin.connect() as conn:

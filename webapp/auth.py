@@ -13,8 +13,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from worker.services.errors import ServiceError
-from worker.services.logins import LOGIN_TTL, end_login, redeem_login_code
+from serving.services.errors import ServiceError
+from serving.services.logins import LOGIN_TTL, end_login, redeem_login_code
 
 COOKIE = "medplib_login"
 ROUTE = "/auth/session"

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # `medplib --help` must not pay for importing gradio
     import gradio as gr
 
-    from worker.platform import Platform
-    from worker.settings import Settings
+    from serving.platform import Platform
+    from serving.settings import Settings
 
 # One queued request per event by default; the ask/poll events lift this themselves.
 DEFAULT_CONCURRENCY = 8
@@ -44,10 +44,10 @@ def create_app(
 
     The caller starts ``platform.runner`` and launches the app (see `launch`).
     """
+    from serving.platform import build_platform
+    from serving.settings import load_settings_or_exit
     from webapp.app import build_blocks
     from webapp.handlers.common import Web
-    from worker.platform import build_platform
-    from worker.settings import load_settings_or_exit
 
     if platform is None:
         platform = build_platform(settings or load_settings_or_exit())
@@ -103,9 +103,11 @@ def launch(
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from worker.settings import load_settings_or_exit
+    from serving.migrate import prepare_database_or_exit
+    from serving.settings import load_settings_or_exit
 
     settings = load_settings_or_exit()
+    prepare_database_or_exit(settings)
     demo, platform = create_app(settings)
     platform.runner.start()
     try:

@@ -1,5 +1,5 @@
-"""The serving layer: settings, the SQL record, the artefact store, services and job runners.
+"""The Celery front end: tasks that run jobs through the serving core, and `medplib worker`.
 
-Both the web app and the Celery workers import this package; the embedded mode runs
-the same job code in-process.
+A task takes a job id and calls :func:`serving.execution.run_job`; everything it reads and
+writes goes through the core, the same code the embedded runner calls in-process.
 """

@@ -9,8 +9,8 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from worker.celery_app import INFERENCE_QUEUE, INFERENCE_TASK, RECONCILE_TASK
-from worker.execution import JobContext, run_job
+from serving.celery_app import INFERENCE_QUEUE, INFERENCE_TASK, RECONCILE_TASK
+from serving.execution import JobContext, run_job
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,8 @@ preload_model = True
 
 
 def _make_context() -> JobContext:
-    from worker.platform import build_job_context
-    from worker.settings import load_settings_or_exit
+    from serving.platform import build_job_context
+    from serving.settings import load_settings_or_exit
 
     ctx = build_job_context(load_settings_or_exit())
     ctx.timeout_errors = (SoftTimeLimitExceeded,)
@@ -57,9 +57,9 @@ def run_inference(job_id: str) -> str:
 @shared_task(name=RECONCILE_TASK, bind=True, ignore_result=True)
 def reconcile(self: Any) -> int:
     """The periodic reconciler (beat): re-queue dead workers' jobs, re-publish lost ones."""
-    from worker.db import session_factory
-    from worker.platform import celery_runner
-    from worker.settings import load_settings_or_exit
+    from serving.db import session_factory
+    from serving.platform import celery_runner
+    from serving.settings import load_settings_or_exit
 
     settings = load_settings_or_exit()
     runner = celery_runner(settings, self.app, session_factory(settings.database_url))

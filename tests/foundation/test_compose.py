@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from worker.settings import Settings
+from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

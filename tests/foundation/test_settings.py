@@ -7,7 +7,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from worker.settings import Settings, describe_error
+from serving.settings import Settings, describe_error, unknown_variable
 
 
 def test_defaults_are_embedded_sqlite_under_var():
@@ -60,3 +60,45 @@ def test_process_stops_with_one_line_and_status_2():
 def test_admin_password_is_never_in_the_repr(monkeypatch):
     monkeypatch.setenv("MEDPLIB_ADMIN_PASSWORD", "a-long-secret-value-123")
     assert "a-long-secret" not in repr(Settings())
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"MEDPLIB_DATABSE_URL": "sqlite:///x.db"},
+            "unknown setting MEDPLIB_DATABSE_URL; did you mean MEDPLIB_DATABASE_URL?",
+        ),
+        ({"MEDPLIB_JOB_TIMELIMIT_S": "5"}, "did you mean MEDPLIB_JOB_TIME_LIMIT_S?"),
+        ({"MEDPLIB_COLOUR": "blue"}, "unknown setting MEDPLIB_COLOUR; see the README"),
+    ],
+)
+def test_a_misspelt_variable_is_named_with_the_nearest_setting(env, line):
+    assert line in (unknown_variable(env) or "")
+
+
+def test_known_settings_and_other_tools_variables_pass():
+    env = {
+        "MEDPLIB_PORT": "1",
+        "MEDPLIB_NEW_PASSWORD": "x",
+        "MEDPLIB_API_URL": "http://h/",
+        "MEDPLIB_CACHE_DIR": "/tmp",
+        "MEDPLIB_TEST_POSTGRES_URL": "postgresql://x",
+        "PATH": "/bin",
+    }
+    assert unknown_variable(env) is None
+
+
+def test_serve_with_a_misspelt_variable_stops_with_one_line():
+    env = {**os.environ, "MEDPLIB_PROT": "7000"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "medplib.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "medplib: unknown setting MEDPLIB_PROT; did you mean MEDPLIB_PORT?"
+    ]

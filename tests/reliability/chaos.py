@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from worker.predictors import NoopPredictor
+from serving.predictors import NoopPredictor
 
 
 class ChaosPredictor(NoopPredictor):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from serving.migrate import alembic_config
 from tests.conftest import IN_CI, require_service
-from tests.worker.conftest import make_platform  # noqa: F401 (a fixture shared with tests/worker)
-from worker.commands import alembic_config
+from tests.serving.conftest import make_platform  # noqa: F401 (a fixture shared with tests/worker)
 
 
 def free_port() -> int:

@@ -12,9 +12,9 @@ import json
 import sys
 import threading
 
-from worker.services.errors import ServiceError
-from worker.services.images import decode_slot, decode_upload
-from worker.settings import Settings
+from serving.services.errors import ServiceError
+from serving.services.images import decode_slot, decode_upload
+from serving.settings import Settings
 
 
 def _high_water_mb() -> float:

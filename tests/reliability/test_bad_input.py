@@ -7,19 +7,24 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from serving.execution import run_job
+from serving.invariants import check_invariants
+from serving.models import Image, JobStatus, LinkRole, Role, ShareLink
+from serving.platform import build_platform
+from serving.predictors import NoopPredictor, PredictorHolder
+from serving.services.accounts import Actor, create_user
+from serving.services.errors import ServiceError
+from serving.services.images import ingest_image
+from serving.services.sessions import create_session, rename_session
+from serving.services.shares import (
+    create_share_link,
+    fork_session,
+    open_shared_session,
+    revoke_link,
+)
+from serving.settings import Settings
 from tests.reliability.corpus import REQUEST_CASES, TOKEN_CASES, file_cases
-from tests.worker.conftest import migrate, png_bytes
-from worker.execution import run_job
-from worker.invariants import check_invariants
-from worker.models import Image, JobStatus, LinkRole, Role, ShareLink
-from worker.platform import build_platform
-from worker.predictors import NoopPredictor, PredictorHolder
-from worker.services.accounts import Actor, create_user
-from worker.services.errors import ServiceError
-from worker.services.images import ingest_image
-from worker.services.sessions import create_session, rename_session
-from worker.services.shares import create_share_link, fork_session, open_shared_session, revoke_link
-from worker.settings import Settings
+from tests.serving.conftest import migrate, png_bytes
 
 FILES = file_cases()
 

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from serving.models import Job, JobStatus, Mask, Role, Turn
+from serving.platform import build_platform
+from serving.predictors import NoopPredictor, PredictorHolder
+from serving.services.accounts import Actor, create_user
+from serving.services.errors import Unavailable
+from serving.services.images import ingest_image
+from serving.services.sessions import create_session
+from serving.services.turns import job_view
+from serving.settings import Settings
 from tests.processes import start_worker, stop_worker
-from tests.worker.conftest import migrate, png_bytes
-from worker.models import Job, JobStatus, Mask, Role, Turn
-from worker.platform import build_platform
-from worker.predictors import NoopPredictor, PredictorHolder
-from worker.services.accounts import Actor, create_user
-from worker.services.errors import Unavailable
-from worker.services.images import ingest_image
-from worker.services.sessions import create_session
-from worker.services.turns import job_view
-from worker.settings import Settings
+from tests.serving.conftest import migrate, png_bytes
 
 pytestmark = pytest.mark.integration
 

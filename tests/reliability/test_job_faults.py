@@ -18,15 +18,15 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
+from serving.db import make_engine
+from serving.execution import run_job
+from serving.invariants import check_invariants
+from serving.models import Job, JobStatus
+from serving.predictors import NoopPredictor
+from serving.runners import EmbeddedRunner
+from serving.services.turns import job_view
 from tests.reliability.test_faults import Stack
-from tests.worker.test_jobs import _setup
-from worker.db import make_engine
-from worker.execution import run_job
-from worker.invariants import check_invariants
-from worker.models import Job, JobStatus
-from worker.predictors import NoopPredictor
-from worker.runners import EmbeddedRunner
-from worker.services.turns import job_view
+from tests.serving.test_jobs import _setup
 
 
 class WaitsForLock(NoopPredictor):
@@ -152,8 +152,8 @@ def test_a_failure_record_that_cannot_be_written_raises_and_leaves_the_job_to_th
         calls.append(1)
         raise OperationalError("UPDATE jobs", {}, Exception("database is locked"))
 
-    monkeypatch.setattr("worker.execution._store", down)
-    monkeypatch.setattr("worker.execution._fail", down)
+    monkeypatch.setattr("serving.execution._store", down)
+    monkeypatch.setattr("serving.execution._fail", down)
     with pytest.raises(OperationalError):
         run_job(view.id, ctx=ctx)
     assert len(calls) > 2  # both final writes were retried before giving up

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from serving.services.errors import InvalidInput, Unavailable
+from serving.services.images import decode_slot, decode_upload
+from serving.settings import Settings
 from tests.processes import ROOT
 from tests.reliability.corpus import nifti_zeros_gz, png16_zeros
-from tests.worker.conftest import png_bytes
-from worker.services.errors import InvalidInput, Unavailable
-from worker.services.images import decode_slot, decode_upload
-from worker.settings import Settings
+from tests.serving.conftest import png_bytes
 
 BOMB_PEAK_BOUND_MB = 600  # the bomb added 2.5 GB; refused from its header it adds ~15 MB
 PNG16_PEAK_BOUND_MB = 1000  # 1398 MB before the blockwise 8-bit mapping, 648 MB after

@@ -17,13 +17,13 @@ import pytest
 from alembic import command
 from PIL import Image
 
+from serving.migrate import alembic_config
+from serving.models import Role
+from serving.platform import Platform, build_platform
+from serving.predictors import EchoMask, PredictorHolder
+from serving.services.accounts import create_user
+from serving.settings import Settings
 from webapp.handlers.common import Web
-from worker.commands import alembic_config
-from worker.models import Role
-from worker.platform import Platform, build_platform
-from worker.predictors import EchoMask, PredictorHolder
-from worker.services.accounts import create_user
-from worker.settings import Settings
 
 
 @dataclass

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from serving.models import Role
+from serving.services.accounts import create_user
 from webapp.handlers import chat, sessions, upload
 from webapp.handlers.common import Web, actor_state, empty_view
-from worker.models import Role
-from worker.services.accounts import create_user
 
 
 def browser(web: Web, key: str, query: str = "") -> dict[str, Any]:
@@ -20,7 +20,7 @@ def browser(web: Web, key: str, query: str = "") -> dict[str, Any]:
 def user(web: Web, name: str, role: Role) -> dict[str, Any]:
     def body(db: Any) -> dict[str, Any]:
         made = create_user(db, username=name, password="a long password", role=role)
-        from worker.services.accounts import Actor
+        from serving.services.accounts import Actor
 
         return actor_state(Actor(user_id=made.id, role=role), name)
 

@@ -19,9 +19,9 @@ from PIL import Image
 
 from medplib.checkpoint import ASSET_DEMO_DIR, CONFIG_NAME
 from medplib.data.synthetic import generate_scene
+from serving.predictors import load_predictor
 from tests.webapp.browsing import ARTIFACTS, fetch_image, upload, wait_for_text
 from tests.webapp.conftest import BROWSER_TIMEOUT_MS, live_server
-from worker.predictors import load_predictor
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from serving.models import Role
+from serving.platform import build_platform
+from serving.services.accounts import create_user
+from serving.settings import Settings
 from tests.webapp.browsing import upload, wait_for_text
 from tests.webapp.conftest import BROWSER_TIMEOUT_MS, live_server, write_png
 from webapp.auth import COOKIE
-from worker.models import Role
-from worker.platform import build_platform
-from worker.services.accounts import create_user
-from worker.settings import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 

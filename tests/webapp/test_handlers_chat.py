@@ -8,13 +8,13 @@ import numpy as np
 from sqlalchemy import func, select
 
 from medplib.masks import decode_rle, png_bytes_to_mask
+from serving.models import ChatSession, Image, Turn
 from tests.webapp.conftest import write_png
 from tests.webapp.helpers import ask_box, browser, run_ask, settled, uploaded
 from webapp import render
 from webapp.handlers import chat, sessions
 from webapp.handlers.common import Web
 from webapp.handlers.screen import canvas_values
-from worker.models import ChatSession, Image, Turn
 
 
 def _count(web: Web, model) -> int:

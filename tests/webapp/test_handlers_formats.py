@@ -11,10 +11,10 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from serving.models import Image
 from tests.webapp.helpers import browser, run_ask, settled, uploaded
 from webapp.handlers import upload
 from webapp.handlers.screen import canvas_values
-from worker.models import Image
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
+from serving.models import Role
 from tests.webapp.conftest import write_png
 from tests.webapp.helpers import ask_box, browser, user
 from webapp.handlers import account, review
-from worker.models import Role
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -67,7 +67,7 @@ def test_rating_needs_a_reviewer(web, answered):
 
 
 def _first_turn(web, final) -> str:
-    from worker.models import Turn
+    from serving.models import Turn
 
     return web.call(lambda db: db.query(Turn).one().id)
 

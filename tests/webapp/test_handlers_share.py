@@ -8,10 +8,10 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from sqlalchemy import select
 
+from serving.models import ChatSession, Role, ShareLink, utcnow
 from tests.webapp.conftest import write_png
 from tests.webapp.helpers import ask_box, browser, run_ask, user
 from webapp.handlers import sessions, share
-from worker.models import ChatSession, Role, ShareLink, utcnow
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 BASE = "http://medplib.test"

@@ -7,12 +7,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from serving.models import Role
 from tests.webapp.conftest import write_png
 from tests.webapp.helpers import ask_box, browser, user
 from webapp import auth
 from webapp.handlers import account, sessions, share
 from webapp.handlers.api import login as api_login
-from worker.models import Role
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 BASE = "http://testserver"
@@ -69,8 +69,8 @@ def test_login_sets_an_http_only_cookie_that_a_reload_finds(web, client, tmp_pat
 
 def test_the_cookie_is_secure_behind_https(web, client):
     rita = user(web, "rita", Role.reviewer)
-    from worker.services.accounts import Actor
-    from worker.services.logins import issue_login_code
+    from serving.services.accounts import Actor
+    from serving.services.logins import issue_login_code
 
     code = web.call(issue_login_code, actor=Actor(user_id=rita["user_id"], role=Role.reviewer))
     response = client.post(auth.ROUTE, json={"code": code}, headers={"x-forwarded-proto": "https"})

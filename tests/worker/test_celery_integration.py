@@ -12,16 +12,16 @@ import pytest
 from sqlalchemy import func, select
 
 from medplib.masks import decode_rle
+from serving.models import Image, Job, JobStatus, Mask, Role, Turn
+from serving.platform import build_platform
+from serving.predictors import NoopPredictor, PredictorHolder
+from serving.services.accounts import Actor, create_user
+from serving.services.images import ingest_image
+from serving.services.sessions import create_session, get_session
+from serving.services.turns import cancel_job, job_view
+from serving.settings import Settings
 from tests.processes import start_worker, stop_worker
-from tests.worker.conftest import migrate, png_bytes
-from worker.models import Image, Job, JobStatus, Mask, Role, Turn
-from worker.platform import build_platform
-from worker.predictors import NoopPredictor, PredictorHolder
-from worker.services.accounts import Actor, create_user
-from worker.services.images import ingest_image
-from worker.services.sessions import create_session, get_session
-from worker.services.turns import cancel_job, job_view
-from worker.settings import Settings
+from tests.serving.conftest import migrate, png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -184,7 +184,7 @@ def test_unreachable_broker_fails_the_job_with_a_reason(postgres_url, tmp_path):
     )
     platform = build_platform(settings, holder=PredictorHolder(NoopPredictor))
     actor, session_id = _session(platform)
-    from worker.services.errors import Unavailable
+    from serving.services.errors import Unavailable
 
     with pytest.raises(Unavailable, match="queue is unreachable"):
         platform.ask(actor=actor, session_id=session_id, question="q", regions=[])

@@ -85,7 +85,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def summary(values_ms: list[float]) -> dict[str, float]:
-    from worker.bench.stats import percentile
+    from serving.bench.stats import percentile
 
     return {
         "n": len(values_ms),
@@ -176,9 +176,9 @@ class _app:
 
         from alembic import command
 
+        from serving.migrate import alembic_config
+        from serving.settings import Settings
         from webapp.commands import create_app, launch
-        from worker.commands import alembic_config
-        from worker.settings import Settings
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from serving.models import User
+from serving.services.accounts import display_name
+from serving.services.logins import end_login, issue_login_code
+from serving.services.sessions import log_in
 from webapp import render
 from webapp.handlers.common import (
     UserFacingError,
@@ -14,10 +18,6 @@ from webapp.handlers.common import (
     anonymous_state,
 )
 from webapp.handlers.sessions import account_text, sessions_table
-from worker.models import User
-from worker.services.accounts import display_name
-from worker.services.logins import end_login, issue_login_code
-from worker.services.sessions import log_in
 
 BAD_LOGIN = "Wrong username or password."
 

@@ -15,6 +15,12 @@ from typing import Any
 
 import gradio as gr
 
+from serving.models import LinkKind, LinkRole
+from serving.services.images import ingest_image
+from serving.services.reviews import export_ratings, rate_turn, review_queue
+from serving.services.sessions import create_session, log_in
+from serving.services.shares import create_share_link, fork_session, revoke_link
+from serving.services.turns import job_view
 from webapp.handlers.common import (
     UserFacingError,
     Web,
@@ -26,12 +32,6 @@ from webapp.handlers.share import share_url
 from webapp.handlers.views import SessionData, TurnData, image_data, read_session
 from webapp.regions import resolve_references
 from webapp.render import UNTRAINED_MARKER
-from worker.models import LinkKind, LinkRole
-from worker.services.images import ingest_image
-from worker.services.reviews import export_ratings, rate_turn, review_queue
-from worker.services.sessions import create_session, log_in
-from worker.services.shares import create_share_link, fork_session, revoke_link
-from worker.services.turns import job_view
 
 POLL_INTERVAL_S = 0.2
 

@@ -9,6 +9,10 @@ from typing import Any
 import gradio as gr
 
 from medplib.errors import UserInputError
+from serving.job_events import changed_within
+from serving.models import JobStatus
+from serving.services.sessions import create_session, set_session_regions
+from serving.services.turns import JobView, cancel_job, job_view, submit_turn
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, ensured_state, to_actor, user_errors
 from webapp.handlers.screen import (
@@ -27,10 +31,6 @@ from webapp.regions import (
     relabel,
     resolve_references,
 )
-from worker.job_events import changed_within
-from worker.models import JobStatus
-from worker.services.sessions import create_session, set_session_regions
-from worker.services.turns import JobView, cancel_job, job_view, submit_turn
 
 POLL_INTERVAL_S = 0.5
 

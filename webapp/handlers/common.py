@@ -22,12 +22,12 @@ import numpy as np
 from PIL import Image as PILImage
 
 from medplib.errors import UserInputError
+from serving.models import Role, User
+from serving.platform import Platform
+from serving.services.accounts import Actor, anonymous_actor, display_name, new_browser_secret
+from serving.services.errors import ServiceError
+from serving.services.images import load_display
 from webapp.regions import shown_size
-from worker.models import Role, User
-from worker.platform import Platform
-from worker.services.accounts import Actor, anonymous_actor, display_name, new_browser_secret
-from worker.services.errors import ServiceError
-from worker.services.images import load_display
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -7,20 +7,20 @@ from typing import Any
 import gradio as gr
 
 from medplib.masks import decode_rle, resize_mask_nearest
-from webapp import render
-from webapp.handlers.common import UserFacingError, Web, to_actor
-from webapp.handlers.views import image_data, turn_data
-from webapp.regions import question_for_display
-from worker.models import Role, Turn
-from worker.services.accounts import require
-from worker.services.errors import NotFound
-from worker.services.reviews import (
+from serving.models import Role, Turn
+from serving.services.accounts import require
+from serving.services.errors import NotFound
+from serving.services.reviews import (
     agreement_report,
     checkpoint_table,
     export_ratings,
     rate_turn,
     review_queue,
 )
+from webapp import render
+from webapp.handlers.common import UserFacingError, Web, to_actor
+from webapp.handlers.views import image_data, turn_data
+from webapp.regions import question_for_display
 
 # The form has this many mask-verdict pickers; answers with more masks are rated elsewhere.
 MAX_MASK_VERDICTS = 8

@@ -7,6 +7,16 @@ from urllib.parse import parse_qs
 
 import gradio as gr
 
+from serving.models import LinkKind, User
+from serving.services.accounts import display_name, valid_browser_secret
+from serving.services.logins import login_actor
+from serving.services.sessions import (
+    delete_session,
+    last_session_id,
+    list_sessions,
+    remember_session,
+)
+from serving.services.shares import fork_session
 from webapp import render
 from webapp.handlers.common import (
     UserFacingError,
@@ -18,16 +28,6 @@ from webapp.handlers.common import (
 )
 from webapp.handlers.screen import session_screen
 from webapp.handlers.views import link_kind, read_session
-from worker.models import LinkKind, User
-from worker.services.accounts import display_name, valid_browser_secret
-from worker.services.logins import login_actor
-from worker.services.sessions import (
-    delete_session,
-    last_session_id,
-    list_sessions,
-    remember_session,
-)
-from worker.services.shares import fork_session
 
 SESSION_HEADERS = ["title", "answers", "updated (UTC)", "id"]
 

@@ -8,14 +8,14 @@ from urllib.parse import urlencode
 
 import gradio as gr
 
+from serving.models import LinkKind, LinkRole, ShareLink, User
+from serving.services.accounts import display_name
+from serving.services.shares import class_forks, create_share_link, list_links, revoke_link
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, to_actor
 from webapp.handlers.screen import session_screen
 from webapp.handlers.views import read_session
 from webapp.regions import question_for_display
-from worker.models import LinkKind, LinkRole, ShareLink, User
-from worker.services.accounts import display_name
-from worker.services.shares import class_forks, create_share_link, list_links, revoke_link
 
 # Expiry choices shown in the UI: label -> hours (None never expires).
 EXPIRY_CHOICES: dict[str, float | None] = {

@@ -9,11 +9,11 @@ import gradio as gr
 
 from medplib.errors import UserInputError
 from medplib.imageio import detect_format, nifti_file_header
+from serving.services.images import ingest_image, original_bytes, rerender_image
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, user_errors
 from webapp.handlers.screen import EMPTY_CANVASES, blank_details, image_info, view_for_image
 from webapp.handlers.views import image_data
-from worker.services.images import ingest_image, original_bytes, rerender_image
 
 # Dropdown value meaning "let the loader choose" (soft tissue for CT, percentiles otherwise).
 DEFAULT_WINDOW = "default"
@@ -62,7 +62,7 @@ def upload(
     path: str | None,
     window: str | None,
     nifti_axis: int | None,
-    nifti_slice: int | None,
+    nifti_slice: float | None,
     view: dict[str, Any],
     drawn: list[dict[str, Any]] | None,
     *,
@@ -74,7 +74,7 @@ def upload(
     success the file box is emptied, ready for the next upload. On any error the screen
     keeps the previous image and says why, in one sentence.
     """
-    source_id = view.get("image_id")
+    source_id: str = view.get("image_id") or ""
     if (new_file and not path) or (not new_file and not source_id):
         return {"status": gr.update()}
     axis = 2 if new_file or nifti_axis is None else int(nifti_axis)

@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from worker.models import ChatSession, Job, LinkKind, LinkRole, Turn
-from worker.services.accounts import Actor
-from worker.services.sessions import get_session
-from worker.services.shares import open_shared_session, resolve_link
+from serving.models import ChatSession, Job, LinkKind, LinkRole, Turn
+from serving.services.accounts import Actor
+from serving.services.sessions import get_session
+from serving.services.shares import open_shared_session, resolve_link
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""Consistency checks over the SQL record and the artefact store.
+
+Used by the reliability tests after faults and bad input, and by operators
+(`python -m serving.invariants`) after an incident. Returns problems; empty means sound.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from serving.models import ChatSession, Image, Job, JobStatus, Mask, ShareLink, Turn, User
+from serving.store import ArtefactStore
+
+
+def check_invariants(db: Session, *, store: ArtefactStore) -> list[str]:
+    problems: list[str] = []
+    users = set(db.scalars(select(User.id)))
+    images = {i.id: i for i in db.scalars(select(Image))}
+    sessions = {s.id: s for s in db.scalars(select(ChatSession))}
+    turns = {t.id: t for t in db.scalars(select(Turn))}
+    jobs = {j.turn_id: j for j in db.scalars(select(Job))}
+
+    for image in images.values():
+        for key in (image.original_key, image.display_key):
+            if not store.exists(key):
+                problems.append(f"image {image.id}: artefact {key} is missing")
+    for s in sessions.values():
+        if s.owner_id not in users:
+            problems.append(f"session {s.id}: owner {s.owner_id} does not exist")
+        if s.image_id not in images:
+            problems.append(f"session {s.id}: image {s.image_id} does not exist")
+    for t in turns.values():
+        if t.session_id not in sessions:
+            problems.append(f"turn {t.id}: session {t.session_id} does not exist")
+        job = jobs.get(t.id)
+        if t.copied:
+            # Copied with its answer into a fork: never run here, so it has no job.
+            if job is not None:
+                problems.append(f"turn {t.id}: copied into a fork but has a job")
+            if t.answer is None:
+                problems.append(f"turn {t.id}: copied into a fork without its answer")
+            continue
+        if job is None:
+            problems.append(f"turn {t.id}: has no job")
+            continue
+        if (t.answer is not None) != (job.status is JobStatus.succeeded):
+            problems.append(
+                f"turn {t.id}: answer {'present' if t.answer is not None else 'missing'} "
+                f"but job is {job.status.value}"
+            )
+    for job in jobs.values():
+        if job.turn_id not in turns:
+            problems.append(f"job {job.id}: turn {job.turn_id} does not exist")
+        if job.status not in JobStatus:
+            problems.append(f"job {job.id}: unknown status {job.status!r}")
+        if job.status.final and job.finished_at is None:
+            problems.append(f"job {job.id}: {job.status.value} without a finish time")
+        if job.status is JobStatus.failed and not job.error:
+            problems.append(f"job {job.id}: failed without a reason")
+    for mask in db.scalars(select(Mask)):
+        turn = turns.get(mask.turn_id)
+        if turn is None:
+            problems.append(f"mask {mask.id}: turn {mask.turn_id} does not exist")
+        elif turn.answer is None:
+            problems.append(f"mask {mask.id}: belongs to an unanswered turn")
+        if not store.exists(mask.png_key):
+            problems.append(f"mask {mask.id}: artefact {mask.png_key} is missing")
+    for link in db.scalars(select(ShareLink)):
+        if link.session_id not in sessions:
+            problems.append(f"share link {link.id}: session does not exist")
+    return problems
+
+
+def main() -> int:
+    from serving.db import session_factory, transaction
+    from serving.settings import load_settings_or_exit
+
+    settings = load_settings_or_exit()
+    with transaction(session_factory(settings.database_url)) as db:
+        problems = check_invariants(db, store=ArtefactStore(settings.artefact_dir))
+    for p in problems:
+        print(p)
+    print(f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

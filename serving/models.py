@@ -1,0 +1,299 @@
+"""The platform's SQL record: every table, in one module, shared by the web app and workers.
+
+Primary keys are random 128-bit hex strings so ids in links and task messages reveal
+nothing and can be made before the row is written. Region prompts are JSON geometry in
+original-image pixels; masks are COCO RLE plus a PNG in the artefact store.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names so Alembic migrations are identical on PostgreSQL and SQLite.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class Role(str, enum.Enum):
+    user = "user"
+    instructor = "instructor"
+    reviewer = "reviewer"
+    admin = "admin"
+
+
+class Visibility(str, enum.Enum):
+    private = "private"  # owner (and admins) only
+    link = "link"  # anyone holding a live share link
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class LinkRole(str, enum.Enum):
+    view = "view"  # read-only
+    fork = "fork"  # read, and copy into the viewer's own session
+
+
+class LinkKind(str, enum.Enum):
+    session = "session"
+    klass = "class"  # an instructor's case; every student opens it into a fork
+
+
+class MaskVerdict(str, enum.Enum):
+    good = "good"
+    partly = "partly"
+    wrong = "wrong"
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as strings (no native ENUM type) so adding a value needs no type migration.
+    return Enum(cls, native_enum=False, length=16, validate_strings=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    # scrypt hash; NULL for anonymous browser users, who cannot log in.
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    role: Mapped[Role] = mapped_column(_enum(Role), default=Role.user)
+    anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An anonymous user's credential is a random secret kept by its browser; only its sha256
+    # is stored, and the username is random too, so what others see of a user never works
+    # as a key.
+    # (A unique index rather than a constraint: SQLite adds it without rebuilding the table.)
+    browser_secret_sha256: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    # What other people see (an instructor's class overview); the username when unset.
+    display_name: Mapped[str | None] = mapped_column(String(64))
+    # The session this user last had on screen, reopened on a reload. No foreign key: a
+    # deleted session just is not reopened (and users <-> sessions would be a cycle).
+    last_session_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class LoginSession(Base):
+    """One login of an account in one browser; the browser holds the token in a cookie.
+
+    Only the token's sha256 is stored. A row starts as a one-time code (valid briefly) that
+    the page trades for the long-lived cookie token, so the token never reaches page script.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    redeemed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Image(Base):
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # Artefact-store keys: the uploaded bytes unchanged, and the 8-bit RGB PNG shown and modelled.
+    original_key: Mapped[str] = mapped_column(String(128))
+    display_key: Mapped[str] = mapped_column(String(128))
+    source_format: Mapped[str] = mapped_column(String(16))
+    modality: Mapped[str | None] = mapped_column(String(32))
+    width_px: Mapped[int] = mapped_column(Integer)
+    height_px: Mapped[int] = mapped_column(Integer)
+    byte_size: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    notes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChatSession(Base):
+    """A conversation about one image."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_owner_updated", "owner_id", "updated_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="RESTRICT"), index=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    visibility: Mapped[Visibility] = mapped_column(_enum(Visibility), default=Visibility.private)
+    # Regions drawn before the first question (an instructor's prepared case), as geometry JSON.
+    regions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    forked_from_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sessions.id", ondelete="SET NULL"), index=True
+    )
+    # The share link a fork was opened through (a class link groups a class's forks).
+    via_link_id: Mapped[str | None] = mapped_column(
+        ForeignKey("share_links.id", ondelete="SET NULL", use_alter=True), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    owner: Mapped[User] = relationship()
+    image: Mapped[Image] = relationship()
+    turns: Mapped[list[Turn]] = relationship(
+        back_populates="session", order_by="Turn.index", cascade="all, delete-orphan"
+    )
+
+
+class Turn(Base):
+    """One question and its answer; regions are geometry JSON in original pixels."""
+
+    __tablename__ = "turns"
+    __table_args__ = (UniqueConstraint("session_id", "index"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    question: Mapped[str] = mapped_column(Text)
+    regions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    answer: Mapped[str | None] = mapped_column(Text)
+    raw_answer: Mapped[str | None] = mapped_column(Text)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    timings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column()
+    # Copied with its answer into a fork: such a turn was never run here and has no job.
+    copied: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+    session: Mapped[ChatSession] = relationship(back_populates="turns")
+    job: Mapped[Job] = relationship(back_populates="turn", cascade="all, delete-orphan")
+    masks: Mapped[list[Mask]] = relationship(
+        back_populates="turn", order_by="Mask.index", cascade="all, delete-orphan"
+    )
+
+
+class Job(Base):
+    """The execution record of one turn; the SQL row, not the broker, is the truth."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_queued", "status", "queued_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    turn_id: Mapped[str] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), unique=True)
+    submitted_by_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.queued)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Shown to the user as is: never a stack trace.
+    error: Mapped[str | None] = mapped_column(Text)
+    runner: Mapped[str] = mapped_column(String(16), default="embedded")
+    worker_host: Mapped[str | None] = mapped_column(String(255))
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    phase: Mapped[str | None] = mapped_column(String(32))
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    # Written every few seconds by the worker running the job; a running job whose
+    # heartbeat is older than the time limit has lost its worker (see serving.reconcile).
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    # Seconds the model itself took, so platform overhead can be measured apart from it.
+    model_seconds: Mapped[float | None] = mapped_column(Float)
+
+    turn: Mapped[Turn] = relationship(back_populates="job")
+
+
+class Mask(Base):
+    __tablename__ = "masks"
+    __table_args__ = (UniqueConstraint("turn_id", "index"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    turn_id: Mapped[str] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    rle: Mapped[dict[str, Any]] = mapped_column(JSON)
+    png_key: Mapped[str] = mapped_column(String(128))
+    area_px: Mapped[int] = mapped_column(Integer)
+    bbox_xyxy_px: Mapped[list[int] | None] = mapped_column(JSON)
+    score: Mapped[float | None] = mapped_column(Float)
+
+    turn: Mapped[Turn] = relationship(back_populates="masks")
+
+
+class ShareLink(Base):
+    __tablename__ = "share_links"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # Only a hash of the token is stored: a leaked database does not leak live links.
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    created_by_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    role: Mapped[LinkRole] = mapped_column(_enum(LinkRole), default=LinkRole.view)
+    kind: Mapped[LinkKind] = mapped_column(_enum(LinkKind), default=LinkKind.session)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+    session: Mapped[ChatSession] = relationship(foreign_keys=[session_id])
+
+
+class Rating(Base):
+    __tablename__ = "ratings"
+    __table_args__ = (UniqueConstraint("turn_id", "reviewer_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    turn_id: Mapped[str] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    reviewer_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    text_score: Mapped[int] = mapped_column(Integer)  # 1..5
+    text_correct: Mapped[bool | None] = mapped_column(Boolean)
+    # One verdict per mask of the turn, in mask order: "good" | "partly" | "wrong".
+    mask_verdicts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    turn: Mapped[Turn] = relationship()
+    reviewer: Mapped[User] = relationship()

@@ -1,0 +1,170 @@
+"""Asking: a question becomes a turn and a queued job, in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from serving.models import ChatSession, Job, JobStatus, Turn, utcnow
+from serving.reconcile import fail_if_stale
+from serving.services.accounts import Actor
+from serving.services.errors import Forbidden, InvalidInput, NotFound, RateLimited
+from serving.services.sessions import can_read, get_own_session, validate_regions
+from serving.settings import Settings
+
+
+def clean_question(question: Any, *, max_chars: int) -> str:
+    if not isinstance(question, str):
+        raise InvalidInput("The question must be text.")
+    # Control characters can hide text from reviewers; keep newlines and tabs only.
+    cleaned = "".join(ch for ch in question if ch.isprintable() or ch in "\n\t").strip()
+    if not cleaned:
+        raise InvalidInput("Type a question first.")
+    if len(cleaned) > max_chars:
+        raise InvalidInput(
+            f"The question has {len(cleaned):,} characters; the limit is {max_chars:,}. "
+            "Shorten it and ask again."
+        )
+    return cleaned
+
+
+def check_rate(db: Session, *, actor: Actor, per_minute: int) -> None:
+    if not actor.anonymous:
+        return
+    since = utcnow() - timedelta(minutes=1)
+    recent = db.scalar(
+        select(func.count(Job.id)).where(
+            Job.submitted_by_id == actor.user_id, Job.queued_at >= since
+        )
+    )
+    if (recent or 0) >= per_minute:
+        raise RateLimited(
+            f"Anonymous users can ask {per_minute} questions a minute; wait a moment or log in."
+        )
+
+
+def submit_turn(
+    db: Session,
+    *,
+    actor: Actor,
+    session_id: str,
+    question: Any,
+    regions: Any,
+    settings: Settings,
+    runner: str,
+) -> Job:
+    """Store the question as the session's next turn with a queued job; return the job.
+
+    The caller commits, then hands the job id to a runner.
+    """
+    session = get_own_session(db, actor=actor, session_id=session_id)
+    text = clean_question(question, max_chars=settings.max_question_chars)
+    doc = validate_regions(regions, image=session.image, max_regions=settings.max_regions)
+    check_rate(db, actor=actor, per_minute=settings.anon_jobs_per_minute)
+    count = db.scalar(select(func.count(Turn.id)).where(Turn.session_id == session.id)) or 0
+    if count >= settings.max_turns_per_session:
+        raise InvalidInput(
+            f"This session has reached {settings.max_turns_per_session} turns; start a new one."
+        )
+    pending = db.scalars(
+        select(Job)
+        .join(Turn, Turn.id == Job.turn_id)
+        .where(Turn.session_id == session.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+        .with_for_update()
+    ).all()
+    # A job no worker is really running (its worker died) must not block the session.
+    if any(not fail_if_stale(job, time_limit_s=settings.job_time_limit_s) for job in pending):
+        raise InvalidInput("The previous question is still being answered; wait or cancel it.")
+    turn = Turn(session_id=session.id, index=count, question=text, regions=doc)
+    job = Job(turn=turn, submitted_by_id=actor.user_id, runner=runner)
+    session.updated_at = utcnow()
+    db.add_all([turn, job])
+    db.flush()
+    return job
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    status: JobStatus
+    position: int | None  # 1 = next to run; None once running or finished
+    progress: float
+    phase: str | None
+    error: str | None
+    attempts: int
+    session_id: str
+    turn_index: int
+
+
+_NO_JOB = "That job does not exist."
+
+
+def job_view(db: Session, *, job_id: str, actor: Actor | None = None) -> JobView:
+    """A job's state; with ``actor``, only for one who may read its session.
+
+    A job of a session the actor cannot read is answered like a missing one.
+    """
+    row = db.execute(
+        select(Job, Turn.session_id, Turn.index)
+        .join(Turn, Turn.id == Job.turn_id)
+        .where(Job.id == job_id)
+    ).first()
+    if row is None:
+        raise NotFound(_NO_JOB)
+    job, session_id, turn_index = row
+    if actor is not None:
+        session = db.get(ChatSession, session_id)
+        if session is None or not can_read(db, actor=actor, session=session):
+            raise NotFound(_NO_JOB)
+    position = None
+    if job.status is JobStatus.queued:
+        ahead = db.scalar(
+            select(func.count(Job.id)).where(
+                Job.status == JobStatus.queued, Job.queued_at < job.queued_at
+            )
+        )
+        position = int(ahead or 0) + 1
+    return JobView(
+        id=job.id,
+        status=job.status,
+        position=position,
+        progress=job.progress,
+        phase=job.phase,
+        error=job.error,
+        attempts=job.attempts,
+        session_id=session_id,
+        turn_index=turn_index,
+    )
+
+
+def cancel_job(db: Session, *, actor: Actor, job_id: str) -> JobView:
+    job = db.get(Job, job_id)
+    if job is None:
+        raise NotFound(_NO_JOB)
+    session = db.get(ChatSession, job.turn.session_id)
+    if session is None or (session.owner_id != actor.user_id and not actor.has()):
+        # Only those who can see the session learn that the job exists.
+        if session is not None and can_read(db, actor=actor, session=session):
+            raise Forbidden("Only the session's owner can cancel this question.")
+        raise NotFound(_NO_JOB)
+    if not job.status.final:
+        job.status = JobStatus.cancelled
+        job.error = "Cancelled."
+        job.finished_at = utcnow()
+    db.flush()
+    return job_view(db, job_id=job_id)
+
+
+def live_job_ids(db: Session) -> list[str]:
+    """Jobs not yet finished, oldest first (what a restarted runner must pick up again)."""
+    return list(
+        db.scalars(
+            select(Job.id)
+            .where(Job.status.in_([JobStatus.queued, JobStatus.running]))
+            .order_by(Job.queued_at)
+        )
+    )
