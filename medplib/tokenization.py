@@ -42,7 +42,7 @@ ADDED_TOKENS: tuple[str, ...] = (
     IM_END,
 )
 
-_SPLIT = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(REGION_START + REGION_END)})")
+_IMAGE_SPLIT = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)})")
 
 
 @dataclass(frozen=True)
@@ -139,15 +139,22 @@ def tokenize_with_sentinels(tokenizer: PreTrainedTokenizerBase, text: str) -> li
     """Encode text where `<image>` → IMAGE_SENTINEL and `<region></region>` → region, sentinel, /region.
 
     Region tags must already be in the canonical empty-pair form (see
-    `medplib.conversation.normalize_region_tags`).
+    `medplib.conversation.normalize_region_tags`). As in the official helper, only `<image>`
+    splits the text: each span around it is encoded in one call, region tags included, so the
+    tokenizer's own whitespace rules around added tokens apply (the official LLaMA tokenizer
+    strips the spaces next to `<region>`/`</region>`; see docs/fidelity.md), and
+    REGION_SENTINEL then goes between every `<region>` id directly followed by a `</region>` id.
     """
     ids = SpecialTokenIds.from_tokenizer(tokenizer)
-    out: list[int] = []
-    for piece in _SPLIT.split(text):
+    encoded: list[int] = []
+    for piece in _IMAGE_SPLIT.split(text):
         if piece == IMAGE_PLACEHOLDER:
-            out.append(IMAGE_SENTINEL)
-        elif piece == REGION_START + REGION_END:
-            out.extend([ids.region_start, REGION_SENTINEL, ids.region_end])
+            encoded.append(IMAGE_SENTINEL)
         elif piece:
-            out.extend(encode_text(tokenizer, piece))
+            encoded.extend(encode_text(tokenizer, piece))
+    out: list[int] = []
+    for i, token in enumerate(encoded):
+        out.append(token)
+        if token == ids.region_start and i + 1 < len(encoded) and encoded[i + 1] == ids.region_end:
+            out.append(REGION_SENTINEL)
     return out

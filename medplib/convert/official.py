@@ -10,7 +10,9 @@ The architecture comes from a preset (default ``medplib-7b-2e``) refined by the 
 ``config.json``, the CLIP ``config.json`` and the tensor shapes themselves; every tensor is then
 checked against the model it will load into. The output is what `medplib.checkpoint.
 save_pretrained` writes (config, sharded safetensors with the weights fingerprint, tokenizer)
-plus ``conversion.json`` describing where each group of weights came from.
+plus ``conversion.json`` describing where each group of weights came from. A sentencepiece
+LLaMA tokenizer is rebuilt with the checkpoint's own class and flags so that it encodes as the
+official slow tokenizer does (`medplib.convert.tokenizer`); ``conversion.json`` records how.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from medplib.checkpoint import (
     CONFIG_NAME,
@@ -51,6 +53,7 @@ from medplib.convert.keymap import (
     rename,
 )
 from medplib.convert.sources import TensorRef, directory_refs, safetensors_refs, torch_file_refs
+from medplib.convert.tokenizer import load_checkpoint_tokenizer
 from medplib.errors import UserInputError
 from medplib.modeling.configuration import MedPLIBConfig, SegHeadConfig, standard_rope
 from medplib.modeling.medplib import MedPLIBForCausalLM
@@ -58,13 +61,6 @@ from medplib.modeling.presets import build_config
 from medplib.tokenization import SpecialTokenIds
 
 REPORT_NAME = "conversion.json"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-)
 # LlamaConfig fields read from the official config.json (shapes override the size fields).
 LLAMA_FIELDS = (
     "hidden_size",
@@ -112,6 +108,8 @@ class ConversionReport:
     overridden_by_checkpoint: int  # --clip/--sam tensors not used because SRC has them
     ignored: list[str] = field(default_factory=list)  # source keys dropped (recomputed buffers)
     notes: list[str] = field(default_factory=list)
+    # The source tokenizer's class and flags and how it was loaded (medplib.convert.tokenizer).
+    tokenizer: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -436,26 +434,6 @@ def _write_weights(
     return len(groups), total
 
 
-def _load_tokenizer(src: Path, tmp: Path) -> PreTrainedTokenizerBase:
-    copied = [n for n in TOKENIZER_FILES if (src / n).is_file()]
-    if not copied:
-        raise UserInputError(
-            f"{src} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); download them with the weights."
-        )
-    for n in copied:
-        shutil.copy2(src / n, tmp / n)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tmp))
-    except Exception as exc:  # transformers raises many types for missing backends
-        raise UserInputError(
-            f"The tokenizer in {src} could not be loaded ({type(exc).__name__}: {exc}); a "
-            "LLaMA tokenizer.model without tokenizer.json needs the `sentencepiece` and "
-            "`protobuf` packages (transformers 5 converts it to a tokenizer.json)."
-        ) from None
-    tokenizer.save_pretrained(str(tmp))  # adds tokenizer.json when a fast tokenizer was built
-    return tokenizer
-
-
 # ---------------------------------------------------------------------------------- entry point
 def convert_official(
     src: str | os.PathLike,
@@ -530,7 +508,12 @@ def convert_official(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        tokenizer = _load_tokenizer(src_dir, tmp)
+        tokenizer, tokenizer_record = load_checkpoint_tokenizer(src_dir, tmp)
+        if tokenizer_record.get("legacy_stated") is False:
+            notes.append(
+                "tokenizer_config.json does not state `legacy`; used legacy=True, as the official "
+                "code passes."
+            )
         shapes = {k: r.shape for k, r in plan.refs.items()}
         config, cfg_notes = build_converted_config(
             shapes,
@@ -564,6 +547,7 @@ def convert_official(
             overridden_by_checkpoint=plan.overridden,
             ignored=sorted(plan.ignored),
             notes=notes,
+            tokenizer=tokenizer_record,
         )
         (tmp / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2))
         os.chmod(tmp, 0o755)  # mkdtemp is private; a model directory is meant to be shared
