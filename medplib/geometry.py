@@ -296,9 +296,15 @@ def _numbers(item: dict, key: str, count: int, where: str) -> tuple[float, ...]:
         or not all(_is_number(v) for v in values)
     ):
         raise UserInputError(f'{where}"{key}" must be a list of {count} numbers; got {values!r}.')
-    if not all(math.isfinite(float(v)) for v in values):
-        raise UserInputError(f'{where}"{key}" contains NaN or infinity; got {values!r}.')
-    return tuple(float(v) for v in values)
+    try:
+        numbers = tuple(float(v) for v in values)
+    except OverflowError:  # an integer beyond any float
+        numbers = (math.inf,)
+    if not all(math.isfinite(v) for v in numbers):
+        raise UserInputError(
+            f'{where}"{key}" contains NaN or infinity (or a number too large to use).'
+        )
+    return numbers
 
 
 def document_to_prompts(doc: Any, *, height_px: int, width_px: int) -> list[RegionPrompt]:

@@ -146,6 +146,37 @@ def clean_answer(text: str) -> str:
     return re.sub(r"\s+([.,;:!?])", r"\1", text)
 
 
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How one answer is decoded; `ask` and `predict_batch` build it from their keywords.
+
+    Frozen: one value serves every item of a batch, so nothing may change it mid-batch.
+    """
+
+    # A few sentences and their <SEG> tokens fit; longer answers must be asked for.
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # greedy: the same question about the same image, the same answer
+    top_p: float = 1.0  # no nucleus cut; it only matters once temperature > 0
+    stop: tuple[str, ...] = ()  # none: the answer ends at </s> or at max_new_tokens
+    seed: int | None = None  # None: sampling draws from torch's global RNG like any other op
+
+    def validate(self) -> None:
+        """Raise `UserInputError` before any model work: these values often come from a form."""
+        if not 1 <= int(self.max_new_tokens) <= MAX_NEW_TOKENS_LIMIT:
+            raise UserInputError(
+                f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}."
+            )
+        if not self.temperature >= 0.0:
+            raise UserInputError(f"temperature must be 0 or more, got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise UserInputError(f"top_p must be in (0, 1], got {self.top_p}.")
+
+    @property
+    def stop_strings(self) -> list[str]:
+        # An empty stop string would be found in every answer and end it at once.
+        return [s for s in self.stop if s]
+
+
 def _check_region(mask: Any, hw: tuple[int, int], i: int) -> np.ndarray:
     arr = np.asarray(mask)
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -245,6 +276,7 @@ class MedPLIBPredictor:
         progress: Progress | None = None,
         seed: int | None = None,
         extra_thresholds: Sequence[float] = (),
+        on_text: Callable[[str], None] | None = None,
     ) -> Prediction:
         """Answer `question` about the current image.
 
@@ -253,27 +285,33 @@ class MedPLIBPredictor:
           regions: bool (H, W) masks in original pixels (points / boxes / sketches as masks).
           history: earlier (question, answer) pairs, oldest first; a third item may hold that
             turn's region masks. Region tags of turns without masks are dropped (with a warning).
-          max_new_tokens, temperature, top_p, stop: decoding; greedy when temperature is 0.
+          max_new_tokens, temperature, top_p, stop, seed: decoding (see `GenerationOptions`);
+            greedy when temperature is 0, and `seed` makes sampling reproducible.
           progress: optional `progress(phase, fraction)` callback; phases are "prefill",
             "decode" (fraction of max_new_tokens), "masks" and finally ("done", 1.0).
-          seed: seeds sampling (temperature > 0) for reproducible answers.
           extra_thresholds: also binarise each mask at these sigmoid thresholds (evaluation
             reports 0.5 beside the official 0.1); see `PredictedMask.at_thresholds`.
+          on_text: optional `on_text(answer_so_far)` callback after each generated token, with
+            the readable text (special tokens hidden) for display while the answer streams.
         """
         if self._image is None:
             raise UserInputError("No image is set; call set_image(image) before ask(question).")
+        options = GenerationOptions(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=tuple(stop or ()),
+            seed=seed,
+        )
         return self._answer(
             self._image,
             question,
             regions,
             history,
-            max_new_tokens,
-            temperature,
-            top_p,
-            stop,
-            progress,
-            seed,
-            extra_thresholds,
+            options,
+            progress=progress,
+            extra_thresholds=extra_thresholds,
+            on_text=on_text,
         )
 
     def predict_batch(
@@ -297,43 +335,27 @@ class MedPLIBPredictor:
             raise UserInputError(
                 "Give exactly one question (and one list of regions, if any) per image."
             )
+        options = GenerationOptions(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=tuple(stop or ()),
+            seed=seed,
+        )
         results: list[Prediction] = []
         for start in range(0, len(images), max(1, batch_size)):
             encoded = self._encode(images[start : start + batch_size])
             for k, enc in enumerate(encoded):
                 i = start + k
                 regs = regions[i] if regions is not None else ()
-                results.append(
-                    self._answer(
-                        enc,
-                        questions[i],
-                        regs,
-                        (),
-                        max_new_tokens,
-                        temperature,
-                        top_p,
-                        stop,
-                        None,
-                        seed,
-                        (),
-                    )
-                )
+                results.append(self._answer(enc, questions[i], regs, (), options))
         return results
 
     # ------------------------------------------------------------------------------ internals
-    def _validate_options(
-        self, question: str, max_new_tokens: int, temperature: float, top_p: float
-    ) -> None:
+    @staticmethod
+    def _validate_question(question: str) -> None:
         if not isinstance(question, str) or not question.strip():
             raise UserInputError("The question is empty; type a question about the image.")
-        if not 1 <= int(max_new_tokens) <= MAX_NEW_TOKENS_LIMIT:
-            raise UserInputError(
-                f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}, got {max_new_tokens}."
-            )
-        if not temperature >= 0.0:
-            raise UserInputError(f"temperature must be 0 or more, got {temperature}.")
-        if not 0.0 < top_p <= 1.0:
-            raise UserInputError(f"top_p must be in (0, 1], got {top_p}.")
 
     def _build_turns(self, question, regions, history, hw, warn):
         """(turns, region masks in sentinel order)."""
@@ -373,81 +395,28 @@ class MedPLIBPredictor:
     @torch.no_grad()
     def _answer(
         self,
-        enc,
-        question,
-        regions,
-        history,
-        max_new_tokens,
-        temperature,
-        top_p,
-        stop,
-        progress,
-        seed,
-        extra_thresholds,
-    ):
+        enc: _EncodedImage,
+        question: str,
+        regions: Sequence[np.ndarray],
+        history: Sequence[tuple],
+        options: GenerationOptions,
+        *,
+        progress: Progress | None = None,
+        extra_thresholds: Sequence[float] = (),
+        on_text: Callable[[str], None] | None = None,
+    ) -> Prediction:
+        """Prompt, decode, then one mask per `<SEG>`: the whole of `ask` for an encoded image."""
         t_start = time.perf_counter()
         notes: list[str] = []
         report = progress or (lambda phase, frac: None)
-        self._validate_options(question, max_new_tokens, temperature, top_p)
+        self._validate_question(question)
+        options.validate()
         turns, masks = self._build_turns(question, regions, history, enc.original_hw, notes.append)
-        fit = fit_to_context(
-            turns,
-            lambda ts: encode_conversation(
-                self.tokenizer, ts, use_im_start_end=self.config.use_im_start_end
-            )[0],
-            extra_tokens=self.config.vision.num_patches - 1,  # the placeholder becomes N tokens
-            context_length=self.config.language.max_position_embeddings,
-            max_new_tokens=int(max_new_tokens),
-        )
-        notes.extend(fit.warnings)
-        dropped_regions = sum(count_region_tags(q) for q, _ in turns[: fit.dropped_turns])
-        masks, ids, max_new = masks[dropped_regions:], fit.ids, fit.max_new_tokens
+        ids, masks, max_new = self._fit(turns, masks, options.max_new_tokens, notes)
         report("prefill", 0.0)
-        model = self.model
-        weights = [
-            region_grid_weights(
-                m, enc.clip_geometry, self.config.vision.patch_size, self.config.region.pooling
-            )
-            for m in masks
-        ]
-        feats = None
-        if weights:
-            w = torch.from_numpy(np.stack(weights)).to(self.device)  # (R, N)
-            feats = [model.region_encoder(enc.patches, w)]
-        ids_t = torch.tensor([ids], dtype=torch.long, device=self.device)
-        embeds, _, token_ids, _ = model.assemble_embeddings(
-            ids_t, None, enc.visual_tokens[None], feats
-        )
-        stop_strings = [s for s in (stop or []) if s]
-
-        def stop_fn(tokens: list[int]) -> bool:
-            text = self.tokenizer.decode(tokens, skip_special_tokens=False)
-            return any(s in text for s in stop_strings)
-
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        result = generate(
-            model,
-            embeds,
-            max_new_tokens=max_new,
-            temperature=temperature,
-            top_p=top_p,
-            stop_token_ids=[self.special.eos],
-            stop_fn=stop_fn if stop_strings else None,
-            generator=generator,
-            on_token=lambda step, tok: report("decode", (step + 1) / max_new),
-        )
-        tokens = list(result.token_ids)
-        if result.finish_reason == "stop":
-            tokens = tokens[:-1]
-        raw = self.tokenizer.decode(tokens, skip_special_tokens=False)
-        readable = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        if result.finish_reason == "stop_string":
-            cut = min((raw.find(s) for s in stop_strings if s in raw), default=len(raw))
-            raw = raw[:cut]
-            readable = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            for s in stop_strings:
-                if s in readable:
-                    readable = readable[: readable.find(s)]
+        embeds, token_ids = self._embed(enc, ids, masks)  # (1, L, D), (1, L)
+        result = self._generate(embeds, options, max_new, report, on_text)
+        tokens, raw, readable = self._answer_text(result, options.stop_strings)
         t_masks = time.perf_counter()
         report("masks", 0.0)
         pred_masks = self._masks(enc, tokens, result, report, extra_thresholds)
@@ -474,6 +443,122 @@ class MedPLIBPredictor:
             num_prompt_tokens=int(embeds.shape[1]),
             answer_token_ids=tokens,
         )
+
+    def _fit(
+        self,
+        turns: list[tuple[str, str | None]],
+        masks: list[np.ndarray],
+        max_new_tokens: int,
+        notes: list[str],
+    ) -> tuple[list[int], list[np.ndarray], int]:
+        """(prompt ids, region masks still referred to, answer budget) within the context.
+
+        Old turns that do not fit are dropped, and their regions with them, so the masks
+        left line up with the region sentinels left in the prompt.
+        """
+        fit = fit_to_context(
+            turns,
+            lambda ts: encode_conversation(
+                self.tokenizer, ts, use_im_start_end=self.config.use_im_start_end
+            )[0],
+            extra_tokens=self.config.vision.num_patches - 1,  # the placeholder becomes N tokens
+            context_length=self.config.language.max_position_embeddings,
+            max_new_tokens=int(max_new_tokens),
+        )
+        notes.extend(fit.warnings)
+        dropped_regions = sum(count_region_tags(q) for q, _ in turns[: fit.dropped_turns])
+        return fit.ids, masks[dropped_regions:], fit.max_new_tokens
+
+    def _embed(
+        self, enc: _EncodedImage, ids: list[int], masks: list[np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt embeddings (1, L, D) with visual tokens and region features spliced in, and
+        the token ids (1, L) behind them (image positions marked) for the routing record."""
+        model = self.model
+        weights = [
+            region_grid_weights(
+                m, enc.clip_geometry, self.config.vision.patch_size, self.config.region.pooling
+            )
+            for m in masks
+        ]
+        feats = None
+        if weights:
+            w = torch.from_numpy(np.stack(weights)).to(self.device)  # (R, N)
+            feats = [model.region_encoder(enc.patches, w)]
+        ids_t = torch.tensor([ids], dtype=torch.long, device=self.device)  # (1, L')
+        embeds, _, token_ids, _ = model.assemble_embeddings(
+            ids_t, None, enc.visual_tokens[None], feats
+        )
+        return embeds, token_ids
+
+    def _generate(
+        self,
+        embeds: torch.Tensor,
+        options: GenerationOptions,
+        max_new: int,
+        report: Progress,
+        on_text: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
+        """Decode from the prompt embeddings (1, L, D); `max_new` may be below the option's
+        value when the context is nearly full."""
+        stop_strings = options.stop_strings
+
+        def stop_fn(tokens: list[int]) -> bool:
+            text = self.tokenizer.decode(tokens, skip_special_tokens=False)
+            return any(s in text for s in stop_strings)
+
+        seed = options.seed
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        return generate(
+            self.model,
+            embeds,
+            max_new_tokens=max_new,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            stop_token_ids=[self.special.eos],
+            stop_fn=stop_fn if stop_strings else None,
+            generator=generator,
+            on_token=self._token_sink(report, max_new, on_text),
+        )
+
+    def _token_sink(
+        self, report: Progress, max_new: int, on_text: Callable[[str], None] | None
+    ) -> Callable[[int, int], None]:
+        """Per generated token: progress, and the readable answer so far when asked for.
+
+        The whole answer is decoded each time: token pieces alone would lose the spaces and
+        multi-token characters that decoding the sequence restores.
+        """
+        tokens: list[int] = []
+
+        def sink(step: int, token: int) -> None:
+            report("decode", (step + 1) / max_new)
+            if on_text is None:
+                return
+            tokens.append(int(token))
+            if token == self.special.eos:
+                return
+            on_text(clean_answer(self.tokenizer.decode(tokens, skip_special_tokens=True)))
+
+        return sink
+
+    def _answer_text(
+        self, result: GenerationResult, stop_strings: list[str]
+    ) -> tuple[list[int], str, str]:
+        """(answer ids without the final </s>, raw text, readable text); the texts end before
+        a stop string, the ids do not."""
+        tokens = list(result.token_ids)
+        if result.finish_reason == "stop":
+            tokens = tokens[:-1]
+        raw = self.tokenizer.decode(tokens, skip_special_tokens=False)
+        readable = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if result.finish_reason == "stop_string":
+            cut = min((raw.find(s) for s in stop_strings if s in raw), default=len(raw))
+            raw = raw[:cut]
+            for s in stop_strings:
+                if s in readable:
+                    readable = readable[: readable.find(s)]
+        return tokens, raw, readable
 
     def _masks(
         self,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
 
 
 def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
@@ -45,3 +49,68 @@ def fleiss_kappa(items: Sequence[Mapping[Hashable, int]]) -> float | None:
     if p_e == 1.0:
         return 1.0
     return (p_bar - p_e) / (1.0 - p_e)
+
+
+def mask_agreement(
+    masks_by_item: Mapping[Hashable, Mapping[str, np.ndarray]],
+) -> dict[str, Any]:
+    """Pairwise Dice and IoU between reviewers' masks of the same answer.
+
+    ``masks_by_item[item][reviewer]`` is a bool (H, W) mask. Each item with two or more
+    reviewers gives one row per reviewer pair; ``overall`` averages the rows and, per pair of
+    reviewers, their rows. Two empty masks agree perfectly (Dice and IoU 1).
+    """
+    rows: list[dict[str, Any]] = []
+    for item, by_reviewer in masks_by_item.items():
+        names = sorted(by_reviewer)
+        for x, y in combinations(names, 2):
+            rows.append(
+                {
+                    "item": item,
+                    "reviewers": (x, y),
+                    "dice": _dice_or_one(by_reviewer[x], by_reviewer[y]),
+                    "iou": _iou_or_one(by_reviewer[x], by_reviewer[y]),
+                }
+            )
+    pairs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        pairs.setdefault(row["reviewers"], []).append(row)
+    return {
+        "rows": rows,
+        "by_pair": {
+            pair: {
+                "items": len(rs),
+                "dice": _mean(r["dice"] for r in rs),
+                "iou": _mean(r["iou"] for r in rs),
+            }
+            for pair, rs in pairs.items()
+        },
+        "overall": {
+            "items": len({r["item"] for r in rows}),
+            "pairs": len(rows),
+            "dice": _mean(r["dice"] for r in rows),
+            "iou": _mean(r["iou"] for r in rows),
+        },
+    }
+
+
+def _intersection_union(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"masks of one answer differ in shape: {a.shape} vs {b.shape}")
+    return int((a & b).sum()), int((a | b).sum()), int(a.sum() + b.sum())
+
+
+def _dice_or_one(a: np.ndarray, b: np.ndarray) -> float:
+    inter, _, total = _intersection_union(a, b)
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+def _iou_or_one(a: np.ndarray, b: np.ndarray) -> float:
+    inter, union, _ = _intersection_union(a, b)
+    return 1.0 if union == 0 else inter / union
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    items = list(values)
+    return sum(items) / len(items) if items else None

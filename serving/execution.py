@@ -9,6 +9,7 @@ its silence (see `serving.reconcile`), not after the broker's visibility timeout
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -26,7 +27,7 @@ from medplib.errors import UserInputError
 from medplib.geometry import document_to_masks
 from medplib.masks import encode_rle, mask_area, mask_bbox_xyxy_px, mask_to_png_bytes
 from serving.db import transaction
-from serving.job_events import JobEvents
+from serving.job_events import JobEvents, Publisher, Throttled
 from serving.models import Job, JobStatus, Mask, Turn, utcnow
 from serving.predictors import PredictorHolder
 from serving.reconcile import poison_message, timed_out_message
@@ -61,8 +62,9 @@ class JobContext:
     worker_host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     # Exception types that mean "time limit reached" (Celery's SoftTimeLimitExceeded).
     timeout_errors: tuple[type[BaseException], ...] = (JobTimedOut,)
-    # Notices to pages waiting in this process (the embedded runner's jobs).
-    events: JobEvents = field(default_factory=JobEvents)
+    # Notices to waiting pages: straight into this process's JobEvents (embedded), or on
+    # Redis for the web processes to relay (a Celery worker).
+    events: Publisher = field(default_factory=JobEvents)
     # The model call (`predict`); on a ZeroGPU Space it is wrapped to hold the GPU.
     predict: Callable[[str, _Claim, JobContext], Any] = field(
         default_factory=lambda: predict  # defined below; looked up when a context is made
@@ -198,12 +200,26 @@ def predict(job_id: str, claim: _Claim, ctx: JobContext) -> Any:
     predictor = ctx.predictor.prepare(
         claim.image_key, lambda: load_display(ctx.store, claim.image_key)
     )
-    return predictor.ask(
-        claim.question,
-        regions=masks_in,
-        history=claim.history,
-        progress=_progress_writer(job_id, ctx=ctx),
-    )
+    stream = Throttled(ctx.events, job_id)
+    extra = {"on_text": stream.text} if streams_text(predictor) else {}
+    try:
+        return predictor.ask(
+            claim.question,
+            regions=masks_in,
+            history=claim.history,
+            progress=_progress_writer(job_id, ctx=ctx),
+            **extra,
+        )
+    finally:
+        stream.flush()
+
+
+def streams_text(predictor: Any) -> bool:
+    """Whether ``predictor.ask`` takes ``on_text`` (plug-in predictors need not)."""
+    try:
+        return "on_text" in inspect.signature(predictor.ask).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _claim(job_id: str, *, ctx: JobContext) -> _Claim | JobStatus | None:

@@ -29,6 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# Defined apart from the ORM so front ends can name them; also importable from here.
+from serving.enums import JobStatus, LinkKind, LinkRole, MaskVerdict, Role, Visibility  # noqa: F401
+
 # Stable constraint names so Alembic migrations are identical on PostgreSQL and SQLite.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -50,46 +53,6 @@ def utcnow() -> datetime:
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
-
-
-class Role(str, enum.Enum):
-    user = "user"
-    instructor = "instructor"
-    reviewer = "reviewer"
-    admin = "admin"
-
-
-class Visibility(str, enum.Enum):
-    private = "private"  # owner (and admins) only
-    link = "link"  # anyone holding a live share link
-
-
-class JobStatus(str, enum.Enum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def final(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
-
-
-class LinkRole(str, enum.Enum):
-    view = "view"  # read-only
-    fork = "fork"  # read, and copy into the viewer's own session
-
-
-class LinkKind(str, enum.Enum):
-    session = "session"
-    klass = "class"  # an instructor's case; every student opens it into a fork
-
-
-class MaskVerdict(str, enum.Enum):
-    good = "good"
-    partly = "partly"
-    wrong = "wrong"
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
@@ -117,6 +80,9 @@ class User(Base):
     # The session this user last had on screen, reopened on a reload. No foreign key: a
     # deleted session just is not reopened (and users <-> sessions would be a cycle).
     last_session_id: Mapped[str | None] = mapped_column(String(32))
+    # An anonymous user's client address when first seen, as `address_key` (a sha256, not the
+    # address): new anonymous users per address and minute are limited by counting these.
+    created_from: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class LoginSession(Base):
@@ -150,6 +116,8 @@ class Image(Base):
     width_px: Mapped[int] = mapped_column(Integer)
     height_px: Mapped[int] = mapped_column(Integer)
     byte_size: Mapped[int] = mapped_column(Integer)
+    # Unused since 0004: one row serves everyone who uploads the same bytes, so the name an
+    # uploader gave the file belongs to their session (`ChatSession.filename`), not here.
     filename: Mapped[str | None] = mapped_column(String(255))
     notes: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -165,6 +133,8 @@ class ChatSession(Base):
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="RESTRICT"), index=True)
     title: Mapped[str] = mapped_column(String(200), default="")
+    # The file name this session's owner uploaded the image under (never another uploader's).
+    filename: Mapped[str | None] = mapped_column(String(255))
     visibility: Mapped[Visibility] = mapped_column(_enum(Visibility), default=Visibility.private)
     # Regions drawn before the first question (an instructor's prepared case), as geometry JSON.
     regions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

@@ -5,30 +5,37 @@ Embedded and distributed mode differ only in the runner built here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.db import session_factory, transaction
 from serving.execution import JobContext, predict
+from serving.job_events import JobEvents, Publisher, RedisPublisher, RedisRelay
 from serving.predictors import PredictorHolder, load_predictor
 from serving.reconcile import heartbeat_interval_s, watchdog_interval_s
 from serving.runners import CeleryRunner, EmbeddedRunner, Runner
+from serving.services import turns
 from serving.services.accounts import Actor
-from serving.services.errors import Unavailable
-from serving.services.turns import JobView, job_view, submit_turn
+from serving.services.errors import ServiceError, Unavailable
+from serving.services.turns import JobView, job_view
 from serving.settings import Settings
 from serving.store import ArtefactStore
 from serving.zerogpu import gpu_bound
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def build_job_context(settings: Settings, *, holder: PredictorHolder | None = None) -> JobContext:
+    # Embedded jobs notify the pages of this process; a worker's go out on Redis.
+    events: Publisher = JobEvents() if settings.embedded else RedisPublisher(settings.broker_url)
     return JobContext(
+        events=events,
         factory=session_factory(settings.database_url),
         store=ArtefactStore(settings.artefact_dir),
         predictor=holder
@@ -55,11 +62,14 @@ class Platform:
     store: ArtefactStore
     runner: Runner
     ctx: JobContext
+    # What waiting pages subscribe to: the embedded runner's notices, or the workers' relayed.
+    events: JobEvents
 
     def call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         """Run one service function in its own transaction.
 
-        A database that cannot be reached becomes :class:`Unavailable` and nothing is kept.
+        A database that cannot be reached becomes :class:`Unavailable` and nothing is kept;
+        any other database error is logged and becomes one sentence without its SQL.
         """
         try:
             with transaction(self.factory) as db:
@@ -68,16 +78,37 @@ class Platform:
             raise Unavailable(
                 "The database is unreachable right now; nothing was saved. Try again shortly."
             ) from None
+        except SQLAlchemyError:
+            log.exception("service call %s failed", getattr(fn, "__name__", "?"))
+            raise ServiceError(
+                "The server could not complete that request; nothing was saved. Try again, "
+                "and tell the operators if it keeps happening."
+            ) from None
 
-    def ask(self, *, actor: Actor, session_id: str, question: Any, regions: Any) -> JobView:
+    def ask(
+        self,
+        *,
+        actor: Actor,
+        question: Any,
+        regions: Any,
+        session_id: str | None = None,
+        image_id: str | None = None,
+        drawn: Any = None,
+        filename: str | None = None,
+    ) -> JobView:
+        """`turns.ask` in its own transaction, then the job to the runner; the job as it is
+        after that (a fast runner may have started it already)."""
         job = self.call(
-            submit_turn,
+            turns.ask,
             actor=actor,
-            session_id=session_id,
             question=question,
             regions=regions,
             settings=self.settings,
             runner=self.runner.name,
+            session_id=session_id,
+            image_id=image_id,
+            drawn=drawn,
+            filename=filename,
         )
         self.runner.submit(job.id)
         return self.call(job_view, job_id=job.id)
@@ -87,12 +118,24 @@ def build_platform(settings: Settings, *, holder: PredictorHolder | None = None)
     ctx = build_job_context(settings, holder=holder)
     runner: Runner
     if settings.embedded:
+        assert isinstance(ctx.events, JobEvents)
+        events = ctx.events
         runner = EmbeddedRunner(ctx)
     else:
         from serving.celery_app import create_celery
 
+        events = JobEvents()
+        events.live = False  # until the relay has subscribed
         runner = celery_runner(settings, create_celery(settings), ctx.factory)
-    return Platform(settings=settings, factory=ctx.factory, store=ctx.store, runner=runner, ctx=ctx)
+        runner.relay = RedisRelay(settings.broker_url, events)
+    return Platform(
+        settings=settings,
+        factory=ctx.factory,
+        store=ctx.store,
+        runner=runner,
+        ctx=ctx,
+        events=events,
+    )
 
 
 def celery_runner(settings: Settings, app: Any, factory: sessionmaker[Session]) -> CeleryRunner:

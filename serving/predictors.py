@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import numpy as np
 
 Progress = Callable[[str, float], None]
+# Called with the answer so far while it is generated (display only; the result is the record).
+TextSink = Callable[[str], None]
 
 
 class Predictor(Protocol):
@@ -25,6 +27,7 @@ class Predictor(Protocol):
         history: Sequence[tuple[str, str]] = (),
         *,
         progress: Progress | None = None,
+        on_text: TextSink | None = None,
     ) -> Any: ...
 
 
@@ -48,7 +51,8 @@ class NoopPredictor:
     """Answers instantly without a model: measures the platform's own overhead.
 
     It echoes the question and returns the given regions as masks, so every storage
-    path (answers, masks, artefacts) is exercised without a model.
+    path (answers, masks, artefacts) is exercised without a model. With a delay it streams
+    its answer a word at a time across the delay, as a model generating tokens would.
     """
 
     checkpoint_id = "noop"
@@ -67,11 +71,16 @@ class NoopPredictor:
         history: Sequence[tuple[str, str]] = (),
         *,
         progress: Progress | None = None,
+        on_text: TextSink | None = None,
     ) -> NoopPrediction:
         start = time.perf_counter()
-        if self.delay_s:
-            time.sleep(self.delay_s)
         answer = f"noop answer to: {question[:40]}"
+        words = answer.split(" ")
+        for n in range(1, len(words) + 1):
+            if self.delay_s:
+                time.sleep(self.delay_s / len(words))
+            if on_text is not None:
+                on_text(" ".join(words[:n]))
         return NoopPrediction(
             answer=answer,
             raw_answer=answer,

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from serving.db import transaction
 from serving.execution import JobContext, run_job
+from serving.job_events import RedisRelay
 from serving.models import Job, JobStatus, utcnow
 from serving.reconcile import queued_not_in, reap_stale_jobs, watchdog_interval_s
 from serving.services.errors import Unavailable
@@ -149,8 +150,11 @@ class CeleryRunner:
         running_grace_s: float = 600.0,
         time_limit_s: float = 300.0,
         max_attempts: int = 3,
+        relay: RedisRelay | None = None,
     ) -> None:
         self.app = app
+        # The web process's copy of the workers' job notices (None in the beat task).
+        self.relay = relay
         self.factory = factory
         self.reconcile_every_s = reconcile_every_s
         self.queued_grace_s = queued_grace_s
@@ -167,9 +171,13 @@ class CeleryRunner:
                 target=self._reconcile_loop, name="medplib-reconcile", daemon=True
             )
             self._thread.start()
+        if self.relay is not None:
+            self.relay.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.relay is not None:
+            self.relay.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

@@ -7,6 +7,7 @@ see :func:`load_settings_or_exit`.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Settings(BaseSettings):
@@ -62,8 +65,14 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(default=2000, gt=0, le=100_000)
     max_regions: int = Field(default=16, gt=0, le=32)
     max_turns_per_session: int = Field(default=50, gt=0)
-    # Anonymous users: questions per minute per browser session and per address.
+    # Anonymous users: questions per minute per anonymous user (one browser or API client).
     anon_jobs_per_minute: int = Field(default=10, ge=0)
+    # New anonymous users per client address per minute (IPv6: per /64); returning browsers
+    # and logged-in users are never counted. A class behind one NAT address needs more.
+    anon_users_per_address_per_minute: int = Field(default=10, ge=1, le=100_000)
+    # Reverse proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDR
+    # networks). Empty: the header is ignored and the connecting address is the client's.
+    trusted_proxies: str = ""
 
     # Jobs: the soft limit lets a task record "timed out"; the hard limit kills the process.
     job_soft_time_limit_s: int = Field(default=240, gt=0)
@@ -120,6 +129,27 @@ class Settings(BaseSettings):
         if value and (not value.startswith("/") or value.endswith("/")):
             raise ValueError("must be empty or like /medplib (leading slash, no trailing slash)")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{part.strip()!r} is not an address or network like 10.0.0.0/8"
+                    ) from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in self.trusted_proxies.split(",")
+            if part.strip()
+        )
 
     @field_validator("admin_password")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +75,17 @@ def launch(
     share: bool = False,
     prevent_thread_lock: bool = False,
 ) -> Any:
-    from webapp.app import CSS
+    from gradio.utils import get_upload_folder
+    from starlette.middleware import Middleware
 
+    from webapp.app import CSS
+    from webapp.edge import EdgeGuard
+
+    # Uvicorn (under Gradio) rewrites a request's client address from X-Forwarded-For when
+    # the connection comes from an address in FORWARDED_ALLOW_IPS, by default loopback. The
+    # header is believed only from MEDPLIB_TRUSTED_PROXIES (none by default), so uvicorn is
+    # told the same list: per-address limits cannot be dodged with a forged header.
+    os.environ["FORWARDED_ALLOW_IPS"] = settings.trusted_proxies
     result = demo.launch(
         server_name=host or settings.host,
         server_port=port or settings.port,
@@ -89,7 +99,12 @@ def launch(
         allowed_paths=[],
         blocked_paths=blocked_paths(settings),
         strict_cors=True,
-        show_error=True,
+        # Refusals are `gr.Error`s, shown in their words; any other exception is a bug whose
+        # text (SQL, paths) must not reach the page: it is logged, the user sees "Error".
+        show_error=False,
+        # Before Gradio reads a request: no fetching of URLs or paths given as files, no
+        # NaN/Infinity, NUL or lone surrogates in any input (see webapp.edge).
+        app_kwargs={"middleware": [Middleware(EdgeGuard, upload_dir=get_upload_folder)]},
         # Our own routes are added once Gradio's app exists; then we block if asked to.
         prevent_thread_lock=True,
         quiet=prevent_thread_lock,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +36,40 @@ UNTRAINED_MARKER = "untrained"
 SAVED_REGION_RGB = (255, 255, 0)
 
 
-def escape_text(text: str | None) -> str:
-    """HTML-escape user or model text (quotes included), so it can only ever show as text."""
+# What makes Markdown (as Gradio renders it, with GitHub's extensions) more than text:
+# brackets (links, images), backticks (code), * _ ~ (emphasis), # (headings), | (tables),
+# backslashes (escapes), and bare URLs, www. and e-mail addresses (autolinks). As numeric
+# character references they show as themselves but are never syntax.
+_MARKDOWN_SYNTAX = "\\`*_[]#|~"
+# One pass, so no reference is escaped twice: HTML's five, then the Markdown characters.
+_AS_TEXT = {
+    **{ord(ch): f"&#{ord(ch)};" for ch in _MARKDOWN_SYNTAX},
+    ord("&"): "&amp;",
+    ord("<"): "&lt;",
+    ord(">"): "&gt;",
+    ord('"'): "&quot;",
+    ord("'"): "&#x27;",
+}
+_AUTOLINK = re.compile(r"(://|(?<![\w.-])www\.|@)", re.IGNORECASE)
+_AUTOLINK_AS_TEXT = {"://": "&#58;//", "@": "&#64;"}
+
+
+def escape_html(text: str | None) -> str:
+    """HTML-escape text (quotes included) for an HTML component, which renders no Markdown."""
     return html.escape(text or "", quote=True)
+
+
+def escape_text(text: str | None) -> str:
+    """User or model text for a Markdown, HTML or Chatbot component: shown exactly as typed.
+
+    HTML is escaped (quotes included) and Markdown syntax characters become character
+    references, so ``![x](http://…)`` is no image, ``[text](https://…)`` and a bare URL no
+    link, and ``<b>`` no tag: user text is only ever text.
+    """
+    escaped = (text or "").translate(_AS_TEXT)
+    return _AUTOLINK.sub(
+        lambda m: _AUTOLINK_AS_TEXT.get(m.group(0), m.group(0)[:-1] + "&#46;"), escaped
+    )
 
 
 def mask_color(index: int) -> tuple[int, int, int]:
@@ -90,7 +122,7 @@ def legend_html(entries: Sequence[LegendEntry]) -> str:
         items.append(
             '<li><span class="medplib-swatch" style="display:inline-block;width:0.9em;'
             f'height:0.9em;background:rgb({r},{g},{b});margin-right:0.4em"></span>'
-            f"<b>{escape_text(entry.label)}</b> {escape_text(entry.detail)}</li>"
+            f"<b>{escape_html(entry.label)}</b> {escape_html(entry.detail)}</li>"
         )
     return (
         '<ul class="medplib-legend" style="list-style:none;padding:0">' + "".join(items) + "</ul>"
@@ -140,7 +172,7 @@ def checkpoint_badge_html(checkpoint_id: str | None) -> str:
     """Which model answered; an untrained demo model gets a warning badge."""
     if not checkpoint_id:
         return ""
-    text = f"Answered by checkpoint <code>{escape_text(checkpoint_id)}</code>"
+    text = f"Answered by checkpoint <code>{escape_html(checkpoint_id)}</code>"
     if UNTRAINED_MARKER in checkpoint_id.lower():
         text += (
             ' <span class="medplib-untrained" style="background:#b00020;color:white;'

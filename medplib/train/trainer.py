@@ -21,14 +21,16 @@ import math
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
 from transformers.models.llama.modeling_llama import LlamaAttention
 
 from medplib.checkpoint import save_pretrained
@@ -38,7 +40,7 @@ from medplib.train.attention_labels import (
     attention_label_loss,
     head_attention_logprobs,
 )
-from medplib.train.config import TrainConfig, dump_config
+from medplib.train.config import LoopSection, TrainConfig, dump_config
 from medplib.train.data import BatchStream, RecordOrder, StreamSpec, corpus_texts, make_loader
 from medplib.train.logbook import CURVES_NAME, METRICS_NAME, MetricsLog, plot_curves
 from medplib.train.patch_labels import HEAD_NAME, PatchLabelHead, patch_label_loss
@@ -58,6 +60,9 @@ from medplib.train.stages import (
     trainable_summary,
 )
 from medplib.train.validation import validate
+
+if TYPE_CHECKING:  # accelerate is imported when a stage runs, not when this module loads
+    from accelerate import Accelerator
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -270,45 +275,183 @@ def _save_checkpoint(accelerator, out: Path, step: int, grad_accum: int, keep: i
     return final
 
 
-def _train(plan: StagePlan, *, stop_after: int | None, progress: bool) -> StageResult:
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+@dataclass
+class _Run:
+    """What `_setup` builds once and every later piece of the loop reads."""
 
-    cfg, out = plan.config, plan.out_dir
-    loop = cfg.loop
-    accelerator = Accelerator(
+    plan: StagePlan
+    accelerator: Accelerator
+    model: MedPLIBForCausalLM  # unwrapped, as built (LoRA adapters injected in place)
+    lora_model: object | None  # peft's handle, kept to merge the adapters at the end
+    tokenizer: PreTrainedTokenizerBase
+    patch_head: PatchLabelHead | None
+    wrapper: nn.Module  # `StageModule`, prepared by accelerate (DDP / DeepSpeed)
+    params: list[nn.Parameter]  # the trainable ones: what gradient clipping sees
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    stream: BatchStream
+    steps: int  # optimizer steps of the whole stage
+    start: int  # optimizer steps done before this call (0 unless resumed)
+    log: MetricsLog | None  # main process only
+    val: dict[str, list]  # validation samples per task; main process only
+    base_state: dict[str, Any]  # the trainer_state.json fields that never change
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.plan.config
+
+    @property
+    def out(self) -> Path:
+        return self.plan.out_dir
+
+    @property
+    def main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+
+@dataclass
+class _Tally:
+    """Counters carried from one optimizer step to the next."""
+
+    step: int
+    train_s: float = 0.0  # wall time in training steps (no validation / saving)
+    # CPU time next to wall time: on a shared machine it is the steadier measure of cost.
+    cpu_s: float = 0.0
+    grad_norm: float = float("nan")  # NaN until gradients are first clipped
+    metrics: dict[str, float] = field(default_factory=dict)  # the last validation
+    # Loss parts of the micro-batches since the last log line, averaged when it is written.
+    window: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+
+def _train(plan: StagePlan, *, stop_after: int | None, progress: bool) -> StageResult:
+    """Optimizer steps until the stage ends (final checkpoint) or `stop_after` (resumable one)."""
+    run = _setup(plan)
+    loop = run.cfg.loop
+    tally = _Tally(step=run.start)
+    batches = iter(make_loader(run.stream, run.start * loop.grad_accum, run.cfg.data.num_workers))
+    bar = tqdm(
+        total=run.steps,
+        initial=run.start,
+        desc=f"train {run.cfg.stage}",
+        disable=not (progress and run.main),
+        dynamic_ncols=True,
+    )
+    while tally.step < run.steps:
+        lr = _train_step(run, batches, tally)
+        bar.update(1)
+        if run.main and (tally.step % loop.log_every == 0 or tally.step == run.steps):
+            _log_train(run, tally, lr, bar)
+        if loop.eval_every and tally.step % loop.eval_every == 0 and tally.step < run.steps:
+            tally.metrics = _validate(run, tally.step)
+        interrupted = stop_after is not None and stop_after <= tally.step < run.steps
+        if _checkpoint_due(run, tally.step) or interrupted:
+            _save_resumable(run, tally.step)
+        if interrupted:
+            bar.close()
+            return _interrupted(run, tally)
+    bar.close()
+    return _finish(run, tally)
+
+
+# ---------------------------------------------------------------------------------- setup
+def _setup(plan: StagePlan) -> _Run:
+    """Model, optimizer, data stream and (when resuming) restored state, in a fixed order.
+
+    The order matters: everything that draws random numbers runs after `set_seed` and in the
+    same sequence on a fresh and a resumed run, and `load_state` comes last so it overrides
+    the RNG, model, optimizer and scheduler states built before it.
+    """
+    from accelerate.utils import set_seed
+
+    cfg = plan.config
+    accelerator = _accelerator(cfg.loop)
+    main = accelerator.is_main_process
+    _start_out_dir(plan, accelerator)
+    set_seed(cfg.seed)
+    model, tokenizer, lora_model, patch_head = _build_model(plan, accelerator)
+    wrapper = StageModule(model, cfg, patch_head)
+    params = [p for p in wrapper.parameters() if p.requires_grad]
+    optimizer = _optimizer(params, cfg)
+    assert plan.order is not None  # plan_stage builds it
+    steps = total_steps(cfg, plan.order.epoch_length, accelerator.num_processes)
+    scheduler = _scheduler(optimizer, cfg, steps)
+    _size_deepspeed(accelerator, cfg)
+    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    stream = _batch_stream(plan, accelerator, tokenizer, model, steps)
+    start = _restore(plan, accelerator)
+    resumed = start if plan.resume_from else None
+    log = MetricsLog(plan.out_dir / METRICS_NAME, resume_step=resumed) if main else None
+    val = {t: [d[i] for i in range(len(d))] for t, d in plan.val_sets.items()} if main else {}
+    base_state = _base_state(plan, steps, model)
+    if main and start == 0:
+        _write_json(plan.out_dir / STATE_NAME, {**base_state, "step": 0, "complete": False})
+    return _Run(
+        plan=plan,
+        accelerator=accelerator,
+        model=model,
+        lora_model=lora_model,
+        tokenizer=tokenizer,
+        patch_head=patch_head,
+        wrapper=wrapper,
+        params=params,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        stream=stream,
+        steps=steps,
+        start=start,
+        log=log,
+        val=val,
+        base_state=base_state,
+    )
+
+
+def _accelerator(loop: LoopSection) -> Accelerator:
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(
         mixed_precision=_mixed_precision(loop.mixed_precision),
         gradient_accumulation_steps=loop.grad_accum,
         # Region and mask modules sit idle in batches without regions or <SEG>.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
-    main = accelerator.is_main_process
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-    accelerator.wait_for_everyone()
-    set_seed(cfg.seed)
 
+
+def _start_out_dir(plan: StagePlan, accelerator: Accelerator) -> None:
+    """The resolved config goes in first, so even a run that dies early says what it was."""
+    if accelerator.is_main_process:
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        (plan.out_dir / "train_config.yaml").write_text(dump_config(plan.config), encoding="utf-8")
+    accelerator.wait_for_everyone()
+
+
+def _build_model(
+    plan: StagePlan, accelerator: Accelerator
+) -> tuple[MedPLIBForCausalLM, PreTrainedTokenizerBase, object | None, PatchLabelHead | None]:
+    """(model, tokenizer, peft LoRA handle or None, patch-label probe or None)."""
+    cfg = plan.config
     tokenizer = _tokenizer_for_align(plan, accelerator) if cfg.stage == "align" else None
     model, tokenizer = build_stage_model(cfg, tokenizer, plan.init_dir, plan.experts)
     lora_model = configure_trainable(model, cfg.train_modules, cfg.lora, cfg.seed)
-    if loop.gradient_checkpointing:
+    if cfg.loop.gradient_checkpointing:
         model.language_model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
     patch_head = _patch_head(plan, model) if plan.patch_labels is not None else None
-    wrapper = StageModule(model, cfg, patch_head)
-    params = [p for p in wrapper.parameters() if p.requires_grad]
-    o = cfg.optim
-    optimizer = torch.optim.AdamW(
-        params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
-    )
+    return model, tokenizer, lora_model, patch_head
 
-    world = accelerator.num_processes
-    order = plan.order
-    assert order is not None  # plan_stage builds it
-    steps = total_steps(cfg, order.epoch_length, world)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
+
+def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    o = cfg.optim
+    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    o = cfg.optim
+    return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: lr_factor(
             s,
@@ -318,188 +461,210 @@ def _train(plan: StagePlan, *, stop_after: int | None, progress: bool) -> StageR
             min_ratio=o.min_lr_ratio,
         ),
     )
-    ds_plugin = accelerator.state.deepspeed_plugin
-    if ds_plugin is not None:  # no prepared DataLoader to read these from
-        ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = loop.batch_size
-        ds_plugin.deepspeed_config["gradient_accumulation_steps"] = loop.grad_accum
-    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
 
+
+def _size_deepspeed(accelerator: Accelerator, cfg: TrainConfig) -> None:
+    """DeepSpeed reads batch sizes from a prepared DataLoader; ours is not prepared."""
+    ds_plugin = accelerator.state.deepspeed_plugin
+    if ds_plugin is not None:
+        ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.loop.batch_size
+        ds_plugin.deepspeed_config["gradient_accumulation_steps"] = cfg.loop.grad_accum
+
+
+def _batch_stream(
+    plan: StagePlan,
+    accelerator: Accelerator,
+    tokenizer: PreTrainedTokenizerBase,
+    model: MedPLIBForCausalLM,
+    steps: int,
+) -> BatchStream:
+    """Every micro-batch of the stage, addressable by index so a resume can start mid-way."""
+    cfg = plan.config
+    assert plan.order is not None
     sam_spec = None
     if plan.sam_sets:
         sam_order = RecordOrder(
             {t: len(d) for t, d in plan.sam_sets.items()}, {"grounding": 1.0}, cfg.seed + 1
         )
         sam_spec = StreamSpec(plan.sam_sets, sam_order, cfg.align.sam_batch_size)
-    stream = BatchStream(
-        StreamSpec(plan.train_sets, order, loop.batch_size),
+    return BatchStream(
+        StreamSpec(plan.train_sets, plan.order, cfg.loop.batch_size),
         tokenizer,
         model.config,
-        num_micro_batches=steps * loop.grad_accum,
+        num_micro_batches=steps * cfg.loop.grad_accum,
         sam=sam_spec,
         max_length=cfg.data.max_length,
         rank=accelerator.process_index,
-        world_size=world,
+        world_size=accelerator.num_processes,
         patch_labels=plan.patch_labels,
         attention_labels=plan.attention_labels,
     )
-    start = 0
-    if plan.resume_from is not None:
-        accelerator.load_state(str(plan.resume_from))
-        start = int(json.loads((plan.resume_from / STATE_NAME).read_text())["step"])
-    log = (
-        MetricsLog(out / METRICS_NAME, resume_step=start if plan.resume_from else None)
-        if main
-        else None
-    )
-    val = {t: [d[i] for i in range(len(d))] for t, d in plan.val_sets.items()} if main else {}
-    summary = trainable_summary(model)
-    base_state = {
-        "stage": cfg.stage,
-        "config_fingerprint": cfg.fingerprint(),
+
+
+def _restore(plan: StagePlan, accelerator: Accelerator) -> int:
+    """Load the checkpoint being resumed from (if any); the optimizer steps it had done."""
+    if plan.resume_from is None:
+        return 0
+    accelerator.load_state(str(plan.resume_from))
+    return int(json.loads((plan.resume_from / STATE_NAME).read_text())["step"])
+
+
+def _base_state(plan: StagePlan, steps: int, model: nn.Module) -> dict[str, Any]:
+    return {
+        "stage": plan.config.stage,
+        "config_fingerprint": plan.config.fingerprint(),
         "total_steps": steps,
         "data_dir": str(plan.data_dir),
         "init": str(plan.init_dir) if plan.init_dir else None,
         "experts": [str(p) for p in plan.experts] if plan.experts else None,
-        **summary,
+        **trainable_summary(model),
     }
-    if main and start == 0:
-        _write_json(out / STATE_NAME, {**base_state, "step": 0, "complete": False})
 
-    def save_checkpoint(step: int) -> None:
-        _save_checkpoint(accelerator, out, step, loop.grad_accum, loop.keep_checkpoints)
-        if main:
-            _write_json(out / STATE_NAME, {**base_state, "step": step, "complete": False})
-        accelerator.wait_for_everyone()
 
-    def run_validation(step: int) -> dict[str, float]:
-        if not main or not val:
-            return {}
-        inner = accelerator.unwrap_model(wrapper).model
-        with accelerator.autocast():
-            metrics = validate(
-                inner,
-                tokenizer,
-                val,
-                batch_size=loop.batch_size,
-                device=accelerator.device,
-                max_length=cfg.data.max_length,
-            )
-        assert log is not None
-        log.write({"kind": "val", "step": step, **metrics})
-        return metrics
+# ---------------------------------------------------------------------------------- steps
+def _train_step(run: _Run, batches: Iterator[dict], tally: _Tally) -> float:
+    """One optimizer step over `grad_accum` micro-batches; returns the learning rate it used."""
+    accelerator, loop, o = run.accelerator, run.cfg.loop, run.cfg.optim
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(loop.grad_accum):
+        batch = {k: b.to(accelerator.device) for k, b in next(batches).items()}
+        # accelerate skips the optimizer step and the gradient sync until the last micro-batch.
+        with accelerator.accumulate(run.wrapper):
+            parts = run.wrapper(batch)
+            accelerator.backward(parts["loss"])
+            if accelerator.sync_gradients and o.grad_clip > 0:
+                tally.grad_norm = float(accelerator.clip_grad_norm_(run.params, o.grad_clip))
+            run.optimizer.step()
+            run.optimizer.zero_grad()
+        for name, value in parts.items():
+            tally.window[name].append(float(value.detach()))
+    lr = float(run.scheduler.get_last_lr()[0])  # read before stepping: the rate this step used
+    run.scheduler.step()
+    tally.step += 1
+    tally.train_s += time.perf_counter() - t0
+    tally.cpu_s += time.process_time() - c0
+    return lr
 
-    batches = iter(make_loader(stream, start * loop.grad_accum, cfg.data.num_workers))
-    window: dict[str, list[float]] = defaultdict(list)
-    bar = tqdm(
-        total=steps,
-        initial=start,
-        desc=f"train {cfg.stage}",
-        disable=not (progress and main),
-        dynamic_ncols=True,
+
+def _log_train(run: _Run, tally: _Tally, lr: float, bar: tqdm) -> None:
+    """One `train` line in metrics.jsonl: the window's mean losses, then a fresh window."""
+    loop = run.cfg.loop
+    means = {k: sum(v) / len(v) for k, v in tally.window.items()}
+    bar.set_postfix(loss=f"{means['loss']:.3f}")
+    assert run.log is not None
+    run.log.write(
+        {
+            "kind": "train",
+            "step": tally.step,
+            "samples": tally.step
+            * loop.batch_size
+            * loop.grad_accum
+            * run.accelerator.num_processes,
+            "lr": lr,
+            "grad_norm": tally.grad_norm,
+            **means,
+            "train_s": round(tally.train_s, 3),
+            "cpu_s": round(tally.cpu_s, 3),
+        }
     )
-    # CPU time next to wall time: on a shared machine it is the steadier measure of cost.
-    step, train_s, cpu_s, metrics = start, 0.0, 0.0, {}
-    grad_norm = float("nan")
-    while step < steps:
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(loop.grad_accum):
-            batch = {k: b.to(accelerator.device) for k, b in next(batches).items()}
-            with accelerator.accumulate(wrapper):
-                parts = wrapper(batch)
-                accelerator.backward(parts["loss"])
-                if accelerator.sync_gradients and o.grad_clip > 0:
-                    grad_norm = float(accelerator.clip_grad_norm_(params, o.grad_clip))
-                optimizer.step()
-                optimizer.zero_grad()
-            for name, value in parts.items():
-                window[name].append(float(value.detach()))
-        lr = scheduler.get_last_lr()[0]  # the rate this step used
-        scheduler.step()
-        step += 1
-        train_s += time.perf_counter() - t0
-        cpu_s += time.process_time() - c0
-        bar.update(1)
-        if main and (step % loop.log_every == 0 or step == steps):
-            means = {k: sum(v) / len(v) for k, v in window.items()}
-            bar.set_postfix(loss=f"{means['loss']:.3f}")
-            assert log is not None
-            log.write(
-                {
-                    "kind": "train",
-                    "step": step,
-                    "samples": step * loop.batch_size * loop.grad_accum * world,
-                    "lr": lr,
-                    "grad_norm": grad_norm,
-                    **means,
-                    "train_s": round(train_s, 3),
-                    "cpu_s": round(cpu_s, 3),
-                }
-            )
-            window.clear()
-        if loop.eval_every and step % loop.eval_every == 0 and step < steps:
-            metrics = run_validation(step)
-        interrupted = stop_after is not None and step >= stop_after and step < steps
-        if (
-            step == steps
-            or interrupted
-            or (loop.checkpoint_every and step % loop.checkpoint_every == 0)
-        ):
-            save_checkpoint(step)
-        if interrupted:
-            bar.close()
-            if main:
-                plot_curves(out / METRICS_NAME, out / CURVES_NAME, f"{cfg.stage} (interrupted)")
-            return StageResult(
-                cfg.stage,
-                out,
-                complete=False,
-                step=step,
-                total_steps=steps,
-                start_step=start,
-                seconds=train_s,
-                steps_per_second=(step - start) / max(train_s, 1e-9),
-                metrics=metrics,
-                message=f"stopped after step {step} of {steps}; continue with --resume",
-            )
-    bar.close()
-    metrics = run_validation(step) or metrics
-    speed = (step - start) / max(train_s, 1e-9)
-    if main:
-        final = merge_lora(accelerator.unwrap_model(wrapper).model, lora_model)
-        final.config.trained = True
-        dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
-        save_pretrained(final, tokenizer, out, dtype=dtype)
-        if patch_head is not None:
-            save_file(accelerator.unwrap_model(wrapper).patch_head.state_dict(), out / HEAD_NAME)
-        if plan.export_dir is not None:
-            save_pretrained(final, tokenizer, plan.export_dir, dtype=torch.float16)
-        _write_json(
-            out / STATE_NAME,
-            {
-                **base_state,
-                "step": step,
-                "complete": True,
-                "steps_per_second": speed,
-                "metrics": metrics,
-                # Samples longer than data.max_length, left out (counted in this process only).
-                "skipped_samples": stream.skipped,
-            },
+    tally.window.clear()
+
+
+# ------------------------------------------------------------------------------ validation
+def _validate(run: _Run, step: int) -> dict[str, float]:
+    """Teacher-forced validation on the main process only; {} elsewhere or without samples."""
+    if not run.main or not run.val:
+        return {}
+    inner = run.accelerator.unwrap_model(run.wrapper).model
+    with run.accelerator.autocast():
+        metrics = validate(
+            inner,
+            run.tokenizer,
+            run.val,
+            batch_size=run.cfg.loop.batch_size,
+            device=run.accelerator.device,
+            max_length=run.cfg.data.max_length,
         )
-        plot_curves(
-            out / METRICS_NAME,
-            out / CURVES_NAME,
-            f"{cfg.stage} ({cfg.model.name or cfg.model.preset})",
-        )
-    accelerator.wait_for_everyone()
+    assert run.log is not None
+    run.log.write({"kind": "val", "step": step, **metrics})
+    return metrics
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _checkpoint_due(run: _Run, step: int) -> bool:
+    every = run.cfg.loop.checkpoint_every
+    return step == run.steps or bool(every and step % every == 0)
+
+
+def _save_resumable(run: _Run, step: int) -> None:
+    """A resumable checkpoint, and trainer_state.json pointing at its step."""
+    loop = run.cfg.loop
+    _save_checkpoint(run.accelerator, run.out, step, loop.grad_accum, loop.keep_checkpoints)
+    if run.main:
+        _write_json(run.out / STATE_NAME, {**run.base_state, "step": step, "complete": False})
+    run.accelerator.wait_for_everyone()
+
+
+def _interrupted(run: _Run, tally: _Tally) -> StageResult:
+    """Curves so far and a result saying how to continue; the checkpoint is already written."""
+    if run.main:
+        plot_curves(run.out / METRICS_NAME, run.out / CURVES_NAME, f"{run.cfg.stage} (interrupted)")
+    return _result(
+        run,
+        tally,
+        complete=False,
+        message=f"stopped after step {tally.step} of {run.steps}; continue with --resume",
+    )
+
+
+def _finish(run: _Run, tally: _Tally) -> StageResult:
+    """Last validation, then the finished model (LoRA merged), probe, export and state."""
+    tally.metrics = _validate(run, tally.step) or tally.metrics
+    if run.main:
+        _save_final(run, tally)
+    run.accelerator.wait_for_everyone()
+    return _result(run, tally, complete=True)
+
+
+def _save_final(run: _Run, tally: _Tally) -> None:
+    out, cfg, accelerator = run.out, run.cfg, run.accelerator
+    final = merge_lora(accelerator.unwrap_model(run.wrapper).model, run.lora_model)
+    final.config.trained = True
+    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else None
+    save_pretrained(final, run.tokenizer, out, dtype=dtype)
+    if run.patch_head is not None:
+        save_file(accelerator.unwrap_model(run.wrapper).patch_head.state_dict(), out / HEAD_NAME)
+    if run.plan.export_dir is not None:
+        save_pretrained(final, run.tokenizer, run.plan.export_dir, dtype=torch.float16)
+    state = {
+        **run.base_state,
+        "step": tally.step,
+        "complete": True,
+        "steps_per_second": _speed(run, tally),
+        "metrics": tally.metrics,
+        # Samples longer than data.max_length, left out (counted in this process only).
+        "skipped_samples": run.stream.skipped,
+    }
+    _write_json(out / STATE_NAME, state)
+    plot_curves(
+        out / METRICS_NAME, out / CURVES_NAME, f"{cfg.stage} ({cfg.model.name or cfg.model.preset})"
+    )
+
+
+def _speed(run: _Run, tally: _Tally) -> float:
+    return (tally.step - run.start) / max(tally.train_s, 1e-9)
+
+
+def _result(run: _Run, tally: _Tally, *, complete: bool, message: str = "") -> StageResult:
     return StageResult(
-        cfg.stage,
-        out,
-        complete=True,
-        step=step,
-        total_steps=steps,
-        start_step=start,
-        seconds=train_s,
-        steps_per_second=speed,
-        metrics=metrics,
+        run.cfg.stage,
+        run.out,
+        complete=complete,
+        step=tally.step,
+        total_steps=run.steps,
+        start_step=run.start,
+        seconds=tally.train_s,
+        steps_per_second=_speed(run, tally),
+        metrics=tally.metrics,
+        message=message,
     )

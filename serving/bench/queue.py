@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from alembic import command
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
+from serving.bench.databases import scratch_postgres
 from serving.bench.stats import summary_ms
 from serving.migrate import alembic_config
 from serving.models import Job, Role
@@ -155,11 +155,21 @@ def _stack_in(
         finally:
             platform.runner.stop()
         return
-    name = f"medplib_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    with scratch_postgres(postgres_admin_url) as url:
+        with _workers(url, tmp, broker_url=broker_url, workers=workers, delay_s=noop_delay_s):
+            settings = Settings(
+                database_url=url, broker_url=broker_url, predictor="noop", artefact_dir=tmp / "a"
+            )
+            platform = build_platform(settings, holder=PredictorHolder(NoopPredictor))
+            _warm_up(platform)
+            yield platform
+
+
+@contextmanager
+def _workers(
+    url: str, tmp: Path, *, broker_url: str, workers: int, delay_s: float
+) -> Iterator[None]:
+    """The database migrated, then ``workers`` Celery worker processes on it."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
         command.upgrade(alembic_config(url), "head")
@@ -168,7 +178,7 @@ def _stack_in(
             "MEDPLIB_DATABASE_URL": url,
             "MEDPLIB_BROKER_URL": broker_url,
             "MEDPLIB_PREDICTOR": "noop",
-            "MEDPLIB_NOOP_DELAY_S": str(noop_delay_s),
+            "MEDPLIB_NOOP_DELAY_S": str(delay_s),
             "MEDPLIB_ARTEFACT_DIR": str(tmp / "a"),
         }
         for _ in range(workers):
@@ -181,23 +191,12 @@ def _stack_in(
                     start_new_session=True,
                 )
             )
-        settings = Settings(
-            database_url=url, broker_url=broker_url, predictor="noop", artefact_dir=tmp / "a"
-        )
-        platform = build_platform(settings, holder=PredictorHolder(NoopPredictor))
-        _warm_up(platform)
-        yield platform
+        yield None
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=30)
-        from serving.db import engine_for
-
-        engine_for.cache_clear()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _warm_up(platform: Platform) -> None:

@@ -18,6 +18,7 @@ from medplib.errors import UserInputError
 from medplib.imageio import LoadedImage, image_sha256, load_image
 from serving.models import Image
 from serving.services.errors import InvalidInput, NotFound, Unavailable
+from serving.services.validation import check_text, safe_text, well_formed_id
 from serving.settings import Settings
 from serving.store import ArtefactStore
 
@@ -85,8 +86,13 @@ def ingest_image(
     """Store an uploaded image once (deduplicated by content) and return its row.
 
     DICOM windows and NIfTI slices give different display images from the same bytes, so
-    the content address covers the bytes plus those choices.
+    the content address covers the bytes plus those choices. The row is shared by everyone
+    who uploads the same bytes, so ``filename`` (used to read the file and in messages) is
+    not stored on it: it belongs to the uploader's session (`create_session`).
     """
+    filename = safe_text(filename, max_chars=255) or None
+    if window is not None:
+        check_text(window, what="window", max_chars=32)
     if not data:
         raise InvalidInput("The file is empty (0 bytes); choose an image file.")
     if len(data) > settings.max_upload_bytes:  # before waiting for a slot
@@ -127,7 +133,6 @@ def ingest_image(
         width_px=width_px,
         height_px=height_px,
         byte_size=len(data),
-        filename=(filename or "")[-255:] or None,
         notes=notes,
     )
     try:
@@ -151,11 +156,13 @@ def rerender_image(
     window: str | None = None,
     nifti_axis: int = 2,
     nifti_slice: int | None = None,
+    filename: str | None = None,
 ) -> Image:
     """The same uploaded file shown another way (DICOM/NIfTI window, NIfTI axis or slice).
 
     Read from the stored original, so it works on any session at any time (the browser's
     temporary upload is long gone by then); the result is an image row of its own.
+    ``filename`` is the caller's name for the file, if it has one.
     """
     source = _image(db, image_id)
     return ingest_image(
@@ -163,7 +170,7 @@ def rerender_image(
         store=store,
         settings=settings,
         data=store.get(source.original_key),
-        filename=source.filename,
+        filename=filename,
         window=window,
         nifti_axis=nifti_axis,
         nifti_slice=nifti_slice,
@@ -176,7 +183,7 @@ def original_bytes(db: Session, *, store: ArtefactStore, image_id: str) -> bytes
 
 
 def _image(db: Session, image_id: str) -> Image:
-    image = db.get(Image, image_id)
+    image = db.get(Image, image_id) if well_formed_id(image_id) else None
     if image is None:
         raise NotFound("That image does not exist any more; upload the file again.")
     return image

@@ -9,14 +9,17 @@ sha256 is stored.
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from serving.models import LoginSession, utcnow
-from serving.services.accounts import Actor, actor_for, secret_digest
+from serving.services.accounts import Actor, Identity, actor_for, identity_of, secret_digest
 from serving.services.errors import InvalidInput, NotFound
+from serving.services.sessions import log_in
+from serving.services.validation import well_formed_secret
 
 CODE_TTL = timedelta(seconds=120)
 LOGIN_TTL = timedelta(days=30)
@@ -32,7 +35,7 @@ def _live(row: LoginSession | None) -> bool:
 
 
 def _well_formed(secret: object) -> bool:
-    return isinstance(secret, str) and 16 <= len(secret) <= 128
+    return well_formed_secret(secret)
 
 
 def issue_login_code(db: Session, *, actor: Actor) -> str:
@@ -84,6 +87,35 @@ def login_actor(db: Session, *, token: str | None) -> Actor | None:
     except NotFound:
         return None
     return None if actor.anonymous else actor
+
+
+@dataclass(frozen=True)
+class PageLogin:
+    identity: Identity
+    moved: int  # sessions made anonymously in this browser, now the account's
+    code: str  # the one-time code the page trades for its login cookie
+
+
+def page_login(
+    db: Session, *, username: str, password: str, anonymous_secret: str | None = None
+) -> PageLogin | None:
+    """A page's login: the password checked, this browser's anonymous sessions moved and a
+    cookie code issued, all in one transaction; None for a wrong login."""
+    done = log_in(db, username=username, password=password, anonymous_secret=anonymous_secret)
+    if done is None:
+        return None
+    actor, moved = done
+    return PageLogin(
+        identity=identity_of(db, actor=actor),
+        moved=moved,
+        code=issue_login_code(db, actor=actor),
+    )
+
+
+def login_identity(db: Session, *, token: str | None) -> Identity | None:
+    """`login_actor` with the account's name."""
+    actor = login_actor(db, token=token)
+    return None if actor is None else identity_of(db, actor=actor)
 
 
 def end_login(db: Session, *, token: str | None) -> bool:

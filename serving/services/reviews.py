@@ -6,32 +6,77 @@ import csv
 import io
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from serving.agreement import cohen_kappa, fleiss_kappa
 from serving.models import MaskVerdict, Rating, Role, Turn
 from serving.services.accounts import Actor, require
 from serving.services.errors import InvalidInput, NotFound
+from serving.services.validation import check_text, well_formed_id, whole_number
+from serving.views import ImageData, TurnData, image_data, turn_data
 
 MAX_COMMENT_CHARS = 5000
 
 
-def review_queue(db: Session, *, actor: Actor, limit: int = 20) -> list[Turn]:
+def review_queue(db: Session, *, actor: Actor, limit: int = 20) -> list[TurnData]:
     """Answered turns this reviewer has not rated yet, oldest first."""
     require(actor, Role.reviewer)
     rated = select(Rating.turn_id).where(Rating.reviewer_id == actor.user_id)
-    return list(
-        db.scalars(
-            select(Turn)
-            .where(Turn.answer.is_not(None), Turn.id.not_in(rated))
-            .options(selectinload(Turn.masks))
-            .order_by(Turn.answered_at)
-            .limit(limit)
-        )
+    turns = db.scalars(
+        select(Turn)
+        .where(Turn.answer.is_not(None), Turn.id.not_in(rated))
+        .options(selectinload(Turn.masks), selectinload(Turn.job))
+        .order_by(Turn.answered_at)
+        .limit(limit)
+    )
+    return [turn_data(turn) for turn in turns]
+
+
+@dataclass(frozen=True)
+class ReviewCase:
+    """An answer under review and the image it was given on."""
+
+    turn: TurnData
+    image: ImageData
+
+
+def review_case(db: Session, *, actor: Actor, turn_id: str) -> ReviewCase:
+    require(actor, Role.reviewer)
+    turn = _answered_turn(db, turn_id)
+    return ReviewCase(turn=turn_data(turn), image=image_data(turn.session.image))
+
+
+def _answered_turn(db: Session, turn_id: str) -> Turn:
+    turn = db.get(Turn, turn_id) if well_formed_id(turn_id) else None
+    if turn is None or turn.answer is None:
+        raise NotFound("That answer does not exist or has not finished.")
+    return turn
+
+
+@dataclass(frozen=True)
+class RatingData:
+    id: str
+    turn_id: str
+    text_score: int
+    text_correct: bool | None
+    mask_verdicts: list[str]
+    comment: str
+
+
+def _rating_data(rating: Rating) -> RatingData:
+    return RatingData(
+        id=rating.id,
+        turn_id=rating.turn_id,
+        text_score=rating.text_score,
+        text_correct=rating.text_correct,
+        mask_verdicts=list(rating.mask_verdicts),
+        comment=rating.comment,
     )
 
 
@@ -40,37 +85,47 @@ def rate_turn(
     *,
     actor: Actor,
     turn_id: str,
-    text_score: int,
+    text_score: float,
     text_correct: bool | None,
     mask_verdicts: list[str],
     comment: str = "",
-) -> Rating:
+) -> RatingData:
     """Record (or replace) this reviewer's rating of one answer."""
     require(actor, Role.reviewer)
-    turn = db.get(Turn, turn_id)
-    if turn is None or turn.answer is None:
-        raise NotFound("That answer does not exist or has not finished.")
-    if isinstance(text_score, bool) or not isinstance(text_score, int) or not 1 <= text_score <= 5:
-        raise InvalidInput("Rate the answer text from 1 to 5.")
-    if len(mask_verdicts) != len(turn.masks):
+    comment = check_text(comment, what="comment", max_chars=MAX_COMMENT_CHARS)
+    turn = _answered_turn(db, turn_id)
+    try:
+        score = whole_number(text_score, what="score", minimum=1, maximum=5)
+    except InvalidInput:
+        raise InvalidInput("Rate the answer text from 1 to 5.") from None
+    if not isinstance(mask_verdicts, list) or len(mask_verdicts) != len(turn.masks):
         raise InvalidInput(f"This answer has {len(turn.masks)} mask(s); give one verdict for each.")
     allowed = {v.value for v in MaskVerdict}
     if any(v not in allowed for v in mask_verdicts):
         raise InvalidInput("Mask verdicts are good, partly or wrong.")
-    if len(comment) > MAX_COMMENT_CHARS:
-        raise InvalidInput(f"Comments are at most {MAX_COMMENT_CHARS} characters.")
-    rating = db.scalar(
-        select(Rating).where(Rating.turn_id == turn_id, Rating.reviewer_id == actor.user_id)
-    )
+    values = {
+        "text_score": score,
+        "text_correct": text_correct,
+        "mask_verdicts": list(mask_verdicts),
+        "comment": comment,
+    }
+    mine = select(Rating).where(Rating.turn_id == turn_id, Rating.reviewer_id == actor.user_id)
+    rating = db.scalar(mine)
     if rating is None:
-        rating = Rating(turn_id=turn_id, reviewer_id=actor.user_id)
-        db.add(rating)
-    rating.text_score = text_score
-    rating.text_correct = text_correct
-    rating.mask_verdicts = list(mask_verdicts)
-    rating.comment = comment
+        try:
+            # A savepoint: the same reviewer's rating sent twice at once is one rating.
+            with db.begin_nested():
+                rating = Rating(turn_id=turn_id, reviewer_id=actor.user_id, **values)
+                db.add(rating)
+            return _rating_data(rating)
+        except IntegrityError:
+            rating = db.scalar(mine)
+            if rating is None:
+                raise
+    for name, value in values.items():
+        setattr(rating, name, value)
     db.flush()
-    return rating
+    return _rating_data(rating)
 
 
 def _ratings(db: Session) -> list[Rating]:
@@ -81,6 +136,18 @@ def _ratings(db: Session) -> list[Rating]:
             .order_by(Rating.created_at)
         )
     )
+
+
+@dataclass(frozen=True)
+class ReviewStatistics:
+    agreement: dict[str, Any]  # see `agreement_report`
+    checkpoints: list[dict[str, Any]]  # see `checkpoint_table`
+
+
+def review_statistics(db: Session, *, actor: Actor) -> ReviewStatistics:
+    """Agreement between reviewers and the per-checkpoint table, for reviewers only."""
+    require(actor, Role.reviewer)
+    return ReviewStatistics(agreement=agreement_report(db), checkpoints=checkpoint_table(db))
 
 
 def agreement_report(db: Session) -> dict[str, Any]:

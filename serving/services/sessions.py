@@ -14,6 +14,7 @@ from medplib.geometry import document_to_prompts
 from serving.models import ChatSession, Image, LinkKind, Role, ShareLink, Turn, User, utcnow
 from serving.services.accounts import Actor, anonymous_user_of, authenticate
 from serving.services.errors import Forbidden, InvalidInput, NotFound
+from serving.services.validation import safe_text, well_formed_id
 
 MAX_TITLE_CHARS = 200
 # One answer for a missing session and for someone else's: ids are never confirmed.
@@ -29,16 +30,52 @@ class SessionSummary:
     image_id: str
 
 
+def summary_of(session: ChatSession) -> SessionSummary:
+    return SessionSummary(
+        id=session.id,
+        title=session.title,
+        turns=len(session.turns),
+        updated_at=session.updated_at,
+        image_id=session.image_id,
+    )
+
+
 def clean_title(title: str) -> str:
     # Titles are shown in lists: one line, no control characters, bounded length.
+    if not isinstance(title, str):
+        raise InvalidInput("The title must be text.")
+    if len(title) > 10 * MAX_TITLE_CHARS:  # not worth cleaning
+        raise InvalidInput(f"Titles are at most {MAX_TITLE_CHARS} characters.")
+    # NULs, lone surrogates and other control characters are not printable: spaces.
     cleaned = " ".join("".join(ch if ch.isprintable() else " " for ch in title).split())
     if len(cleaned) > MAX_TITLE_CHARS:
         raise InvalidInput(f"Titles are at most {MAX_TITLE_CHARS} characters.")
     return cleaned
 
 
+# What a stored region keeps: its kind, its geometry and the number it is shown with.
+# Anything else a client sends along is dropped, so a region costs what its geometry does.
+_REGION_GEOMETRY = {"point": "xy_px", "box": "xyxy_px", "mask": "rle"}
+_RLE_KEYS = ("size", "counts")
+
+
+def _stored_region(item: dict[str, Any]) -> dict[str, Any]:
+    kind = item["kind"]
+    key = _REGION_GEOMETRY[kind]
+    value = item[key]
+    if kind == "mask":
+        value = {k: value[k] for k in _RLE_KEYS if k in value}
+    else:
+        value = list(value)  # numbers, as checked by `document_to_prompts`
+    region: dict[str, Any] = {"kind": kind, key: value}
+    label = item.get("label")
+    if isinstance(label, int) and not isinstance(label, bool) and 0 < label < 10_000:
+        region["label"] = label
+    return region
+
+
 def validate_regions(doc: Any, *, image: Image, max_regions: int) -> list[dict[str, Any]]:
-    """Check a geometry document against the image; return it as stored."""
+    """Check a geometry document against the image; return it as stored (known keys only)."""
     if doc is None:
         return []
     if isinstance(doc, list) and len(doc) > max_regions:
@@ -47,7 +84,7 @@ def validate_regions(doc: Any, *, image: Image, max_regions: int) -> list[dict[s
         document_to_prompts(doc, height_px=image.height_px, width_px=image.width_px)
     except UserInputError as exc:
         raise InvalidInput(str(exc)) from None
-    return list(doc)
+    return [_stored_region(item) for item in doc]
 
 
 def create_session(
@@ -58,14 +95,20 @@ def create_session(
     title: str = "",
     regions: Any = None,
     max_regions: int = 16,
+    filename: str | None = None,
 ) -> ChatSession:
-    image = db.get(Image, image_id)
+    """A new session of the actor's on an image; ``filename`` is the name the actor uploaded
+    the image under (the image row is shared by everyone who uploaded the same bytes, so
+    its name is never taken from there)."""
+    image = db.get(Image, image_id) if well_formed_id(image_id) else None
     if image is None:
         raise NotFound("That image does not exist; upload it again.")
+    name = safe_text(filename, max_chars=255) or None
     session = ChatSession(
         owner_id=actor.user_id,
         image_id=image.id,
-        title=clean_title(title) or (image.filename or "Untitled")[:MAX_TITLE_CHARS],
+        title=clean_title(title) or clean_title((name or "")[:MAX_TITLE_CHARS]) or "Untitled",
+        filename=name,
         regions=validate_regions(regions, image=image, max_regions=max_regions),
     )
     db.add(session)
@@ -86,6 +129,8 @@ def can_read(db: Session, *, actor: Actor, session: ChatSession) -> bool:
 
 
 def load_session(db: Session, *, session_id: str) -> ChatSession:
+    if not well_formed_id(session_id):
+        raise NotFound(_NO_SESSION)
     session = db.scalar(
         select(ChatSession)
         .where(ChatSession.id == session_id)
@@ -209,11 +254,11 @@ def last_session_id(db: Session, *, actor: Actor) -> str | None:
         return None
 
 
-def rename_session(db: Session, *, actor: Actor, session_id: str, title: str) -> ChatSession:
+def rename_session(db: Session, *, actor: Actor, session_id: str, title: str) -> SessionSummary:
     session = get_own_session(db, actor=actor, session_id=session_id)
     session.title = clean_title(title)
     session.updated_at = utcnow()
-    return session
+    return summary_of(session)
 
 
 def delete_session(db: Session, *, actor: Actor, session_id: str) -> None:

@@ -9,18 +9,55 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from serving.models import ChatSession, LinkKind, LinkRole, Mask, Role, ShareLink, Turn, utcnow
-from serving.services.accounts import Actor, require
+from serving.models import (
+    ChatSession,
+    LinkKind,
+    LinkRole,
+    Mask,
+    Role,
+    ShareLink,
+    Turn,
+    User,
+    utcnow,
+)
+from serving.services.accounts import Actor, display_name, require
 from serving.services.errors import Forbidden, InvalidInput, NotFound
-from serving.services.sessions import get_own_session, load_session
+from serving.services.sessions import SessionSummary, get_own_session, load_session, summary_of
+from serving.services.validation import finite_number, well_formed_id, well_formed_secret
+from serving.views import LinkData, TurnData, link_data, turn_data
 
 TOKEN_BYTES = 32
 _BAD_LINK = "This link is not valid; ask its owner for a new one."
+# The longest expiry a link may be given (about ten years); "never" is no expiry at all.
+MAX_EXPIRY_HOURS = 24 * 366 * 10
+
+
+def expiry_from_hours(hours: object) -> timedelta | None:
+    """A link's lifetime from a number of hours; None (no number) means no expiry.
+
+    Zero, negative, NaN, infinite and absurdly long lifetimes are refused in words, never
+    read as "never expires".
+    """
+    if hours is None:
+        return None
+    value = finite_number(hours, what="expiry (in hours)")
+    if value <= 0:
+        raise InvalidInput(
+            "The expiry must be a positive number of hours; leave it empty for a link that "
+            "does not expire."
+        )
+    if value > MAX_EXPIRY_HOURS:
+        raise InvalidInput(
+            f"The expiry can be at most {MAX_EXPIRY_HOURS:,} hours (ten years); leave it "
+            "empty for a link that does not expire."
+        )
+    return timedelta(hours=value)
 
 
 def _digest(token: str) -> str:
@@ -66,8 +103,30 @@ def create_share_link(
     return link, token
 
 
+@dataclass(frozen=True)
+class NewLink:
+    link: LinkData
+    token: str  # shown this once: only its hash is stored
+
+
+def share_session(
+    db: Session,
+    *,
+    actor: Actor,
+    session_id: str,
+    role: LinkRole = LinkRole.view,
+    kind: LinkKind = LinkKind.session,
+    expires_in: timedelta | None = None,
+) -> NewLink:
+    """`create_share_link`, as its creator sees the new link."""
+    link, token = create_share_link(
+        db, actor=actor, session_id=session_id, role=role, kind=kind, expires_in=expires_in
+    )
+    return NewLink(link=link_data(link), token=token)
+
+
 def resolve_link(db: Session, *, token: str) -> ShareLink:
-    if not isinstance(token, str) or not (16 <= len(token) <= 128):
+    if not well_formed_secret(token):
         raise NotFound(_BAD_LINK)
     digest = _digest(token)
     link = db.scalar(select(ShareLink).where(ShareLink.token_sha256 == digest))
@@ -88,8 +147,12 @@ def open_shared_session(db: Session, *, token: str) -> ChatSession:
     return load_session(db, session_id=resolve_link(db, token=token).session_id)
 
 
-def fork_session(db: Session, *, actor: Actor, token: str) -> ChatSession:
+def fork_session(db: Session, *, actor: Actor, token: str) -> SessionSummary:
     """Copy a shared session (image, regions, answered turns, masks) into the actor's own."""
+    return summary_of(_fork(db, actor=actor, token=token))
+
+
+def _fork(db: Session, *, actor: Actor, token: str) -> ChatSession:
     link = resolve_link(db, token=token)
     if link.role is not LinkRole.fork:
         raise Forbidden("This link is view-only; its owner has not allowed copies.")
@@ -108,6 +171,7 @@ def fork_session(db: Session, *, actor: Actor, token: str) -> ChatSession:
         image_id=source.image_id,
         title=f"{source.title} (copy)"[:200] if link.kind is LinkKind.session else source.title,
         regions=list(source.regions or []),
+        filename=source.filename,
         forked_from_id=source.id,
         via_link_id=link.id,
     )
@@ -148,40 +212,60 @@ def fork_session(db: Session, *, actor: Actor, token: str) -> ChatSession:
     return fork
 
 
-def revoke_link(db: Session, *, actor: Actor, link_id: str) -> ShareLink:
-    link = db.get(ShareLink, link_id)
+def revoke_link(db: Session, *, actor: Actor, link_id: str) -> LinkData:
+    link = db.get(ShareLink, link_id) if well_formed_id(link_id) else None
     # Someone else's link gets the answer a missing one gets: link ids are not confirmed.
     if link is None or (link.created_by_id != actor.user_id and actor.role is not Role.admin):
         raise NotFound("That link does not exist.")
     if link.revoked_at is None:
         link.revoked_at = utcnow()
-    return link
+    return link_data(link)
 
 
-def list_links(db: Session, *, actor: Actor, session_id: str) -> list[ShareLink]:
+def list_links(db: Session, *, actor: Actor, session_id: str) -> list[LinkData]:
     session = get_own_session(db, actor=actor, session_id=session_id)
-    return list(
-        db.scalars(
-            select(ShareLink)
-            .where(ShareLink.session_id == session.id)
-            .order_by(ShareLink.created_at.desc())
-        )
+    links = db.scalars(
+        select(ShareLink)
+        .where(ShareLink.session_id == session.id)
+        .order_by(ShareLink.created_at.desc())
+    )
+    return [link_data(link) for link in links]
+
+
+@dataclass(frozen=True)
+class ClassFork:
+    """One student's copy of a class case, as its instructor sees it."""
+
+    id: str
+    owner_id: str
+    student: str  # the name shown for the student, never their browser's secret
+    answers: int
+    last: TurnData | None  # the newest answered turn
+
+
+def _class_fork(db: Session, fork: ChatSession) -> ClassFork:
+    answered = [t for t in fork.turns if t.answer is not None]
+    return ClassFork(
+        id=fork.id,
+        owner_id=fork.owner_id,
+        student=display_name(db.get(User, fork.owner_id)),
+        answers=len(answered),
+        last=turn_data(answered[-1]) if answered else None,
     )
 
 
-def class_forks(db: Session, *, actor: Actor, link_id: str) -> list[ChatSession]:
+def class_forks(db: Session, *, actor: Actor, link_id: str) -> list[ClassFork]:
     """Every student's fork of a class link, for its instructor (or an admin)."""
-    link = db.get(ShareLink, link_id)
+    link = db.get(ShareLink, link_id) if well_formed_id(link_id) else None
     if (
         link is None
         or link.kind is not LinkKind.klass
         or (link.created_by_id != actor.user_id and actor.role is not Role.admin)
     ):
         raise NotFound("That class link does not exist.")
-    return list(
-        db.scalars(
-            select(ChatSession)
-            .where(ChatSession.via_link_id == link.id)
-            .order_by(ChatSession.created_at)
-        )
+    forks = db.scalars(
+        select(ChatSession)
+        .where(ChatSession.via_link_id == link.id)
+        .order_by(ChatSession.created_at)
     )
+    return [_class_fork(db, fork) for fork in forks]

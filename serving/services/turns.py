@@ -1,20 +1,36 @@
-"""Asking: a question becomes a turn and a queued job, in one transaction."""
+"""Asking: a question becomes a turn and a queued job, in one transaction.
+
+`ask` is the one way in: `Platform.ask` runs it and hands the job to the runner, and the web
+page, the API and the benchmarks all ask through that.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from serving.models import ChatSession, Job, JobStatus, Turn, utcnow
 from serving.reconcile import fail_if_stale
 from serving.services.accounts import Actor
 from serving.services.errors import Forbidden, InvalidInput, NotFound, RateLimited
-from serving.services.sessions import can_read, get_own_session, validate_regions
+from serving.services.sessions import (
+    can_read,
+    create_session,
+    get_own_session,
+    get_session,
+    set_session_regions,
+    validate_regions,
+)
+from serving.services.validation import well_formed_id
 from serving.settings import Settings
+from serving.views import TurnData, turn_data
+
+_STILL_ANSWERING = "The previous question is still being answered; wait or cancel it."
 
 
 def clean_question(question: Any, *, max_chars: int) -> str:
@@ -64,6 +80,10 @@ def submit_turn(
     session = get_own_session(db, actor=actor, session_id=session_id)
     text = clean_question(question, max_chars=settings.max_question_chars)
     doc = validate_regions(regions, image=session.image, max_regions=settings.max_regions)
+    # One question at a time per session: the session row is locked (PostgreSQL; SQLite
+    # transactions run one at a time anyway), so a second ask waits for the first to commit
+    # and then sees its pending job instead of racing it for the next turn index.
+    db.execute(select(ChatSession.id).where(ChatSession.id == session.id).with_for_update())
     check_rate(db, actor=actor, per_minute=settings.anon_jobs_per_minute)
     count = db.scalar(select(func.count(Turn.id)).where(Turn.session_id == session.id)) or 0
     if count >= settings.max_turns_per_session:
@@ -78,13 +98,68 @@ def submit_turn(
     ).all()
     # A job no worker is really running (its worker died) must not block the session.
     if any(not fail_if_stale(job, time_limit_s=settings.job_time_limit_s) for job in pending):
-        raise InvalidInput("The previous question is still being answered; wait or cancel it.")
+        raise InvalidInput(_STILL_ANSWERING)
     turn = Turn(session_id=session.id, index=count, question=text, regions=doc)
     job = Job(turn=turn, submitted_by_id=actor.user_id, runner=runner)
+    try:
+        # Should another ask still have taken this turn's index, it lost: said in words.
+        with db.begin_nested():
+            db.add_all([turn, job])
+    except IntegrityError:
+        raise InvalidInput(_STILL_ANSWERING) from None
     session.updated_at = utcnow()
-    db.add_all([turn, job])
     db.flush()
     return job
+
+
+def ask(
+    db: Session,
+    *,
+    actor: Actor,
+    question: Any,
+    regions: Any,
+    settings: Settings,
+    runner: str,
+    session_id: str | None = None,
+    image_id: str | None = None,
+    drawn: Any = None,
+    filename: str | None = None,
+) -> JobView:
+    """Ask in one of the actor's sessions, or, given ``image_id`` and no ``session_id``, in a
+    new session on that image (``filename`` being the name the actor uploaded it under).
+
+    ``regions`` go with the question; ``drawn`` (every region on the canvas) is kept with the
+    session for a reopen to restore, and None leaves the session's as they are. Session,
+    regions, turn and job are stored together, so a refused question leaves no empty
+    session behind. The caller commits, then hands the job id to a runner.
+    """
+    if image_id and not session_id:
+        session_id = create_session(
+            db,
+            actor=actor,
+            image_id=image_id,
+            regions=drawn,
+            max_regions=settings.max_regions,
+            filename=filename,
+        ).id
+    elif drawn is not None:
+        set_session_regions(
+            db,
+            actor=actor,
+            session_id=session_id or "",
+            regions=drawn,
+            max_regions=settings.max_regions,
+        )
+    job = submit_turn(
+        db,
+        actor=actor,
+        session_id=session_id or "",
+        question=question,
+        regions=regions,
+        settings=settings,
+        runner=runner,
+    )
+    return job_view(db, job_id=job.id)
 
 
 @dataclass(frozen=True)
@@ -98,6 +173,7 @@ class JobView:
     attempts: int
     session_id: str
     turn_index: int
+    started_at: datetime | None = None
 
 
 _NO_JOB = "That job does not exist."
@@ -108,6 +184,8 @@ def job_view(db: Session, *, job_id: str, actor: Actor | None = None) -> JobView
 
     A job of a session the actor cannot read is answered like a missing one.
     """
+    if not well_formed_id(job_id):
+        raise NotFound(_NO_JOB)
     row = db.execute(
         select(Job, Turn.session_id, Turn.index)
         .join(Turn, Turn.id == Job.turn_id)
@@ -138,11 +216,28 @@ def job_view(db: Session, *, job_id: str, actor: Actor | None = None) -> JobView
         attempts=job.attempts,
         session_id=session_id,
         turn_index=turn_index,
+        started_at=job.started_at,
     )
 
 
+@dataclass(frozen=True)
+class JobOutcome:
+    job: JobView
+    turn: TurnData | None  # the question and its answer, once the job has ended
+
+
+def job_outcome(db: Session, *, actor: Actor, job_id: str) -> JobOutcome:
+    """A job's state and, once it has ended, its turn; someone else's job is a missing one."""
+    job = job_view(db, job_id=job_id, actor=actor)
+    if not job.status.final:
+        return JobOutcome(job=job, turn=None)
+    session = get_session(db, actor=actor, session_id=job.session_id)
+    turn = next(t for t in session.turns if t.index == job.turn_index)
+    return JobOutcome(job=job, turn=turn_data(turn))
+
+
 def cancel_job(db: Session, *, actor: Actor, job_id: str) -> JobView:
-    job = db.get(Job, job_id)
+    job = db.get(Job, job_id) if well_formed_id(job_id) else None
     if job is None:
         raise NotFound(_NO_JOB)
     session = db.get(ChatSession, job.turn.session_id)

@@ -243,3 +243,16 @@ def test_regions_of_dropped_history_turns_are_dropped_too(predictor):
         "and at <region>?", [new_region], history=history[:1], max_new_tokens=4
     )
     assert kept_both.warnings == [] and kept_both.num_prompt_tokens > 0
+
+
+def test_answer_streams_as_growing_text_that_ends_in_the_answer(predictor):
+    predictor.set_image(_image())
+    ids = _script(predictor, "the liver is here.")
+    streamed: list[str] = []
+    pred = predictor.ask("where?", on_text=streamed.append)
+    assert pred.answer == "the liver is here."
+    assert len(streamed) == len(ids) - 1  # one per token, none for the closing </s>
+    assert streamed[-1] == pred.answer
+    assert all(pred.answer.startswith(t.rstrip(".")) for t in streamed)
+    assert [len(t) for t in streamed] == sorted(len(t) for t in streamed)
+    assert len(set(streamed)) >= 3  # the words arrive over several calls

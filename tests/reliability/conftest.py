@@ -15,6 +15,7 @@ import pytest
 from serving.migrate import alembic_config
 from tests.conftest import IN_CI, require_service
 from tests.serving.conftest import make_platform  # noqa: F401 (a fixture shared with tests/worker)
+from tests.webapp.conftest import chromium  # noqa: F401 (a fixture: headless Chromium)
 
 
 def free_port() -> int:
@@ -164,3 +165,30 @@ def pg_proxy(postgres_url) -> Iterator[tuple[TcpProxy, str]]:
     url = make_url(postgres_url).set(port=proxy.port).render_as_string(hide_password=False)
     yield proxy, url
     proxy.close()
+
+
+@pytest.fixture(autouse=True)
+def refusals_are_fit_for_users(monkeypatch) -> Iterator[list[str]]:
+    """Every refusal raised during a reliability test is checked when it ends: no SQL, file
+    paths, tracebacks or Python internals (see `tests.reliability.messages`)."""
+    import gradio as gr
+
+    from medplib.errors import UserInputError
+    from serving.services.errors import ServiceError
+    from tests.reliability.messages import leaks
+    from webapp.edge import Refused
+    from webapp.handlers.common import UserFacingError
+
+    seen: list[str] = []
+    for cls in (ServiceError, UserInputError, UserFacingError, Refused, gr.Error):
+        original = cls.__init__
+
+        def record(self, *args, _original=original, **kwargs):
+            message = args[0] if args else kwargs.get("message", "")
+            seen.append(str(message))
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", record)
+    yield seen
+    leaked = [(m, leaks(m)) for m in seen if leaks(m)]
+    assert not leaked, f"messages for users show internals: {leaked}"

@@ -82,15 +82,28 @@ class FakePredictor:
     def set_image(self, image: np.ndarray) -> None:
         self.shape = image.shape[:2]
 
-    def ask(self, question: str, regions: Sequence[np.ndarray] = (), history=(), *, progress=None):
+    def ask(
+        self,
+        question: str,
+        regions: Sequence[np.ndarray] = (),
+        history=(),
+        *,
+        progress=None,
+        on_text=None,
+    ):
         if progress is not None:
             progress("decoding", 0.5)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        answer = self.answer if self.answer is not None else f"answer to: {question}"
+        words = answer.split(" ")
+        for n in range(1, len(words) + 1):  # streamed a word at a time across the delay
+            if self.delay_s:
+                time.sleep(self.delay_s / len(words))
+            if on_text is not None:
+                on_text(" ".join(words[:n]))
         masks = [EchoMask(mask=self.mask_fn(*self.shape), score=0.75)]
         masks += [EchoMask(mask=np.asarray(r, dtype=bool)) for r in regions]
         return Prediction(
-            answer=self.answer if self.answer is not None else f"answer to: {question}",
+            answer=answer,
             raw_answer=question,
             masks=masks,
             routing=Routing([0.2, 0.6, 0.9]),

@@ -118,7 +118,7 @@ def test_fork_link_gives_a_writable_copy(server, tmp_path):
     alice, bob = client(address), client(address)
     made = upload(alice, write_png(tmp_path / "scan.png", 60, 40, seed=5))
     alice.predict(made["session_id"], "first", "", True, api_name="/ask")
-    link = alice.predict(made["session_id"], "fork", 0, False, api_name="/share")
+    link = alice.predict(made["session_id"], "fork", None, False, api_name="/share")
     assert link["expires_at"] is None or link["role"] == "fork"
     copy = bob.predict(link["token"], api_name="/fork")["session_id"]
     answer = bob.predict(copy, "second", "", True, api_name="/ask")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -80,7 +81,8 @@ def test_ask_streams_status_then_shows_answer_overlay_and_downloads(make_platfor
     )
     first, final = outputs[0], outputs[-1]
     assert first["question"] == "" and "queued" in first["status"]
-    assert first["chat"][-2]["content"] == "What is in [region 1]?"
+    # Shown as typed: brackets are character references, so no Markdown link can form.
+    assert first["chat"][-2]["content"] == "What is in &#91;region 1&#93;?"
     assert final["status"] == "answered"
     # The model saw a tag per region; the answer is shown escaped.
     assert final["chat"][-1] == {
@@ -251,9 +253,12 @@ def test_progress_is_reported_while_the_model_runs(make_platform, tmp_path):
     assert statuses[0] == "queued (position 1)"  # the runner starts only after this one
     assert "running: decoding (50 %)" in statuses
     assert statuses[-1] == "answered"
-    # The last state before the answer is the model's own progress, shown in the chat too.
-    running = [out for out in outputs if out["status"].startswith("running")]
-    assert running[-1]["chat"][-1]["content"] == "*running: decoding (50 %)*"
+    # The model's progress shows in the chat until its text streams in, word by word.
+    running = [out["chat"][-1]["content"] for out in outputs if out["status"].startswith("running")]
+    assert "*running: decoding (50 %)*" in running
+    streamed = [c for c in running if c.endswith("▍")]
+    assert streamed[0] == "answer ▍" and streamed[-1] == "answer to: slow? ▍"
+    assert outputs[-1]["chat"][-1]["content"] == "answer to: slow?"
 
 
 def test_asked_regions_become_saved_once_and_keep_their_numbers(web, tmp_path):
@@ -294,7 +299,7 @@ def test_asked_regions_become_saved_once_and_keep_their_numbers(web, tmp_path):
     assert second["drawn"] == [box, point] and second["view"]["saved"] == [box, point]
     session = sessions.open_session(web, second["view"]["session_id"], actor)
     assert session["drawn"] == [box, point]
-    chat_text = " ".join(m["content"] for m in second["chat"])
+    chat_text = html.unescape(" ".join(m["content"] for m in second["chat"]))
     assert "Please segment the heart in this image. [region 2]" in chat_text
 
     # With nothing new drawn, an unnamed question is sent with no region at all.

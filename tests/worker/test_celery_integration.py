@@ -190,3 +190,38 @@ def test_unreachable_broker_fails_the_job_with_a_reason(postgres_url, tmp_path):
         platform.ask(actor=actor, session_id=session_id, question="q", regions=[])
     job = platform.call(lambda db: db.scalar(select(Job)))
     assert job.status is JobStatus.failed and "unreachable" in job.error
+
+
+def test_a_workers_answer_streams_to_the_web_process_through_redis(stack):
+    import asyncio
+
+    from serving.job_events import changed_within
+
+    platform, workers = stack
+    workers(1, MEDPLIB_NOOP_DELAY_S="1.5")
+    actor, session_id = _session(platform)
+    platform.runner.start()  # the web process's relay subscribes to the workers' notices
+    try:
+        assert platform.runner.relay.connected.wait(10)
+
+        async def follow(job_id: str) -> tuple[list[str], JobStatus]:
+            seen: list[str] = []
+            async with platform.events.subscribe(job_id) as changed:
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline:
+                    await changed_within(changed, 0.5)
+                    text = platform.events.text(job_id)
+                    if text and (not seen or seen[-1] != text):
+                        seen.append(text)
+                    status = platform.call(job_view, job_id=job_id).status
+                    if status.final:
+                        return seen, status
+            raise AssertionError("the job did not end")
+
+        view = platform.ask(actor=actor, session_id=session_id, question="where?", regions=[])
+        seen, status = asyncio.run(follow(view.id))
+    finally:
+        platform.runner.stop()
+    assert status is JobStatus.succeeded
+    assert len(seen) >= 2, seen  # partial text before the end, from another process
+    assert all("noop answer to: where?".startswith(t) for t in seen)

@@ -18,6 +18,7 @@ Needs the dev extras (Playwright) and Debian's Chromium at ``/usr/bin/chromium``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform as host
 import sys
@@ -79,7 +80,9 @@ def _main(args: argparse.Namespace) -> int:
             f"medplib bench page: error: Chromium is not installed at {CHROMIUM}", file=sys.stderr
         )
         return 2
-    result = run(questions=args.questions, shares=args.shares, model_s=args.model_seconds)
+    # Gradio's own messages go to stderr: stdout carries the JSON alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run(questions=args.questions, shares=args.shares, model_s=args.model_seconds)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.models import User
-from serving.services.accounts import display_name
-from serving.services.logins import end_login, issue_login_code
-from serving.services.sessions import log_in
+from serving.services.logins import end_login, page_login
 from webapp import render
 from webapp.handlers.common import (
     UserFacingError,
@@ -30,27 +27,22 @@ def login(
     Sessions this browser made anonymously move to the account in the same transaction;
     what selects them is the browser's secret, kept server-side in ``current``.
     """
-    secret = (current or {}).get("browser_secret")
-
-    def body(db: Any) -> tuple[dict[str, Any], int, str] | None:
-        done = log_in(db, username=username or "", password=password or "", anonymous_secret=secret)
-        if done is None:
-            return None
-        actor, moved = done
-        state = actor_state(actor, display_name(db.get(User, actor.user_id)))
-        return state, moved, issue_login_code(db, actor=actor)
-
     try:
-        result = web.call(body)
+        done = web.call(
+            page_login,
+            username=username or "",
+            password=password or "",
+            anonymous_secret=(current or {}).get("browser_secret"),
+        )
     except UserFacingError as exc:
         return {"login_status": f"⚠ {render.escape_text(str(exc))}"}
-    if result is None:
+    if done is None:
         return {"login_status": f"⚠ {BAD_LOGIN}", "password": ""}
-    state, moved, code = result
+    state, moved = actor_state(done.identity.actor, done.identity.name), done.moved
     return {
         "actor": state,
         "password": "",
-        "login_code": code,
+        "login_code": done.code,
         "login_status": (
             f"{moved} session{'s' if moved != 1 else ''} from this browser moved to your account."
             if moved

@@ -10,17 +10,22 @@ import asyncio
 import json
 import os
 import time
-from datetime import timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gradio as gr
 
-from serving.models import LinkKind, LinkRole
-from serving.services.images import ingest_image
+from serving.enums import LinkKind, LinkRole
+from serving.job_events import changed_within
+from serving.services.reading import read_session
 from serving.services.reviews import export_ratings, rate_turn, review_queue
-from serving.services.sessions import create_session, log_in
-from serving.services.shares import create_share_link, fork_session, revoke_link
-from serving.services.turns import job_view
+from serving.services.sessions import log_in
+from serving.services.shares import expiry_from_hours, fork_session, revoke_link, share_session
+from serving.services.turns import JobOutcome, job_outcome
+from serving.services.uploads import start_session
+from serving.services.validation import volume_choice
+from serving.views import SessionData, TurnData
 from webapp.handlers.common import (
     UserFacingError,
     Web,
@@ -29,22 +34,32 @@ from webapp.handlers.common import (
     user_errors,
 )
 from webapp.handlers.share import share_url
-from webapp.handlers.views import SessionData, TurnData, image_data, read_session
 from webapp.regions import resolve_references
 from webapp.render import UNTRAINED_MARKER
 
+# Reading the job while notices cannot arrive (the Redis relay is down) ...
 POLL_INTERVAL_S = 0.2
+# ... and, with notices flowing, a safety re-read in case one was lost.
+FALLBACK_S = 5.0
 
 
 def _refuse(exc: BaseException) -> gr.Error:
     return gr.Error(str(exc), duration=None)
 
 
-def _call(web: Web, fn: Any, /, **kwargs: Any) -> Any:
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """Service and input errors become the refusal a client sees (see `_refuse`)."""
     try:
-        return web.call(fn, **kwargs)
+        with user_errors():
+            yield
     except UserFacingError as exc:
         raise _refuse(exc) from None
+
+
+def _call(web: Web, fn: Any, /, **kwargs: Any) -> Any:
+    with _refusals():
+        return web.call(fn, **kwargs)
 
 
 def _json_arg(text: str | None, what: str) -> Any:
@@ -147,53 +162,52 @@ def upload(
         )
     with open(path, "rb") as fh:
         data = fh.read()
+    with _refusals():
+        axis, index = volume_choice(nifti_axis, nifti_slice)
+    made = _call(
+        web,
+        start_session,
+        actor=actor,
+        store=web.platform.store,
+        settings=web.settings,
+        data=data,
+        filename=os.path.basename(path),
+        title=title or "",
+        window=window or None,
+        nifti_axis=axis,
+        nifti_slice=index,
+    )
+    image = made.image
+    return state, {
+        "session_id": made.session_id,
+        "image_id": image.id,
+        "width_px": image.width_px,
+        "height_px": image.height_px,
+        "source_format": image.source_format,
+        "notes": image.notes,
+    }
 
-    def body(db: Any) -> dict[str, Any]:
-        image = ingest_image(
-            db,
-            store=web.platform.store,
-            settings=web.settings,
-            data=data,
-            filename=os.path.basename(path),
-            window=window or None,
-            nifti_axis=int(2 if nifti_axis is None else nifti_axis),
-            nifti_slice=None if nifti_slice is None or nifti_slice < 0 else int(nifti_slice),
-        )
-        session = create_session(db, actor=actor, image_id=image.id, title=title or "")
-        info = image_data(image)
-        return {
-            "session_id": session.id,
-            "image_id": info.id,
-            "width_px": info.width_px,
-            "height_px": info.height_px,
-            "source_format": info.source_format,
-            "notes": info.notes,
-        }
 
-    return state, _call(web, body)
+def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
+    job = outcome.job
+    out: dict[str, Any] = {
+        "job_id": job.id,
+        "status": job.status.value,
+        "position": job.position,
+        "progress": job.progress,
+        "phase": job.phase,
+        "error": job.error,
+        "session_id": job.session_id,
+        "turn_index": job.turn_index,
+    }
+    if outcome.turn is not None:
+        out["turn"] = turn_json(outcome.turn)
+    return out
 
 
 def _job_json(web: Web, actor: Any, job_id: str) -> dict[str, Any]:
-    def body(db: Any) -> dict[str, Any]:
-        # Someone else's job is answered like a missing one.
-        view = job_view(db, job_id=job_id, actor=actor)
-        out: dict[str, Any] = {
-            "job_id": view.id,
-            "status": view.status.value,
-            "position": view.position,
-            "progress": view.progress,
-            "phase": view.phase,
-            "error": view.error,
-            "session_id": view.session_id,
-            "turn_index": view.turn_index,
-        }
-        if view.status.final:
-            session = read_session(db, actor=actor, session_id=view.session_id)
-            turn = next(t for t in session.turns if t.index == view.turn_index)
-            out["turn"] = turn_json(turn)
-        return out
-
-    return _call(web, body)
+    # Someone else's job is answered like a missing one.
+    return outcome_json(_call(web, job_outcome, actor=actor, job_id=job_id))
 
 
 def job(web: Web, job_id: str, state: Any, session_hash: str | None) -> dict[str, Any]:
@@ -219,27 +233,29 @@ async def ask(
         )
     for number, item in enumerate(regions, start=1):
         item["label"] = number  # "region N" means the N-th item of the list
-    try:
-        with user_errors():
-            resolved = resolve_references(question or "", regions)
+    with _refusals():
+        resolved = resolve_references(question or "", regions)
         view = await asyncio.to_thread(
-            lambda: _ask(web, actor, (session_id or "").strip(), resolved)
+            lambda: web.ask(
+                actor=actor,
+                session_id=(session_id or "").strip(),
+                question=resolved.text,
+                regions=resolved.regions,
+            )
         )
-    except UserFacingError as exc:
-        raise _refuse(exc) from None
     deadline = time.monotonic() + web.settings.job_time_limit_s + 30
-    result = await asyncio.to_thread(_job_json, web, actor, view.id)
-    while wait and result["status"] in ("queued", "running") and time.monotonic() < deadline:
-        await asyncio.sleep(POLL_INTERVAL_S)
+    events = web.platform.events
+    # Subscribed before the first read, so the end of a fast job is not missed.
+    async with events.subscribe(view.id) as changed:
         result = await asyncio.to_thread(_job_json, web, actor, view.id)
+        seen = events.state(view.id)
+        while wait and result["status"] in ("queued", "running") and time.monotonic() < deadline:
+            woke = await changed_within(changed, FALLBACK_S if events.live else POLL_INTERVAL_S)
+            if woke and events.state(view.id) == seen:
+                continue  # streamed text only: the stored job has not changed
+            seen = events.state(view.id)
+            result = await asyncio.to_thread(_job_json, web, actor, view.id)
     return state, result
-
-
-def _ask(web: Web, actor: Any, session_id: str, resolved: Any) -> Any:
-    with user_errors():
-        return web.platform.ask(
-            actor=actor, session_id=session_id, question=resolved.text, regions=resolved.regions
-        )
 
 
 def session(
@@ -269,60 +285,56 @@ def share(
     actor, _ = ensured_state(web, state, session_hash)
     if role not in ("view", "fork"):
         raise gr.Error("role must be 'view' or 'fork'.")
-    hours = None if expires_hours is None or expires_hours <= 0 else float(expires_hours)
-    kind = LinkKind.klass if as_class else LinkKind.session
-
-    def body(db: Any) -> dict[str, Any]:
-        link, token = create_share_link(
-            db,
-            actor=actor,
-            session_id=(session_id or "").strip(),
-            role=LinkRole(role),
-            kind=kind,
-            expires_in=None if hours is None else timedelta(hours=hours),
-        )
-        return {
-            "link_id": link.id,
-            "token": token,
-            "role": link.role.value,
-            "kind": link.kind.value,
-            "expires_at": link.expires_at.isoformat() if link.expires_at else None,
-            "url": share_url(base_url, token, kind=link.kind.value),
-        }
-
-    return _call(web, body)
+    with _refusals():
+        expires_in = expiry_from_hours(expires_hours)
+    made = _call(
+        web,
+        share_session,
+        actor=actor,
+        session_id=(session_id or "").strip(),
+        role=LinkRole(role),
+        kind=LinkKind.klass if as_class else LinkKind.session,
+        expires_in=expires_in,
+    )
+    link = made.link
+    return {
+        "link_id": link.id,
+        "token": made.token,
+        "role": link.role.value,
+        "kind": link.kind.value,
+        "expires_at": link.expires_at.isoformat() if link.expires_at else None,
+        "url": share_url(base_url, made.token, kind=link.kind.value),
+    }
 
 
 def fork(web: Web, token: str, state: Any, session_hash: str | None) -> tuple[Any, dict]:
     actor, state = ensured_state(web, state, session_hash)
-    copy = _call(web, lambda db: fork_session(db, actor=actor, token=(token or "").strip()).id)
-    return state, {"session_id": copy}
+    copy = _call(web, fork_session, actor=actor, token=(token or "").strip())
+    return state, {"session_id": copy.id}
 
 
 def revoke(web: Web, link_id: str, state: Any, session_hash: str | None) -> dict[str, Any]:
     actor, _ = ensured_state(web, state, session_hash)
-    link = _call(web, lambda db: revoke_link(db, actor=actor, link_id=(link_id or "").strip()).id)
-    return {"link_id": link, "revoked": True}
+    link = _call(web, revoke_link, actor=actor, link_id=(link_id or "").strip())
+    return {"link_id": link.id, "revoked": True}
 
 
 def review_items(web: Web, state: Any) -> dict[str, Any]:
     actor = to_actor(state)
     if actor is None:
         raise gr.Error("Log in with a reviewer account first (/login).")
+    queue = _call(web, review_queue, actor=actor, limit=100)
+    return {"items": [_review_item(t) for t in queue]}
 
-    def body(db: Any) -> list[dict[str, Any]]:
-        return [
-            {
-                "turn_id": t.id,
-                "question": t.question,
-                "answer": t.answer,
-                "masks": len(t.masks),
-                "checkpoint_id": t.checkpoint_id,
-            }
-            for t in review_queue(db, actor=actor, limit=100)
-        ]
 
-    return {"items": _call(web, body)}
+def _review_item(turn: TurnData) -> dict[str, Any]:
+    return {
+        "turn_id": turn.id,
+        "question": turn.question,
+        "answer": turn.answer,
+        "masks": len(turn.masks),
+        "checkpoint_id": turn.checkpoint_id,
+    }
 
 
 def rate(
@@ -345,19 +357,15 @@ def rate(
     )
     rating = _call(
         web,
-        lambda db: (
-            rate_turn(
-                db,
-                actor=actor,
-                turn_id=(turn_id or "").strip(),
-                text_score=int(text_score or 0),
-                text_correct=correct,
-                mask_verdicts=verdicts,
-                comment=comment or "",
-            ).id
-        ),
+        rate_turn,
+        actor=actor,
+        turn_id=(turn_id or "").strip(),
+        text_score=text_score,
+        text_correct=correct,
+        mask_verdicts=verdicts,
+        comment=comment or "",
     )
-    return {"rating_id": rating, "turn_id": turn_id}
+    return {"rating_id": rating.id, "turn_id": turn_id}
 
 
 def export(web: Web, fmt: str, state: Any) -> str:

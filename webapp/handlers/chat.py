@@ -9,10 +9,10 @@ from typing import Any
 import gradio as gr
 
 from medplib.errors import UserInputError
+from serving.enums import JobStatus
 from serving.job_events import changed_within
-from serving.models import JobStatus
-from serving.services.sessions import create_session, set_session_regions
-from serving.services.turns import JobView, cancel_job, job_view, submit_turn
+from serving.services.reading import read_session
+from serving.services.turns import JobView, cancel_job, job_view
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, ensured_state, to_actor, user_errors
 from webapp.handlers.screen import (
@@ -23,7 +23,6 @@ from webapp.handlers.screen import (
     session_screen,
     turn_details,
 )
-from webapp.handlers.views import read_session
 from webapp.regions import (
     CanvasRegions,
     collect_regions,
@@ -32,7 +31,10 @@ from webapp.regions import (
     resolve_references,
 )
 
+# Reading the database while notices are missing (the Redis relay is down).
 POLL_INTERVAL_S = 0.5
+# With notices flowing, a safety re-read in case one was lost.
+FALLBACK_S = 5.0
 
 
 def read_canvases(
@@ -77,12 +79,21 @@ def regions_changed(
     }
 
 
-def _pending_chat(chat: list[dict[str, Any]], question: str, status: str) -> list[dict[str, Any]]:
+def _pending_chat(
+    chat: list[dict[str, Any]], question: str, status: str, text: str | None = None
+) -> list[dict[str, Any]]:
     return [
         *chat,
         {"role": "user", "content": render.escape_text(question)},
-        {"role": "assistant", "content": f"*{render.escape_text(status)}*"},
+        _pending(status, text),
     ]
+
+
+def _pending(status: str, text: str | None) -> dict[str, Any]:
+    """The answer's place in the chat: its status, or the text so far while it streams."""
+    if text:
+        return {"role": "assistant", "content": f"{render.escape_text(text)} ▍"}
+    return {"role": "assistant", "content": f"*{render.escape_text(status)}*"}
 
 
 def _status_of(view: JobView) -> str:
@@ -119,44 +130,18 @@ def submit(
         saved = len(view.get("saved") or [])
         resolved = resolve_references(question or "", drawn, implicit_from=saved + 1)
 
-    # Session (on the first question), regions, turn and job in one transaction: a refused
-    # question leaves no empty session behind.
-    def body(db: Any) -> tuple[str, str]:
-        session_id = view.get("session_id")
-        if not session_id:
-            session_id = create_session(
-                db,
-                actor=actor,
-                image_id=view["image_id"],
-                regions=drawn,
-                max_regions=web.settings.max_regions,
-            ).id
-        else:
-            set_session_regions(
-                db,
-                actor=actor,
-                session_id=session_id,
-                regions=drawn,
-                max_regions=web.settings.max_regions,
-            )
-        job = submit_turn(
-            db,
-            actor=actor,
-            session_id=session_id,
-            question=resolved.text,
-            regions=resolved.regions,
-            settings=web.settings,
-            runner=web.platform.runner.name,
-        )
-        return session_id, job.id
-
-    session_id, job_id = web.call(body)
-    with user_errors():
-        web.platform.runner.submit(job_id)
-    job = web.call(job_view, job_id=job_id)
+    job = web.ask(
+        actor=actor,
+        session_id=view.get("session_id"),
+        image_id=view["image_id"],
+        filename=view.get("filename"),
+        question=resolved.text,
+        regions=resolved.regions,
+        drawn=drawn,
+    )
     shown = question_for_display(resolved.text, resolved.regions)
     # What was drawn is stored with the session now: it becomes saved, keeping its numbers.
-    new_view = {**view, "session_id": session_id, "job_id": job.id, "saved": drawn}
+    new_view = {**view, "session_id": job.session_id, "job_id": job.id, "saved": drawn}
     return job, new_view, actor_state, shown, drawn
 
 
@@ -181,8 +166,8 @@ async def ask(
         return
     history = list(chat or [])
 
-    def pending(status: str) -> list[dict[str, Any]]:
-        return _pending_chat(history, shown_question, status)
+    def pending(status: str, text: str | None = None) -> list[dict[str, Any]]:
+        return _pending_chat(history, shown_question, status, text)
 
     status = _status_of(job)
     yield {
@@ -231,8 +216,8 @@ async def follow(
         return
     earlier = list(chat or [])[:-1]  # the last message is the pending answer's status
 
-    def pending(status: str) -> list[dict[str, Any]]:
-        return [*earlier, {"role": "assistant", "content": f"*{render.escape_text(status)}*"}]
+    def pending(status: str, text: str | None = None) -> list[dict[str, Any]]:
+        return [*earlier, _pending(status, text)]
 
     if not job.status.final:
         status = _status_of(job)
@@ -251,27 +236,38 @@ async def follow(
 
 
 async def _watch(web: Web, job: JobView, pending: Any) -> AsyncIterator[dict[str, Any] | JobView]:
-    """Follow a job to its end: a screen update per change, then the final job.
+    """Follow a job to its end: a screen update per change or streamed text, then the final job.
 
-    Woken at once by jobs this process runs (embedded mode); jobs run elsewhere are read
-    from the database every ``POLL_INTERVAL_S``.
+    Notices wake the loop (from the embedded runner, or relayed from the workers); the job is
+    read from the database only when a notice says it changed. Without notices (the relay is
+    down) it is read every ``POLL_INTERVAL_S``, and the page says answers come without text.
     """
-    last = _status_of(job)
+    events = web.platform.events
+    shown: tuple[str, str | None] = (_status_of(job), None)
+    status = shown[0]
+    seen_state, reread = events.state(job.id), False
     # Subscribed before the first read: a change between reading and waiting still wakes us.
-    async with web.platform.ctx.events.subscribe(job.id) as changed:
-        while not job.status.final:
-            try:
-                job = await asyncio.to_thread(web.call, job_view, job_id=job.id)
-            except UserFacingError as exc:  # a database blip: keep polling, say so
-                status = str(exc)
-            else:
-                if job.status.final:
-                    break  # the final screen shows the outcome
-                status = _status_of(job)
-            if status != last:
-                last = status
-                yield {"chat": pending(status), "status": status}
-            await changed_within(changed, POLL_INTERVAL_S)
+    async with events.subscribe(job.id) as changed:
+        while True:
+            state = events.state(job.id)
+            if reread or state != seen_state:
+                seen_state = state
+                try:
+                    job = await asyncio.to_thread(web.call, job_view, job_id=job.id)
+                except UserFacingError as exc:  # a database blip: keep following, say so
+                    status = str(exc)
+                else:
+                    if job.status.final:
+                        break  # the final screen shows the outcome
+                    status = _status_of(job)
+            if not events.live:
+                status = f"{status} (live updates paused; the answer appears when stored)"
+            text = events.text(job.id) if events.live else None
+            if (status, text) != shown:
+                shown = (status, text)
+                yield {"chat": pending(status, text), "status": status}
+            woke = await changed_within(changed, FALLBACK_S if events.live else POLL_INTERVAL_S)
+            reread = not woke
     yield job
 
 
@@ -313,6 +309,7 @@ def cancel(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | None) -
         result = web.call(cancel_job, actor=actor, job_id=job_id)
     except UserFacingError as exc:
         return {"status": str(exc)}
+    web.platform.events.publish(job_id)  # the page following this job says so at once
     return {"status": _status_of(result)}
 
 

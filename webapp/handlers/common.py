@@ -18,15 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import gradio as gr
 import numpy as np
 from PIL import Image as PILImage
 
 from medplib.errors import UserInputError
-from serving.models import Role, User
+from serving.enums import Role
 from serving.platform import Platform
-from serving.services.accounts import Actor, anonymous_actor, display_name, new_browser_secret
+from serving.services.accounts import Actor, anonymous_identity, new_browser_secret
 from serving.services.errors import ServiceError
 from serving.services.images import load_display
+from serving.services.turns import JobView
+from webapp.edge import current_address
 from webapp.regions import shown_size
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,18 @@ CANVAS_MAX_HEIGHT_PX = 560
 DOWNLOAD_TTL_S = 3600.0
 
 
-class UserFacingError(Exception):
-    """A failure whose ``str()`` is one sentence to show as is."""
+class UserFacingError(gr.Error):
+    """A failure whose ``str()`` is one sentence to show as is.
+
+    A `gr.Error`, so one that no handler catches still reaches the page or API client in
+    its own words (the app hides every other exception's text).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, print_exception=False)
+
+    def __str__(self) -> str:
+        return str(self.message)
 
 
 def message_of(exc: BaseException) -> str:
@@ -69,6 +82,11 @@ class Web:
     def call(self, fn: Callable[..., T], /, **kwargs: Any) -> T:
         with user_errors():
             return self.platform.call(fn, **kwargs)
+
+    def ask(self, **kwargs: Any) -> JobView:
+        """`Platform.ask`: the question stored and handed to the runner, refusals in words."""
+        with user_errors():
+            return self.platform.ask(**kwargs)
 
     @property
     def settings(self) -> Any:
@@ -150,11 +168,16 @@ def connection_secret(session_hash: str | None) -> str:
 
 
 def anonymous_state(web: Web, browser_secret: str) -> dict[str, Any]:
-    def body(db: Any) -> dict[str, Any]:
-        actor = anonymous_actor(db, browser_secret=browser_secret)
-        return actor_state(actor, display_name(db.get(User, actor.user_id)), browser_secret)
+    # A new anonymous user counts against the address of the request being handled.
+    address = current_address(web.settings.trusted_proxy_networks)
 
-    return web.call(body)
+    who = web.call(
+        anonymous_identity,
+        browser_secret=browser_secret,
+        address=address,
+        new_per_address_per_minute=web.settings.anon_users_per_address_per_minute,
+    )
+    return actor_state(who.actor, who.name, browser_secret)
 
 
 def ensured_state(

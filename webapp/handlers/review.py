@@ -7,19 +7,15 @@ from typing import Any
 import gradio as gr
 
 from medplib.masks import decode_rle, resize_mask_nearest
-from serving.models import Role, Turn
-from serving.services.accounts import require
-from serving.services.errors import NotFound
 from serving.services.reviews import (
-    agreement_report,
-    checkpoint_table,
     export_ratings,
     rate_turn,
+    review_case,
     review_queue,
+    review_statistics,
 )
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, to_actor
-from webapp.handlers.views import image_data, turn_data
 from webapp.regions import question_for_display
 
 # The form has this many mask-verdict pickers; answers with more masks are rated elsewhere.
@@ -49,16 +45,11 @@ def load_queue(web: Web, actor_state: dict[str, Any] | None) -> dict[str, Any]:
     if actor is None:
         return {"review_status": "Log in with a reviewer account first."}
 
-    def body(db: Any) -> list[tuple[str, str]]:
-        return [
-            (f"{t.answered_at:%Y-%m-%d %H:%M} — {t.question[:60]}", t.id)
-            for t in review_queue(db, actor=actor, limit=50)
-        ]
-
     try:
-        choices = web.call(body)
+        queue = web.call(review_queue, actor=actor, limit=50)
     except UserFacingError as exc:
         return _fail(exc)
+    choices = [(f"{t.answered_at:%Y-%m-%d %H:%M} — {t.question[:60]}", t.id) for t in queue]
     first = choices[0][1] if choices else None
     status = f"{len(choices)} answers to rate." if choices else "Nothing left to rate."
     return {"review_pick": gr.update(choices=choices, value=first), "review_status": status}
@@ -73,17 +64,11 @@ def show_item(web: Web, turn_id: str | None, actor_state: dict[str, Any] | None)
     if actor is None or not turn_id:
         return {"review_image": None, "review_text": "", **hidden}
 
-    def body(db: Any) -> tuple[Any, Any]:
-        require(actor, Role.reviewer)
-        turn = db.get(Turn, turn_id)
-        if turn is None or turn.answer is None:
-            raise NotFound("That answer does not exist or has not finished.")
-        return turn_data(turn), image_data(turn.session.image)
-
     try:
-        turn, image = web.call(body)
+        case = web.call(review_case, actor=actor, turn_id=turn_id)
     except UserFacingError as exc:
         return {**_fail(exc), **hidden}
+    turn, image = case.turn, case.image
     shown = web.shown_image(image.display_key, image.width_px, image.height_px)
     masks = [resize_mask_nearest(decode_rle(m.rle), shown.shape[:2]) for m in turn.masks]
     question = question_for_display(turn.question, turn.regions)
@@ -124,17 +109,13 @@ def submit_rating(
     given = [v for v in verdicts if v is not None]
     try:
         web.call(
-            lambda db: (
-                rate_turn(
-                    db,
-                    actor=actor,
-                    turn_id=turn_id,
-                    text_score=int(text_score or 0),
-                    text_correct={"yes": True, "no": False}.get(correct or "unsure"),
-                    mask_verdicts=list(given),
-                    comment=comment or "",
-                ).id
-            )
+            rate_turn,
+            actor=actor,
+            turn_id=turn_id,
+            text_score=text_score if text_score is not None else 0,
+            text_correct={"yes": True, "no": False}.get(correct or "unsure"),
+            mask_verdicts=list(given),
+            comment=comment or "",
         )
     except UserFacingError as exc:
         return _fail(exc)  # the form keeps what was entered
@@ -151,16 +132,12 @@ def statistics(web: Web, actor_state: dict[str, Any] | None) -> dict[str, Any]:
     if actor is None:
         return {"review_status": "Log in with a reviewer account first."}
 
-    def body(db: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        require(actor, Role.reviewer)
-        return agreement_report(db), checkpoint_table(db)
-
     try:
-        agreement, table = web.call(body)
+        stats = web.call(review_statistics, actor=actor)
     except UserFacingError as exc:
         return _fail(exc)
-    rows = [[row.get(h) for h in CHECKPOINT_HEADERS] for row in table]
-    return {"agreement": agreement_rows(agreement), "checkpoint_table": rows}
+    rows = [[row.get(h) for h in CHECKPOINT_HEADERS] for row in stats.checkpoints]
+    return {"agreement": agreement_rows(stats.agreement), "checkpoint_table": rows}
 
 
 def agreement_rows(report: dict[str, Any]) -> list[list[Any]]:

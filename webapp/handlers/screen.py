@@ -12,9 +12,9 @@ import gradio as gr
 import numpy as np
 
 from medplib.masks import decode_rle, resize_mask_nearest
+from serving.views import ImageData, SessionData, TurnData
 from webapp import render
 from webapp.handlers.common import Web, empty_view
-from webapp.handlers.views import ImageData, SessionData, TurnData
 from webapp.regions import describe_region, question_for_display
 
 # A turn whose job is in one of these still owes its answer.

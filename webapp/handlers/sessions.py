@@ -7,9 +7,10 @@ from urllib.parse import parse_qs
 
 import gradio as gr
 
-from serving.models import LinkKind, User
-from serving.services.accounts import display_name, valid_browser_secret
-from serving.services.logins import login_actor
+from serving.enums import LinkKind
+from serving.services.accounts import valid_browser_secret
+from serving.services.logins import login_identity
+from serving.services.reading import link_kind, read_session
 from serving.services.sessions import (
     delete_session,
     last_session_id,
@@ -27,7 +28,6 @@ from webapp.handlers.common import (
     to_actor,
 )
 from webapp.handlers.screen import session_screen
-from webapp.handlers.views import link_kind, read_session
 
 SESSION_HEADERS = ["title", "answers", "updated (UTC)", "id"]
 
@@ -44,14 +44,8 @@ def _login_state(web: Web, login_token: str | None) -> dict[str, Any] | None:
     """The account a login cookie stands for, as actor state; None without a live login."""
     if not login_token:
         return None
-
-    def body(db: Any) -> dict[str, Any] | None:
-        actor = login_actor(db, token=login_token)
-        if actor is None:
-            return None
-        return actor_state(actor, display_name(db.get(User, actor.user_id)))
-
-    return web.call(body)
+    who = web.call(login_identity, token=login_token)
+    return None if who is None else actor_state(who.actor, who.name)
 
 
 def page_load(

@@ -8,13 +8,13 @@ from urllib.parse import urlencode
 
 import gradio as gr
 
-from serving.models import LinkKind, LinkRole, ShareLink, User
-from serving.services.accounts import display_name
-from serving.services.shares import class_forks, create_share_link, list_links, revoke_link
+from serving.enums import LinkKind, LinkRole
+from serving.services.reading import read_session
+from serving.services.shares import ClassFork, class_forks, list_links, revoke_link, share_session
+from serving.views import LinkData
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, to_actor
 from webapp.handlers.screen import session_screen
-from webapp.handlers.views import read_session
 from webapp.regions import question_for_display
 
 # Expiry choices shown in the UI: label -> hours (None never expires).
@@ -41,7 +41,7 @@ def base_url_of(request: Any, root_path: str = "") -> str:
     return f"{proto}://{host}{root_path}"
 
 
-def _link_row(link: ShareLink) -> tuple[str, str]:
+def _link_row(link: LinkData) -> tuple[str, str]:
     expiry = f"expires {link.expires_at:%Y-%m-%d %H:%M}" if link.expires_at else "no expiry"
     state = "revoked" if link.revoked_at else expiry
     kind = "class link" if link.kind is LinkKind.klass else f"{link.role.value} link"
@@ -68,22 +68,18 @@ def create_link(
         return {"share_status": "Ask a question first: only your own saved sessions can be shared."}
     kind = LinkKind.klass if as_class else LinkKind.session
 
-    def body(db: Any) -> tuple[str, str]:
-        link, token = create_share_link(
-            db,
+    try:
+        made = web.call(
+            share_session,
             actor=actor,
             session_id=session_id,
             role=LinkRole(role),
             kind=kind,
             expires_in=expires_in(expiry),
         )
-        return link.kind.value, token
-
-    try:
-        made_kind, token = web.call(body)
     except UserFacingError as exc:
         return {"share_status": f"⚠ {render.escape_text(str(exc))}"}
-    url = share_url(base_url, token, kind=made_kind)
+    url = share_url(base_url, made.token, kind=made.link.kind.value)
     what = "Class link" if kind is LinkKind.klass else "Link"
     return {
         "share_url": url,
@@ -98,13 +94,10 @@ def links_list(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | Non
     if actor is None or not session_id or view.get("read_only"):
         return {"links": gr.update(choices=[], value=None)}
     try:
-        rows = web.call(
-            lambda db: [
-                _link_row(link) for link in list_links(db, actor=actor, session_id=session_id)
-            ]
-        )
+        links = web.call(list_links, actor=actor, session_id=session_id)
     except UserFacingError as exc:
         return {"share_status": f"⚠ {render.escape_text(str(exc))}"}
+    rows = [_link_row(link) for link in links]
     return {"links": gr.update(choices=rows, value=rows[0][1] if rows else None)}
 
 
@@ -115,7 +108,7 @@ def revoke(
     if actor is None or not link_id:
         return {"share_status": "Pick a link to revoke."}
     try:
-        web.call(lambda db: revoke_link(db, actor=actor, link_id=link_id).id)
+        web.call(revoke_link, actor=actor, link_id=link_id)
     except UserFacingError as exc:
         return {"share_status": f"⚠ {render.escape_text(str(exc))}"}
     return {
@@ -135,28 +128,23 @@ def class_overview(
     if actor is None or not link_id:
         return {"class_status": "Pick a class link first."}
 
-    def body(db: Any) -> list[list[Any]]:
-        rows = []
-        for fork in class_forks(db, actor=actor, link_id=link_id):
-            owner = db.get(User, fork.owner_id)
-            answered = [t for t in fork.turns if t.answer is not None]
-            last = answered[-1] if answered else None
-            rows.append(
-                [
-                    display_name(owner),
-                    len(answered),
-                    question_for_display(last.question, last.regions) if last else "",
-                    last.answer if last else "",
-                    fork.id,
-                ]
-            )
-        return rows
-
     try:
-        rows = web.call(body)
+        forks = web.call(class_forks, actor=actor, link_id=link_id)
     except UserFacingError as exc:
         return {"class_status": f"⚠ {render.escape_text(str(exc))}"}
+    rows = [_class_row(fork) for fork in forks]
     return {"class_table": rows, "class_status": f"{len(rows)} student copies."}
+
+
+def _class_row(fork: ClassFork) -> list[Any]:
+    last = fork.last
+    return [
+        fork.student,
+        fork.answers,
+        question_for_display(last.question, last.regions) if last else "",
+        last.answer if last else "",
+        fork.id,
+    ]
 
 
 def open_fork(

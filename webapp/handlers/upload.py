@@ -9,11 +9,12 @@ import gradio as gr
 
 from medplib.errors import UserInputError
 from medplib.imageio import detect_format, nifti_file_header
-from serving.services.images import ingest_image, original_bytes, rerender_image
+from serving.services.images import original_bytes
+from serving.services.uploads import show_image_as, upload_image
+from serving.services.validation import volume_choice
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, user_errors
 from webapp.handlers.screen import EMPTY_CANVASES, blank_details, image_info, view_for_image
-from webapp.handlers.views import image_data
 
 # Dropdown value meaning "let the loader choose" (soft tissue for CT, percentiles otherwise).
 DEFAULT_WINDOW = "default"
@@ -77,46 +78,29 @@ def upload(
     source_id: str = view.get("image_id") or ""
     if (new_file and not path) or (not new_file and not source_id):
         return {"status": gr.update()}
-    axis = 2 if new_file or nifti_axis is None else int(nifti_axis)
-    index = None if new_file or nifti_slice is None else int(nifti_slice)
     chosen = None if window in (None, DEFAULT_WINDOW) else window
     store = web.platform.store
+    # The name is this upload's (the stored image may be shared with other uploaders').
+    name = os.path.basename(path or "") if new_file else view.get("filename")
     try:
         with user_errors():
+            axis, index = (2, None) if new_file else volume_choice(nifti_axis, nifti_slice)
             if new_file:
                 data = read_upload(web, path or "")
             else:  # the stored original: the browser's temporary file may be gone
-                data = web.call(lambda db: original_bytes(db, store=store, image_id=source_id))
+                data = web.call(original_bytes, store=store, image_id=source_id)
         slices = volume_slices(data, axis)
         if slices is not None and index is not None and index >= slices:
             index = slices - 1  # the axis changed under the slider
-
-        def body(db: Any) -> Any:
-            if new_file:
-                made = ingest_image(
-                    db,
-                    store=store,
-                    settings=web.settings,
-                    data=data,
-                    filename=os.path.basename(path or ""),
-                    window=chosen,
-                    nifti_axis=axis,
-                    nifti_slice=index,
-                )
-            else:
-                made = rerender_image(
-                    db,
-                    store=store,
-                    settings=web.settings,
-                    image_id=source_id,
-                    window=chosen,
-                    nifti_axis=axis,
-                    nifti_slice=index,
-                )
-            return image_data(made)
-
-        with user_errors():
-            image = web.call(body)
+        shown_as = {"window": chosen, "nifti_axis": axis, "nifti_slice": index, "filename": name}
+        if new_file:
+            image = web.call(
+                upload_image, store=store, settings=web.settings, data=data, **shown_as
+            )
+        else:
+            image = web.call(
+                show_image_as, store=store, settings=web.settings, image_id=source_id, **shown_as
+            )
     except UserFacingError as exc:
         gr.Warning(str(exc))
         return {"status": f"⚠ {render.escape_text(str(exc))}", "file": None}

@@ -1,20 +1,17 @@
-"""Read models: plain copies of what a screen shows, taken inside one transaction.
+"""Read models: plain, frozen copies of what a caller sees, taken inside one transaction.
 
-ORM rows do not outlive their transaction here (lazy relations would fail later), so each
-reader checks access through the services and copies the fields the UI needs.
+Services return these, never ORM rows: a row does not outlive its transaction (its lazy
+relations fail later), and a front end that held rows could read fields no check covered.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from serving.models import ChatSession, Job, LinkKind, LinkRole, Turn
-from serving.services.accounts import Actor
-from serving.services.sessions import get_session
-from serving.services.shares import open_shared_session, resolve_link
+from serving.enums import LinkKind, LinkRole
+from serving.models import ChatSession, Image, ShareLink, Turn
 
 
 @dataclass(frozen=True)
@@ -41,6 +38,7 @@ class TurnData:
     job_id: str | None
     job_status: str | None
     job_error: str | None
+    answered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -68,20 +66,34 @@ class SessionData:
     link_kind: str | None = None
 
 
-def image_data(image: Any) -> ImageData:
+@dataclass(frozen=True)
+class LinkData:
+    """A share link as its creator sees it (never its token, which is shown once)."""
+
+    id: str
+    role: LinkRole
+    kind: LinkKind
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+def image_data(image: Image, filename: str | None = None) -> ImageData:
+    """An image as one viewer sees it. The row is shared by everyone who uploaded the same
+    bytes, so the file name is the viewer's session's (or upload's), never the row's."""
     return ImageData(
         id=image.id,
         display_key=image.display_key,
         width_px=image.width_px,
         height_px=image.height_px,
-        filename=image.filename,
+        filename=filename,
         source_format=image.source_format,
         notes=list(image.notes or []),
     )
 
 
 def turn_data(turn: Turn) -> TurnData:
-    job: Job | None = turn.job
+    job = turn.job
     return TurnData(
         id=turn.id,
         index=turn.index,
@@ -105,42 +117,28 @@ def turn_data(turn: Turn) -> TurnData:
         job_id=job.id if job is not None else None,
         job_status=job.status.value if job is not None else None,
         job_error=job.error if job is not None else None,
+        answered_at=turn.answered_at,
     )
 
 
-def session_data(session: ChatSession, *, actor: Actor | None, **how: Any) -> SessionData:
+def session_data(session: ChatSession, **how: Any) -> SessionData:
     return SessionData(
         id=session.id,
         title=session.title,
         owner_id=session.owner_id,
-        image=image_data(session.image),
+        image=image_data(session.image, session.filename),
         regions=list(session.regions or []),
         turns=[turn_data(t) for t in session.turns],
         **how,
     )
 
 
-def read_session(
-    db: Session, *, actor: Actor, session_id: str | None = None, token: str | None = None
-) -> SessionData:
-    """A session the actor may read: their own (or a class fork they teach), or via a link.
-
-    A link is checked on every read, so a revoked or expired link stops working at once.
-    """
-    if token:
-        link = resolve_link(db, token=token)
-        session = open_shared_session(db, token=token)
-        own = session.owner_id == actor.user_id
-        return session_data(
-            session,
-            actor=actor,
-            read_only=not own,
-            can_fork=link.role is LinkRole.fork and not own,
-            link_kind=link.kind.value,
-        )
-    session = get_session(db, actor=actor, session_id=session_id or "")
-    return session_data(session, actor=actor, read_only=session.owner_id != actor.user_id)
-
-
-def link_kind(db: Session, *, token: str) -> LinkKind:
-    return resolve_link(db, token=token).kind
+def link_data(link: ShareLink) -> LinkData:
+    return LinkData(
+        id=link.id,
+        role=link.role,
+        kind=link.kind,
+        created_at=link.created_at,
+        expires_at=link.expires_at,
+        revoked_at=link.revoked_at,
+    )
