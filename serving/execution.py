@@ -29,7 +29,7 @@ from medplib.masks import encode_rle, mask_area, mask_bbox_xyxy_px, mask_to_png_
 from serving.db import transaction
 from serving.job_events import JobEvents, Publisher, Throttled
 from serving.models import Job, JobStatus, Mask, Turn, utcnow
-from serving.predictors import PredictorHolder
+from serving.predictors import PredictionResult, PredictorHolder
 from serving.reconcile import poison_message, timed_out_message
 from serving.services.images import load_display
 from serving.store import ArtefactStore
@@ -66,7 +66,7 @@ class JobContext:
     # Redis for the web processes to relay (a Celery worker).
     events: Publisher = field(default_factory=JobEvents)
     # The model call (`predict`); on a ZeroGPU Space it is wrapped to hold the GPU.
-    predict: Callable[[str, _Claim, JobContext], Any] = field(
+    predict: Callable[[str, _Claim, JobContext], PredictionResult] = field(
         default_factory=lambda: predict  # defined below; looked up when a context is made
     )
 
@@ -299,7 +299,7 @@ def _fail(job_id: str, message: str, *, ctx: JobContext) -> JobStatus:
 
 
 def _store(
-    job_id: str, claim: _Claim, prediction: Any, seconds: float, *, ctx: JobContext
+    job_id: str, claim: _Claim, prediction: PredictionResult, seconds: float, *, ctx: JobContext
 ) -> JobStatus:
     # Mask files first (content-addressed, so a repeat writes nothing new), rows after.
     stored: list[Mask] = []
@@ -316,7 +316,7 @@ def _store(
                 score=None if mask.score is None else float(mask.score),
             )
         )
-    routing = prediction.routing.to_dict() if hasattr(prediction.routing, "to_dict") else None
+    routing = prediction.routing.to_dict() if prediction.routing is not None else None
     with transaction(ctx.factory) as db:
         job = db.get(Job, job_id, with_for_update=True)
         if job is None or job.status is not JobStatus.running:
@@ -329,7 +329,7 @@ def _store(
                 row.turn_id = turn.id
                 db.add(row)
         turn.answer = prediction.answer
-        turn.raw_answer = getattr(prediction, "raw_answer", prediction.answer)
+        turn.raw_answer = prediction.raw_answer
         turn.checkpoint_id = ctx.predictor.get().checkpoint_id
         turn.routing = routing
         turn.timings = {k: float(v) for k, v in (prediction.timings or {}).items()}

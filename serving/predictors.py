@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -13,6 +13,42 @@ import numpy as np
 Progress = Callable[[str, float], None]
 # Called with the answer so far while it is generated (display only; the result is the record).
 TextSink = Callable[[str], None]
+
+
+class MaskResult(Protocol):
+    """One returned mask: (H, W) at the original image size, and the model's confidence."""
+
+    @property
+    def mask(self) -> np.ndarray: ...
+    @property
+    def score(self) -> float | None: ...
+
+
+class RoutingResult(Protocol):
+    """Which expert handled which tokens, as stored on the turn (`RoutingStats.to_dict`)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class PredictionResult(Protocol):
+    """What a predictor's ``ask`` returns; `medplib.predictor.Prediction` is one.
+
+    Read-only members, so a predictor may return a subtype (a list of its own mask type,
+    no routing at all).
+    """
+
+    @property
+    def answer(self) -> str: ...  # as shown: special tokens removed
+    @property
+    def raw_answer(self) -> str: ...  # as decoded, special tokens kept
+    @property
+    def masks(self) -> Sequence[MaskResult]: ...  # one per <SEG>, in order
+    @property
+    def routing(self) -> RoutingResult | None: ...
+    @property
+    def timings(self) -> Mapping[str, float]: ...  # seconds per phase
+    @property
+    def warnings(self) -> Sequence[str]: ...
 
 
 class Predictor(Protocol):
@@ -28,23 +64,23 @@ class Predictor(Protocol):
         *,
         progress: Progress | None = None,
         on_text: TextSink | None = None,
-    ) -> Any: ...
-
-
-@dataclass
-class NoopPrediction:
-    answer: str
-    raw_answer: str
-    masks: list[Any] = field(default_factory=list)
-    routing: Any = None
-    timings: dict[str, float] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    ) -> PredictionResult: ...
 
 
 @dataclass
 class EchoMask:
     mask: np.ndarray
     score: float | None = None
+
+
+@dataclass
+class NoopPrediction:
+    answer: str
+    raw_answer: str
+    masks: list[EchoMask] = field(default_factory=list)
+    routing: RoutingResult | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 class NoopPredictor:

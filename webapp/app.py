@@ -10,6 +10,7 @@ from webapp import auth
 from webapp.handlers import sessions as session_handlers
 from webapp.handlers import share as share_handlers
 from webapp.handlers.common import Web, empty_view
+from webapp.state import ActorState, ViewState
 from webapp.ui import (
     SCREEN,
     account,
@@ -109,7 +110,7 @@ def build_blocks(web: Web) -> gr.Blocks:
         )
         chat.follow_after(c, web, canvas.fill_after(c, web, loaded))
 
-        def remember(view: dict, actor: dict) -> None:
+        def remember(view: ViewState, actor: ActorState) -> None:
             session_handlers.remember_view(web, view, actor)
 
         # Whatever put a session on screen, a reload reopens it.
@@ -123,7 +124,7 @@ def build_blocks(web: Web) -> gr.Blocks:
             trigger_mode="always_last",
         )
 
-        def links(view: dict, actor: dict) -> dict:
+        def links(view: ViewState, actor: ActorState) -> dict:
             return named(c, share_handlers.links_list(web, view, actor))
 
         for tab in (share_tab, class_tab):

@@ -28,13 +28,9 @@ from typing import Any
 import numpy as np
 
 from medplib.errors import UserInputError
-from medplib.geometry import (
-    MaskPrompt,
-    decode_prompter_rows,
-    editor_layer_to_mask,
-    prompts_to_document,
-)
+from medplib.geometry import MaskPrompt, prompts_to_document
 from medplib.masks import decode_rle
+from webapp.widgets import decode_prompter_rows, editor_layer_to_mask
 
 REGION_TAG = "<region>"
 # `<region>` (optionally closed) or "region 2" / "Region #2": how a question names a region.

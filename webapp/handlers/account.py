@@ -15,12 +15,13 @@ from webapp.handlers.common import (
     anonymous_state,
 )
 from webapp.handlers.sessions import account_text, sessions_table
+from webapp.state import ActorState
 
 BAD_LOGIN = "Wrong username or password."
 
 
 def login(
-    web: Web, username: str, password: str, current: dict[str, Any] | None = None
+    web: Web, username: str, password: str, current: ActorState | None = None
 ) -> dict[str, Any]:
     """Check the password; the logged-in actor replaces the anonymous one for this tab.
 
@@ -32,7 +33,7 @@ def login(
             page_login,
             username=username or "",
             password=password or "",
-            anonymous_secret=(current or {}).get("browser_secret"),
+            anonymous_secret=current.get("browser_secret") if current else None,
         )
     except UserFacingError as exc:
         return {"login_status": f"⚠ {render.escape_text(str(exc))}"}

@@ -30,6 +30,7 @@ from webapp.regions import (
     relabel,
     resolve_references,
 )
+from webapp.state import ActorState, ViewState
 
 # Reading the database while notices are missing (the Redis relay is down).
 POLL_INTERVAL_S = 0.5
@@ -38,7 +39,7 @@ FALLBACK_S = 5.0
 
 
 def read_canvases(
-    view: dict[str, Any], prompter: Any, editor: Any, *, with_saved: bool = True
+    view: ViewState, prompter: Any, editor: Any, *, with_saved: bool = True
 ) -> CanvasRegions:
     if not view.get("image_id"):
         return CanvasRegions()
@@ -55,7 +56,7 @@ def regions_changed(
     web: Web,
     prompter: Any,
     editor: Any,
-    view: dict[str, Any],
+    view: ViewState,
     sketches: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Re-read the canvases into the numbered region list (kept in the ``drawn`` state).
@@ -111,10 +112,10 @@ def submit(
     question: str,
     prompter: Any,
     editor: Any,
-    view: dict[str, Any],
-    actor_state: dict[str, Any] | None,
+    view: ViewState,
+    actor_state: ActorState | None,
     session_hash: str | None,
-) -> tuple[JobView, dict[str, Any], dict[str, Any], str, list[dict[str, Any]]]:
+) -> tuple[JobView, ViewState, ActorState, str, list[dict[str, Any]]]:
     """Validate, create the session on the first question, and queue the job.
 
     Returns the job view, the new view state, the actor state, the question as shown and
@@ -141,7 +142,7 @@ def submit(
     )
     shown = question_for_display(resolved.text, resolved.regions)
     # What was drawn is stored with the session now: it becomes saved, keeping its numbers.
-    new_view = {**view, "session_id": job.session_id, "job_id": job.id, "saved": drawn}
+    new_view: ViewState = {**view, "session_id": job.session_id, "job_id": job.id, "saved": drawn}
     return job, new_view, actor_state, shown, drawn
 
 
@@ -150,8 +151,8 @@ async def ask(
     question: str,
     prompter: Any,
     editor: Any,
-    view: dict[str, Any],
-    actor_state: dict[str, Any] | None,
+    view: ViewState,
+    actor_state: ActorState | None,
     chat: list[dict[str, Any]] | None,
     session_hash: str | None,
 ) -> AsyncIterator[dict[str, Any]]:
@@ -197,8 +198,8 @@ async def ask(
 
 async def follow(
     web: Web,
-    view: dict[str, Any],
-    actor_state: dict[str, Any] | None,
+    view: ViewState,
+    actor_state: ActorState | None,
     chat: list[dict[str, Any]] | None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Keep a reopened screen up to date while its newest question is queued or running.
@@ -272,7 +273,7 @@ async def _watch(web: Web, job: JobView, pending: Any) -> AsyncIterator[dict[str
 
 
 async def _final_screen(
-    web: Web, job: JobView, view: dict[str, Any], actor_state: dict[str, Any] | None
+    web: Web, job: JobView, view: ViewState, actor_state: ActorState | None
 ) -> dict[str, Any]:
     """The session as the finished job left it; the drawings on the canvases stay."""
     actor = to_actor(actor_state)
@@ -300,7 +301,7 @@ async def _final_screen(
     return out
 
 
-def cancel(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | None) -> dict[str, Any]:
+def cancel(web: Web, view: ViewState, actor_state: ActorState | None) -> dict[str, Any]:
     actor = to_actor(actor_state)
     job_id = view.get("job_id")
     if actor is None or not job_id:
@@ -317,8 +318,8 @@ def show_turn(
     web: Web,
     turn_index: int | None,
     opacity: float,
-    view: dict[str, Any],
-    actor_state: dict[str, Any] | None,
+    view: ViewState,
+    actor_state: ActorState | None,
 ) -> dict[str, Any]:
     """Details of the picked answer at the chosen overlay opacity."""
     actor = to_actor(actor_state)
@@ -334,7 +335,7 @@ def show_turn(
     return turn_details(web, session, turn, opacity=float(opacity))
 
 
-def clear_saved(web: Web, view: dict[str, Any]) -> dict[str, Any]:
+def clear_saved(web: Web, view: ViewState) -> dict[str, Any]:
     """Drop the regions restored with a session (the next question saves what is drawn)."""
     if not view.get("saved"):
         return {"status": "There are no saved regions to clear."}

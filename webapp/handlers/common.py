@@ -1,7 +1,7 @@
 """What every handler shares: the platform, who is asking, and error translation.
 
-Per-browser state lives in two ``gr.State`` values: the actor (a dict, see `actor_state`)
-and the view (a dict, see `empty_view`). Handlers receive and return them as plain dicts.
+Per-browser state lives in two ``gr.State`` values, typed in `webapp.state`: the actor
+(`actor_state`) and the view (`empty_view`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from serving.services.images import load_display
 from serving.services.turns import JobView
 from webapp.edge import current_address
 from webapp.regions import shown_size
+from webapp.state import ActorState, ViewState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,12 +130,7 @@ class Web:
             return np.asarray(im.resize((shown_w, shown_h), PILImage.Resampling.BILINEAR))
 
 
-# Actor state: {"user_id", "role", "anonymous", "username", "browser_secret"}; empty until
-# the page has loaded. It lives server-side (gr.State is never sent to the page), so the
-# anonymous browser secret kept in it is what a login later proves this browser with.
-
-
-def actor_state(actor: Actor, username: str, browser_secret: str | None = None) -> dict[str, Any]:
+def actor_state(actor: Actor, username: str, browser_secret: str | None = None) -> ActorState:
     return {
         "user_id": actor.user_id,
         "role": actor.role.value,
@@ -144,7 +140,7 @@ def actor_state(actor: Actor, username: str, browser_secret: str | None = None) 
     }
 
 
-def to_actor(state: dict[str, Any] | None) -> Actor | None:
+def to_actor(state: ActorState | None) -> Actor | None:
     if not state or not state.get("user_id"):
         return None
     return Actor(
@@ -167,7 +163,7 @@ def connection_secret(session_hash: str | None) -> str:
     return hmac.new(_CONNECTION_KEY, session_hash.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def anonymous_state(web: Web, browser_secret: str) -> dict[str, Any]:
+def anonymous_state(web: Web, browser_secret: str) -> ActorState:
     # A new anonymous user counts against the address of the request being handled.
     address = current_address(web.settings.trusted_proxy_networks)
 
@@ -181,8 +177,8 @@ def anonymous_state(web: Web, browser_secret: str) -> dict[str, Any]:
 
 
 def ensured_state(
-    web: Web, state: dict[str, Any] | None, session_hash: str | None
-) -> tuple[Actor, dict[str, Any]]:
+    web: Web, state: ActorState | None, session_hash: str | None
+) -> tuple[Actor, ActorState]:
     """The state's actor, or a fresh anonymous one when the page never loaded (API clients).
 
     Returns the actor and the state dict to put back into ``gr.State``.
@@ -199,7 +195,7 @@ def ensured_state(
 # View state: what the main screen currently shows.
 
 
-def empty_view() -> dict[str, Any]:
+def empty_view() -> ViewState:
     return {
         "image_id": None,
         "display_key": None,
@@ -209,9 +205,9 @@ def empty_view() -> dict[str, Any]:
         "shown_h": 0,
         "filename": None,
         "session_id": None,
-        "token": None,  # a share token when the session is read through a link
+        "token": None,
         "read_only": False,
         "can_fork": False,
         "job_id": None,
-        "saved": [],  # regions of a reopened session, kept as stored (see webapp.regions)
+        "saved": [],
     }

@@ -16,6 +16,7 @@ from serving.views import ImageData, SessionData, TurnData
 from webapp import render
 from webapp.handlers.common import Web, empty_view
 from webapp.regions import describe_region, question_for_display
+from webapp.state import ViewState
 
 # A turn whose job is in one of these still owes its answer.
 LIVE_JOB_STATES = ("queued", "running")
@@ -28,11 +29,12 @@ NO_SESSION_CHAT: list[dict[str, str]] = []
 EMPTY_CANVASES: dict[str, Any] = {"prompter": None, "editor": None}
 
 
-def canvas_values(web: Web, view: dict[str, Any]) -> dict[str, Any]:
+def canvas_values(web: Web, view: ViewState) -> dict[str, Any]:
     """Both canvases for the view's image, saved regions burnt in, no prompts on them."""
-    if not view.get("display_key"):
+    display_key = view.get("display_key")
+    if not display_key:
         return dict(EMPTY_CANVASES)
-    shown = web.shown_image(view["display_key"], view["width_px"], view["height_px"])
+    shown = web.shown_image(display_key, view["width_px"], view["height_px"])
     original_wh = (view["width_px"], view["height_px"])
     saved = view.get("saved") or []
     annotated = render.annotate_regions(shown, saved, original_wh=original_wh)
@@ -43,19 +45,32 @@ def canvas_values(web: Web, view: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def view_for_image(web: Web, image: ImageData, **extra: Any) -> dict[str, Any]:
+def view_for_image(
+    web: Web,
+    image: ImageData,
+    *,
+    session_id: str | None = None,
+    read_only: bool = False,
+    can_fork: bool = False,
+    saved: list[dict[str, Any]] | None = None,
+) -> ViewState:
     shown_w, shown_h = web.shown_size(image.width_px, image.height_px)
     view = empty_view()
     view.update(
-        image_id=image.id,
-        display_key=image.display_key,
-        width_px=image.width_px,
-        height_px=image.height_px,
-        shown_w=shown_w,
-        shown_h=shown_h,
-        filename=image.filename,
+        {
+            "image_id": image.id,
+            "display_key": image.display_key,
+            "width_px": image.width_px,
+            "height_px": image.height_px,
+            "shown_w": shown_w,
+            "shown_h": shown_h,
+            "filename": image.filename,
+            "session_id": session_id,
+            "read_only": read_only,
+            "can_fork": can_fork,
+            "saved": saved or [],
+        }
     )
-    view.update(extra)
     return view
 
 

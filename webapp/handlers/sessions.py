@@ -28,11 +28,12 @@ from webapp.handlers.common import (
     to_actor,
 )
 from webapp.handlers.screen import session_screen
+from webapp.state import ActorState, ViewState
 
 SESSION_HEADERS = ["title", "answers", "updated (UTC)", "id"]
 
 
-def sessions_table(web: Web, actor_state: dict[str, Any] | None) -> list[list[Any]]:
+def sessions_table(web: Web, actor_state: ActorState | None) -> list[list[Any]]:
     actor = to_actor(actor_state)
     if actor is None:
         return []
@@ -40,7 +41,7 @@ def sessions_table(web: Web, actor_state: dict[str, Any] | None) -> list[list[An
     return [[s.title, s.turns, f"{s.updated_at:%Y-%m-%d %H:%M}", s.id] for s in rows]
 
 
-def _login_state(web: Web, login_token: str | None) -> dict[str, Any] | None:
+def _login_state(web: Web, login_token: str | None) -> ActorState | None:
     """The account a login cookie stands for, as actor state; None without a live login."""
     if not login_token:
         return None
@@ -81,7 +82,7 @@ def page_load(
     return out
 
 
-def reopen_last(web: Web, actor_state: dict[str, Any]) -> dict[str, Any]:
+def reopen_last(web: Web, actor_state: ActorState) -> dict[str, Any]:
     """The screen of the session this user last had open, or nothing when there is none."""
     actor = to_actor(actor_state)
     if actor is None:
@@ -96,7 +97,7 @@ def reopen_last(web: Web, actor_state: dict[str, Any]) -> dict[str, Any]:
     return session_screen(web, session, message=f"Reopened “{render.escape_text(session.title)}”.")
 
 
-def remember_view(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | None) -> None:
+def remember_view(web: Web, view: ViewState, actor_state: ActorState | None) -> None:
     """Note the session on screen as the one to reopen on a reload."""
     actor = to_actor(actor_state)
     # A session read through a link is not the user's to come back to; an empty screen
@@ -109,7 +110,7 @@ def remember_view(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | 
         pass  # best effort: a reload then opens an older session
 
 
-def account_text(state: dict[str, Any] | None) -> str:
+def account_text(state: ActorState | None) -> str:
     if not state:
         return "Not signed in."
     if state.get("anonymous"):
@@ -124,7 +125,7 @@ def account_text(state: dict[str, Any] | None) -> str:
 
 
 def open_link(
-    web: Web, actor_state: dict[str, Any], token: str, *, as_class: bool = False
+    web: Web, actor_state: ActorState, token: str, *, as_class: bool = False
 ) -> dict[str, Any]:
     actor = to_actor(actor_state)
     assert actor is not None
@@ -146,7 +147,7 @@ def open_link(
     return out
 
 
-def fork_current(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | None) -> dict:
+def fork_current(web: Web, view: ViewState, actor_state: ActorState | None) -> dict:
     actor = to_actor(actor_state)
     token = view.get("token")
     if actor is None or not token:
@@ -163,7 +164,7 @@ def fork_current(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | N
 
 
 def open_session(
-    web: Web, session_id: str | None, actor_state: dict[str, Any] | None
+    web: Web, session_id: str | None, actor_state: ActorState | None
 ) -> dict[str, Any]:
     actor = to_actor(actor_state)
     if actor is None or not session_id:
@@ -177,7 +178,7 @@ def open_session(
 
 
 def remove_session(
-    web: Web, session_id: str | None, view: dict[str, Any], actor_state: dict[str, Any] | None
+    web: Web, session_id: str | None, view: ViewState, actor_state: ActorState | None
 ) -> dict[str, Any]:
     """Delete a session (owners their own, admins any); clear the screen if it was open."""
     actor = to_actor(actor_state)

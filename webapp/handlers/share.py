@@ -16,6 +16,7 @@ from webapp import render
 from webapp.handlers.common import UserFacingError, Web, to_actor
 from webapp.handlers.screen import session_screen
 from webapp.regions import question_for_display
+from webapp.state import ActorState, ViewState
 
 # Expiry choices shown in the UI: label -> hours (None never expires).
 EXPIRY_CHOICES: dict[str, float | None] = {
@@ -58,8 +59,8 @@ def create_link(
     role: str,
     expiry: str,
     as_class: bool,
-    view: dict[str, Any],
-    actor_state: dict[str, Any] | None,
+    view: ViewState,
+    actor_state: ActorState | None,
     base_url: str,
 ) -> dict[str, Any]:
     actor = to_actor(actor_state)
@@ -88,7 +89,7 @@ def create_link(
     }
 
 
-def links_list(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | None) -> dict:
+def links_list(web: Web, view: ViewState, actor_state: ActorState | None) -> dict:
     actor = to_actor(actor_state)
     session_id = view.get("session_id")
     if actor is None or not session_id or view.get("read_only"):
@@ -102,7 +103,7 @@ def links_list(web: Web, view: dict[str, Any], actor_state: dict[str, Any] | Non
 
 
 def revoke(
-    web: Web, link_id: str | None, view: dict[str, Any], actor_state: dict[str, Any] | None
+    web: Web, link_id: str | None, view: ViewState, actor_state: ActorState | None
 ) -> dict[str, Any]:
     actor = to_actor(actor_state)
     if actor is None or not link_id:
@@ -120,9 +121,7 @@ def revoke(
 CLASS_HEADERS = ["student", "answers", "last question", "last answer", "session id"]
 
 
-def class_overview(
-    web: Web, link_id: str | None, actor_state: dict[str, Any] | None
-) -> dict[str, Any]:
+def class_overview(web: Web, link_id: str | None, actor_state: ActorState | None) -> dict[str, Any]:
     """Each student's fork of a class link: who, how many answers, the latest exchange."""
     actor = to_actor(actor_state)
     if actor is None or not link_id:
@@ -147,9 +146,7 @@ def _class_row(fork: ClassFork) -> list[Any]:
     ]
 
 
-def open_fork(
-    web: Web, session_id: str | None, actor_state: dict[str, Any] | None
-) -> dict[str, Any]:
+def open_fork(web: Web, session_id: str | None, actor_state: ActorState | None) -> dict[str, Any]:
     """An instructor reads one student's copy (read-only: it is the student's session)."""
     actor = to_actor(actor_state)
     if actor is None or not session_id:

@@ -15,6 +15,7 @@ from serving.services.validation import volume_choice
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, user_errors
 from webapp.handlers.screen import EMPTY_CANVASES, blank_details, image_info, view_for_image
+from webapp.state import ViewState
 
 # Dropdown value meaning "let the loader choose" (soft tissue for CT, percentiles otherwise).
 DEFAULT_WINDOW = "default"
@@ -64,7 +65,7 @@ def upload(
     window: str | None,
     nifti_axis: int | None,
     nifti_slice: float | None,
-    view: dict[str, Any],
+    view: ViewState,
     drawn: list[dict[str, Any]] | None,
     *,
     new_file: bool,

@@ -13,6 +13,7 @@ import gradio as gr
 from webapp import auth
 from webapp.handlers import account as handlers
 from webapp.handlers.common import Web
+from webapp.state import ActorState
 from webapp.ui import named, outs
 
 LOGIN_OUTPUTS = ("actor", "password", "login_status", "account_md", "sessions_table")
@@ -58,7 +59,7 @@ def build(c: dict[str, Any]) -> None:
 
 
 def wire(c: dict[str, Any], web: Web) -> None:
-    def login(username: str, password: str, actor: dict) -> dict:
+    def login(username: str, password: str, actor: ActorState) -> dict:
         return named(c, handlers.login(web, username, password, actor))
 
     fields = [c["username"], c["password"], c["actor"]]

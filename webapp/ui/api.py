@@ -13,6 +13,7 @@ import gradio as gr
 from webapp.handlers import api as handlers
 from webapp.handlers.common import Web
 from webapp.handlers.share import base_url_of
+from webapp.state import ActorState
 
 
 def build_and_wire(c: dict[str, Any], web: Web) -> None:
@@ -54,7 +55,7 @@ def build_and_wire(c: dict[str, Any], web: Web) -> None:
         export_file = gr.File(label="export")
         button = gr.Button("api")
 
-    def login(username: str, password: str, state: dict) -> tuple:
+    def login(username: str, password: str, state: ActorState) -> tuple:
         return handlers.login(web, username, password, state)
 
     def upload(
@@ -63,7 +64,7 @@ def build_and_wire(c: dict[str, Any], web: Web) -> None:
         axis: float,
         index: float,
         title: str,
-        state: dict,
+        state: ActorState,
         request: gr.Request,
     ) -> tuple:
         return handlers.upload(web, path, window, axis, index, title, state, request.session_hash)
@@ -73,42 +74,47 @@ def build_and_wire(c: dict[str, Any], web: Web) -> None:
         question: str,
         regions_json: str,
         wait: bool,
-        state: dict,
+        state: ActorState,
         request: gr.Request,
     ) -> tuple:
         return await handlers.ask(
             web, session_id, question, regions_json, wait, state, request.session_hash
         )
 
-    def job(job_id: str, state: dict, request: gr.Request) -> dict:
+    def job(job_id: str, state: ActorState, request: gr.Request) -> dict:
         return handlers.job(web, job_id, state, request.session_hash)
 
-    def session(session_id: str, token: str, state: dict, request: gr.Request) -> dict:
+    def session(session_id: str, token: str, state: ActorState, request: gr.Request) -> dict:
         return handlers.session(web, session_id, token, state, request.session_hash)
 
     def share(
-        session_id: str, role: str, hours: float, as_class: bool, state: dict, request: gr.Request
+        session_id: str,
+        role: str,
+        hours: float,
+        as_class: bool,
+        state: ActorState,
+        request: gr.Request,
     ) -> dict:
         base = base_url_of(request, web.settings.root_path)
         return handlers.share(
             web, session_id, role, hours, as_class, state, request.session_hash, base
         )
 
-    def fork(token: str, state: dict, request: gr.Request) -> tuple:
+    def fork(token: str, state: ActorState, request: gr.Request) -> tuple:
         return handlers.fork(web, token, state, request.session_hash)
 
-    def revoke(link_id: str, state: dict, request: gr.Request) -> dict:
+    def revoke(link_id: str, state: ActorState, request: gr.Request) -> dict:
         return handlers.revoke(web, link_id, state, request.session_hash)
 
-    def review_queue(state: dict) -> dict:
+    def review_queue(state: ActorState) -> dict:
         return handlers.review_items(web, state)
 
     def rate(
-        turn_id: str, score: float, correct: str, verdicts: str, comment: str, state: dict
+        turn_id: str, score: float, correct: str, verdicts: str, comment: str, state: ActorState
     ) -> dict:
         return handlers.rate(web, turn_id, score, correct, verdicts, comment, state)
 
-    def export(fmt: str, state: dict) -> str:
+    def export(fmt: str, state: ActorState) -> str:
         return handlers.export(web, fmt, state)
 
     t, n, f = text, number, flag

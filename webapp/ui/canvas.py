@@ -11,6 +11,7 @@ from webapp.handlers import chat as handlers
 from webapp.handlers import screen
 from webapp.handlers.common import Web
 from webapp.render import region_list_markdown
+from webapp.state import ViewState
 from webapp.ui import named, outs
 
 CANVAS_HEIGHT_PX = 460
@@ -60,7 +61,7 @@ def build(c: dict[str, Any]) -> None:
 def fill_after(c: dict[str, Any], web: Web, event: Any) -> Any:
     """Chain the second step of a canvas reset: the handler emptied them, this fills them."""
 
-    def fill(view: dict, prompter: Any) -> dict:
+    def fill(view: ViewState, prompter: Any) -> dict:
         # Handlers that failed left the canvases (and the user's prompts) alone.
         if prompter is not None:
             return named(c, {"prompter": gr.update(), "editor": gr.update()})
@@ -72,13 +73,13 @@ def fill_after(c: dict[str, Any], web: Web, event: Any) -> Any:
 
 
 def wire(c: dict[str, Any], web: Web) -> None:
-    def sketched(prompter: Any, editor: Any, view: dict) -> dict:
+    def sketched(prompter: Any, editor: Any, view: ViewState) -> dict:
         return named(c, handlers.regions_changed(web, prompter, editor, view))
 
-    def prompted(prompter: Any, sketches: list, view: dict) -> dict:
+    def prompted(prompter: Any, sketches: list, view: ViewState) -> dict:
         return named(c, handlers.regions_changed(web, prompter, None, view, sketches))
 
-    def clear_saved(view: dict) -> dict:
+    def clear_saved(view: ViewState) -> dict:
         return named(c, handlers.clear_saved(web, view))
 
     fill_after(

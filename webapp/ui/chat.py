@@ -10,6 +10,7 @@ import gradio as gr
 from webapp.handlers import chat as handlers
 from webapp.handlers import sessions as session_handlers
 from webapp.handlers.common import Web
+from webapp.state import ActorState, ViewState
 from webapp.ui import SCREEN, named, outs
 from webapp.ui.canvas import fill_after
 
@@ -66,7 +67,7 @@ def build(c: dict[str, Any], web: Web) -> None:
 def follow_after(c: dict[str, Any], web: Web, event: Any) -> Any:
     """After a screen opens a session, poll its newest question if that is still running."""
 
-    async def follow(view: dict, actor: dict, chat: list) -> AsyncIterator[dict]:
+    async def follow(view: ViewState, actor: ActorState, chat: list) -> AsyncIterator[dict]:
         async for values in handlers.follow(web, view, actor, chat):
             yield named(c, values)
 
@@ -85,8 +86,8 @@ def wire(c: dict[str, Any], web: Web) -> None:
         question: str,
         prompter: Any,
         editor: Any,
-        view: dict,
-        actor: dict,
+        view: ViewState,
+        actor: ActorState,
         chat: list,
         request: gr.Request,
     ) -> AsyncIterator[dict]:
@@ -108,14 +109,14 @@ def wire(c: dict[str, Any], web: Web) -> None:
             api_visibility="private",
         )
 
-    def cancel(view: dict, actor: dict) -> dict:
+    def cancel(view: ViewState, actor: ActorState) -> dict:
         return named(c, handlers.cancel(web, view, actor))
 
     c["cancel_btn"].click(
         cancel, [c["view"], c["actor"]], outs(c, "status"), api_visibility="private"
     )
 
-    def show(turn: int | None, opacity: float, view: dict, actor: dict) -> dict:
+    def show(turn: int | None, opacity: float, view: ViewState, actor: ActorState) -> dict:
         return named(c, handlers.show_turn(web, turn, opacity, view, actor))
 
     detail_inputs = [c["turn_pick"], c["opacity"], c["view"], c["actor"]]
@@ -124,7 +125,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
         show, detail_inputs, outs(c, DETAILS), show_progress="hidden", api_visibility="private"
     )
 
-    def fork(view: dict, actor: dict) -> dict:
+    def fork(view: ViewState, actor: ActorState) -> dict:
         return named(c, session_handlers.fork_current(web, view, actor))
 
     fill_after(

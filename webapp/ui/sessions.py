@@ -8,6 +8,7 @@ import gradio as gr
 
 from webapp.handlers import sessions as handlers
 from webapp.handlers.common import Web
+from webapp.state import ActorState, ViewState
 from webapp.ui import SCREEN, named, outs
 from webapp.ui.canvas import fill_after
 from webapp.ui.chat import follow_after
@@ -31,7 +32,7 @@ def build(c: dict[str, Any]) -> None:
 
 
 def wire(c: dict[str, Any], web: Web) -> None:
-    def refresh(actor: dict) -> list:
+    def refresh(actor: ActorState) -> list:
         return handlers.sessions_table(web, actor)
 
     c["refresh_sessions"].click(
@@ -50,7 +51,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
         pick, [c["sessions_table"]], c["session_id"], api_visibility="private"
     )
 
-    def open_(session_id: str, actor: dict) -> dict:
+    def open_(session_id: str, actor: ActorState) -> dict:
         return named(c, handlers.open_session(web, session_id, actor))
 
     opened = c["open_session"].click(
@@ -58,7 +59,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
     )
     follow_after(c, web, fill_after(c, web, opened))
 
-    def delete(session_id: str, view: dict, actor: dict) -> dict:
+    def delete(session_id: str, view: ViewState, actor: ActorState) -> dict:
         return named(c, handlers.remove_session(web, session_id, view, actor))
 
     c["delete_session"].click(

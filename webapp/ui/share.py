@@ -8,6 +8,7 @@ import gradio as gr
 
 from webapp.handlers import share as handlers
 from webapp.handlers.common import Web
+from webapp.state import ActorState, ViewState
 from webapp.ui import SCREEN, named, outs
 from webapp.ui.canvas import fill_after
 from webapp.ui.chat import follow_after
@@ -55,7 +56,7 @@ def build_class(c: dict[str, Any]) -> None:
 
 def wire(c: dict[str, Any], web: Web) -> None:
     def create(
-        role: str, expiry: str, klass: bool, view: dict, actor: dict, request: gr.Request
+        role: str, expiry: str, klass: bool, view: ViewState, actor: ActorState, request: gr.Request
     ) -> dict:
         base = handlers.base_url_of(request, web.settings.root_path)
         return named(c, handlers.create_link(web, role, expiry, klass, view, actor, base))
@@ -67,14 +68,14 @@ def wire(c: dict[str, Any], web: Web) -> None:
         api_visibility="private",
     )
 
-    def refresh(view: dict, actor: dict) -> dict:
+    def refresh(view: ViewState, actor: ActorState) -> dict:
         return named(c, handlers.links_list(web, view, actor))
 
     c["links_refresh"].click(
         refresh, [c["view"], c["actor"]], outs(c, "links", "share_status"), api_visibility="private"
     )
 
-    def revoke(link_id: str, view: dict, actor: dict) -> dict:
+    def revoke(link_id: str, view: ViewState, actor: ActorState) -> dict:
         return named(c, handlers.revoke(web, link_id, view, actor))
 
     c["link_revoke"].click(
@@ -84,7 +85,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
         api_visibility="private",
     )
 
-    def overview(link_id: str, actor: dict) -> dict:
+    def overview(link_id: str, actor: ActorState) -> dict:
         return named(c, handlers.class_overview(web, link_id, actor))
 
     c["class_show"].click(
@@ -94,7 +95,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
         api_visibility="private",
     )
 
-    def open_copy(session_id: str, actor: dict) -> dict:
+    def open_copy(session_id: str, actor: ActorState) -> dict:
         return named(c, handlers.open_fork(web, session_id, actor))
 
     opened = c["class_open"].click(

@@ -8,6 +8,7 @@ import gradio as gr
 
 from webapp.handlers import upload as handlers
 from webapp.handlers.common import Web
+from webapp.state import ViewState
 from webapp.ui import SCREEN, named, outs
 from webapp.ui.canvas import fill_after
 
@@ -37,7 +38,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
     inputs = [c["file"], c["window"], c["nifti_axis"], c["nifti_slice"], c["view"], c["drawn"]]
 
     def new_file(
-        path: str | None, window: str, axis: int, index: float, view: dict, drawn: list
+        path: str | None, window: str, axis: int, index: float, view: ViewState, drawn: list
     ) -> dict:
         return named(
             c,
@@ -45,7 +46,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
         )
 
     def same_file(
-        path: str | None, window: str, axis: int, index: float, view: dict, drawn: list
+        path: str | None, window: str, axis: int, index: float, view: ViewState, drawn: list
     ) -> dict:
         return named(
             c,
