@@ -72,6 +72,11 @@ def escape_text(text: str | None) -> str:
     )
 
 
+def toast_text(text: str) -> str:
+    """A message for Gradio's pop-ups, which render HTML (links and images included): as text."""
+    return html.escape(text, quote=False)
+
+
 def mask_color(index: int) -> tuple[int, int, int]:
     return PALETTE[index % len(PALETTE)]
 

@@ -188,3 +188,22 @@ def test_a_share_page_in_chromium_shows_hostile_text_as_text(app, wire, chromium
     finally:
         context.close()
     assert wire.hits == []
+
+
+def test_popups_show_user_text_as_text(monkeypatch):
+    """Gradio's pop-ups render HTML (a link or an image in a message would be live): every
+    message the page pops up is escaped, while API clients and status lines get the plain
+    sentence."""
+    import gradio as gr
+
+    from webapp.handlers.common import UserFacingError, warn
+
+    hostile = "<img src=http://127.0.0.1:1/t.png> <a href='https://evil.example'>x</a> & <region>"
+    shown: list[str] = []
+    monkeypatch.setattr(gr, "Warning", lambda message, *a, **k: shown.append(message))
+    warn(f"Could not open {hostile}.")
+    refused = UserFacingError(f"Could not open {hostile}.")
+    for popup in (shown[0], refused.message):
+        assert "<img" not in popup and "<a " not in popup and "<region>" not in popup
+        assert html.unescape(popup) == f"Could not open {hostile}."
+    assert str(refused) == f"Could not open {hostile}."

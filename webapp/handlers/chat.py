@@ -14,7 +14,7 @@ from serving.job_events import changed_within
 from serving.services.reading import read_session
 from serving.services.turns import JobView, cancel_job, job_view
 from webapp import render
-from webapp.handlers.common import UserFacingError, Web, ensured_state, to_actor, user_errors
+from webapp.handlers.common import UserFacingError, Web, ensured_state, to_actor, user_errors, warn
 from webapp.handlers.screen import (
     EMPTY_CANVASES,
     blank_details,
@@ -162,7 +162,7 @@ async def ask(
             submit, web, question, prompter, editor, view, actor_state, session_hash
         )
     except UserFacingError as exc:
-        gr.Warning(str(exc))
+        warn(str(exc))
         yield {"status": f"⚠ {render.escape_text(str(exc))}"}
         return
     history = list(chat or [])
@@ -297,7 +297,7 @@ async def _final_screen(
     out["view"] = {**out["view"], "job_id": None}
     out["cancel_btn"] = gr.update(visible=False)
     if job.status is JobStatus.failed:
-        gr.Warning(final)
+        warn(final)
     return out
 
 

@@ -31,6 +31,7 @@ from serving.services.images import load_display
 from serving.services.turns import JobView
 from webapp.edge import current_address
 from webapp.regions import shown_size
+from webapp.render import toast_text
 from webapp.state import ActorState, ViewState
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,18 @@ class UserFacingError(gr.Error):
     """
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, print_exception=False)
+        # The page's pop-up renders ``message`` as HTML; ``str()`` stays the plain sentence
+        # (status lines escape it themselves, API clients get it as is).
+        super().__init__(toast_text(message), print_exception=False)
+        self.text = message
 
     def __str__(self) -> str:
-        return str(self.message)
+        return self.text
+
+
+def warn(message: str) -> None:
+    """A warning pop-up on the page, its text shown as typed (see `UserFacingError`)."""
+    gr.Warning(toast_text(message))
 
 
 def message_of(exc: BaseException) -> str:

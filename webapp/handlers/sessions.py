@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-import gradio as gr
-
 from serving.enums import LinkKind
 from serving.services.accounts import valid_browser_secret
 from serving.services.logins import login_identity
@@ -26,6 +24,7 @@ from webapp.handlers.common import (
     anonymous_state,
     connection_secret,
     to_actor,
+    warn,
 )
 from webapp.handlers.screen import session_screen
 from webapp.state import ActorState, ViewState
@@ -142,7 +141,7 @@ def open_link(
             out = session_screen(web, session, message="Opened a shared session.")
             out["view"]["token"] = token
     except UserFacingError as exc:
-        gr.Warning(str(exc))
+        warn(str(exc))
         return {"status": f"⚠ {render.escape_text(str(exc))}"}
     return out
 
@@ -156,7 +155,7 @@ def fork_current(web: Web, view: ViewState, actor_state: ActorState | None) -> d
         fork = web.call(fork_session, actor=actor, token=token)
         session = web.call(read_session, actor=actor, session_id=fork.id)
     except UserFacingError as exc:
-        gr.Warning(str(exc))
+        warn(str(exc))
         return {"status": f"⚠ {render.escape_text(str(exc))}"}
     out = session_screen(web, session, message="Forked: this copy is yours; ask away.")
     out["sessions_table"] = sessions_table(web, actor_state)
@@ -172,7 +171,7 @@ def open_session(
     try:
         session = web.call(read_session, actor=actor, session_id=session_id.strip())
     except UserFacingError as exc:
-        gr.Warning(str(exc))
+        warn(str(exc))
         return {"status": f"⚠ {render.escape_text(str(exc))}"}
     return session_screen(web, session, message=f"Opened “{render.escape_text(session.title)}”.")
 

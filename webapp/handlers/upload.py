@@ -13,7 +13,7 @@ from serving.services.images import original_bytes
 from serving.services.uploads import show_image_as, upload_image
 from serving.services.validation import volume_choice
 from webapp import render
-from webapp.handlers.common import UserFacingError, Web, user_errors
+from webapp.handlers.common import UserFacingError, Web, user_errors, warn
 from webapp.handlers.screen import EMPTY_CANVASES, blank_details, image_info, view_for_image
 from webapp.state import ViewState
 
@@ -103,7 +103,7 @@ def upload(
                 show_image_as, store=store, settings=web.settings, image_id=source_id, **shown_as
             )
     except UserFacingError as exc:
-        gr.Warning(str(exc))
+        warn(str(exc))
         return {"status": f"⚠ {render.escape_text(str(exc))}", "file": None}
     dropped = len(drawn or [])
     message = "Image loaded. Draw regions if you like, then ask a question."
