@@ -17,6 +17,7 @@ from serving.services.reviews import (
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, to_actor
 from webapp.regions import question_for_display
+from webapp.state import ActorState
 
 # The form has this many mask-verdict pickers; answers with more masks are rated elsewhere.
 MAX_MASK_VERDICTS = 8
@@ -40,7 +41,7 @@ def _fail(exc: UserFacingError) -> dict[str, Any]:
     return {"review_status": f"⚠ {render.escape_text(str(exc))}"}
 
 
-def load_queue(web: Web, actor_state: dict[str, Any] | None) -> dict[str, Any]:
+def load_queue(web: Web, actor_state: ActorState | None) -> dict[str, Any]:
     actor = to_actor(actor_state)
     if actor is None:
         return {"review_status": "Log in with a reviewer account first."}
@@ -55,7 +56,7 @@ def load_queue(web: Web, actor_state: dict[str, Any] | None) -> dict[str, Any]:
     return {"review_pick": gr.update(choices=choices, value=first), "review_status": status}
 
 
-def show_item(web: Web, turn_id: str | None, actor_state: dict[str, Any] | None) -> dict:
+def show_item(web: Web, turn_id: str | None, actor_state: ActorState | None) -> dict:
     """The answer under review: image with its masks, question, answer, one picker per mask."""
     actor = to_actor(actor_state)
     hidden = {
@@ -100,7 +101,7 @@ def submit_rating(
     correct: str | None,
     comment: str,
     verdicts: list[str | None],
-    actor_state: dict[str, Any] | None,
+    actor_state: ActorState | None,
 ) -> dict[str, Any]:
     actor = to_actor(actor_state)
     if actor is None or not turn_id:
@@ -126,7 +127,7 @@ def submit_rating(
     return out
 
 
-def statistics(web: Web, actor_state: dict[str, Any] | None) -> dict[str, Any]:
+def statistics(web: Web, actor_state: ActorState | None) -> dict[str, Any]:
     """Agreement between reviewers and the per-checkpoint table (reviewers only)."""
     actor = to_actor(actor_state)
     if actor is None:
@@ -167,7 +168,7 @@ def agreement_rows(report: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def export(web: Web, fmt: str, actor_state: dict[str, Any] | None) -> dict[str, Any]:
+def export(web: Web, fmt: str, actor_state: ActorState | None) -> dict[str, Any]:
     actor = to_actor(actor_state)
     if actor is None:
         return {"review_status": "Log in with a reviewer account first."}

@@ -8,6 +8,7 @@ import gradio as gr
 
 from webapp.handlers import review as handlers
 from webapp.handlers.common import Web
+from webapp.state import ActorState
 from webapp.ui import named, outs
 
 VERDICT_NAMES = tuple(f"verdict_{i}" for i in range(handlers.MAX_MASK_VERDICTS))
@@ -53,10 +54,10 @@ def build(c: dict[str, Any]) -> None:
 
 
 def wire(c: dict[str, Any], web: Web) -> None:
-    def show(turn_id: str, actor: dict) -> dict:
+    def show(turn_id: str, actor: ActorState) -> dict:
         return named(c, handlers.show_item(web, turn_id, actor))
 
-    def load(actor: dict) -> dict:
+    def load(actor: ActorState) -> dict:
         return named(c, handlers.load_queue(web, actor))
 
     c["review_load"].click(
@@ -68,7 +69,12 @@ def wire(c: dict[str, Any], web: Web) -> None:
     )
 
     def submit(
-        turn_id: str, score: float, correct: str, comment: str, actor: dict, *verdicts: str | None
+        turn_id: str,
+        score: float,
+        correct: str,
+        comment: str,
+        actor: ActorState,
+        *verdicts: str | None,
     ) -> dict:
         return named(
             c, handlers.submit_rating(web, turn_id, score, correct, comment, list(verdicts), actor)
@@ -89,7 +95,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
         api_visibility="private",
     ).then(show, [c["review_pick"], c["actor"]], outs(c, ITEM), api_visibility="private")
 
-    def stats(actor: dict) -> dict:
+    def stats(actor: ActorState) -> dict:
         return named(c, handlers.statistics(web, actor))
 
     c["review_stats"].click(
@@ -99,7 +105,7 @@ def wire(c: dict[str, Any], web: Web) -> None:
         api_visibility="private",
     )
 
-    def export(fmt: str, actor: dict) -> dict:
+    def export(fmt: str, actor: ActorState) -> dict:
         return named(c, handlers.export(web, fmt, actor))
 
     c["export_btn"].click(
