@@ -59,6 +59,10 @@ class BuildConfig:
     # Real images are few and hold many labelled structures: use more of each.
     real_n_region: int = 4
     real_max_grounding: int = 12
+    # Real grounding records ask the official MeCoVQA-G question; train items ask each structure
+    # this many ways in all (official + others), val / holdout / zero-shot only the official one,
+    # so the numbers measured on them are those of the official phrasing.
+    real_train_phrasings: int = 2
     workers: int = 1
     overwrite: bool = False
 
@@ -124,6 +128,8 @@ def _write_item(
         n_region=config.real_n_region if real else config.n_region,
         max_grounding=config.real_max_grounding if real else config.max_grounding,
         exhaustive=exhaustive,
+        official_grounding=real,
+        grounding_phrasings=config.real_train_phrasings if meta["split"] == "train" else 1,
     )
     records = []
     for k, qa in enumerate(qas):
@@ -228,6 +234,8 @@ def build_corpus(config: BuildConfig) -> BuildResult:
         raise UserInputError("--synthetic-per-modality must be 0 or more.")
     if config.image_size < 32:
         raise UserInputError("--image-size must be at least 32 pixels.")
+    if config.real_train_phrasings < 1:
+        raise UserInputError("real_train_phrasings must be at least 1.")
     if config.seed < 0 or config.workers < 1:
         raise UserInputError("--seed must be 0 or more and --workers at least 1.")
     if config.realdata is not None and not (config.realdata / "splits.csv").is_file():

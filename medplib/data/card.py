@@ -53,6 +53,33 @@ def _by(records: list[dict], key: str, unique_images: bool = False) -> dict[str,
     return dict(out)
 
 
+def source_table(records: list[dict], credits: dict[str, dict[str, str]]) -> dict[str, dict]:
+    """Per source: its short licence name and its images and records per split."""
+    images, recs = _by(records, "source", True), _by(records, "source")
+    return {
+        source: {
+            "licence": credits.get(source, {}).get("licence_name")
+            or ("generated here" if source == "synthetic" else "unknown"),
+            "images": {s: images[source][s] for s in SPLIT_ORDER if images[source][s]},
+            "records": {s: recs[source][s] for s in SPLIT_ORDER if recs[source][s]},
+        }
+        for source in sorted(images)
+    }
+
+
+def _source_lines(table: dict[str, dict]) -> list[str]:
+    lines = [
+        "| source | licence | images train / val / holdout / zeroshot | records (same splits) |",
+        "|---|---|---|---|",
+    ]
+    for source, row in table.items():
+        counts = [
+            " / ".join(str(row[k].get(s, 0)) for s in SPLIT_ORDER) for k in ("images", "records")
+        ]
+        lines.append(f"| {source} | {row['licence']} | {counts[0]} | {counts[1]} |")
+    return lines
+
+
 def card_data(
     records: list[dict], settings: dict, credits: dict[str, dict[str, str]], notes: list[str]
 ) -> dict:
@@ -73,6 +100,7 @@ def card_data(
             "by_modality": plain(_by(records, "modality", True)),
             "by_source": plain(_by(records, "source", True)),
         },
+        "sources": source_table(records, credits),
         "credits": {s: credits[s] for s in sources if s in credits},
         "notes": notes,
     }
@@ -113,6 +141,13 @@ def write_card(
         *_table(_by(records, "task"), "task"),
         "",
         *_table(_by(records, "answer_type"), "answer type"),
+        "",
+        "## Sources",
+        "",
+        "Licence names in short; the full licence paragraph of each real source is quoted below. "
+        "Only `train` items of permissive sources are trained on.",
+        "",
+        *_source_lines(data["sources"]),
         "",
         "## Images",
         "",

@@ -83,13 +83,23 @@ DESCRIBE_REGION = (
     "Can you describe the visual features of the area {r}?",
     "What does the region {r} look like?",
 )
+# The grounding question of MeCoVQA-G itself: evaluation items are asked in exactly this form.
+OFFICIAL_SEGMENT = "Please generate a mask that segments the {x} in this image."
 SEGMENT = (
     "Please segment the {x}.",
     "Could you segment out the {x} in this image?",
-    "Please generate a mask that segments the {x} in this image.",
+    OFFICIAL_SEGMENT,
     "Can you segment the {x}?",
     "Where is the {x}? Please output its mask.",
     "Segment the {x} in this {m}.",
+)
+# Benign vs malignant, where the label states the biopsy result ("benign tumor").
+DIAGNOSES = ("benign", "malignant")
+DIAGNOSIS_QUESTIONS = (
+    "Is the {x} in this image benign or malignant?",
+    "Is this {x} benign or malignant?",
+    "Does this image show a benign or a malignant {x}?",
+    "What is the pathology of the {x}: benign or malignant?",
 )
 SEGMENT_ANSWER = (
     "The {x}: <SEG>.",
@@ -368,9 +378,41 @@ def _region(scene: Scene, obj: SceneObject, path: str, rng: np.random.Generator)
     return QA("region", kind, f"<image>\n{q.format(r=r)}", a, at)
 
 
-def _grounding(scene: Scene, obj: SceneObject, path: str, rng: np.random.Generator) -> QA:
+def _diagnosis(scene: Scene, rng: np.random.Generator) -> QA | None:
+    """ "Is the tumor benign or malignant?" for a structure named "<diagnosis> <noun>"."""
+    for obj in scene.objects:
+        first, _, noun = obj.name.partition(" ")
+        if first in DIAGNOSES and noun:
+            q = _pick(rng, DIAGNOSIS_QUESTIONS).format(x=noun)
+            return _vqa("diagnosis", q, _cap(first), "closed")
+    return None
+
+
+def grounding_templates(
+    rng: np.random.Generator, count: int, official_first: bool
+) -> list[str | None]:
+    """Question templates for one structure's grounding records.
+
+    Not `official_first`: one None, meaning "pick at random" (the original draw order, so
+    synthetic corpora keep their bytes). Otherwise the official MeCoVQA-G question first,
+    then `count` - 1 other templates, all different.
+    """
+    if not official_first:
+        return [None]
+    others = [t for t in SEGMENT if t != OFFICIAL_SEGMENT]
+    extra = rng.permutation(len(others))[: max(0, count - 1)]
+    return [OFFICIAL_SEGMENT, *(others[int(k)] for k in extra)]
+
+
+def _grounding(
+    scene: Scene,
+    obj: SceneObject,
+    path: str,
+    rng: np.random.Generator,
+    template: str | None = None,
+) -> QA:
     m = MODALITY_PHRASE.get(scene.modality, "image")
-    q = _pick(rng, SEGMENT).format(x=obj.name, m=m)
+    q = (template or _pick(rng, SEGMENT)).format(x=obj.name, m=m)
     plural = is_plural(obj.name)
     answer = _pick(rng, SEGMENT_ANSWER).format(
         x=obj.name, be=_be(obj.name), It="They" if plural else "It"
@@ -388,11 +430,17 @@ def make_questions(
     n_region: int = 2,
     max_grounding: int = 4,
     exhaustive: bool = True,
+    official_grounding: bool = False,
+    grounding_phrasings: int = 1,
 ) -> list[QA]:
     """Question/answer pairs for one scene.
 
     `mask_paths` maps each object name to its mask path relative to the corpus root.
     `exhaustive` says the scene names every finding it has, so "no abnormal finding" is true.
+    `official_grounding`: each structure's first grounding question is the official MeCoVQA-G
+    one, followed by `grounding_phrasings` - 1 other phrasings (else one random phrasing).
+    A structure named with its diagnosis ("malignant tumor") gets a benign-or-malignant
+    question first among the VQA records.
     """
     makers: dict[str, Callable[[], QA | None]] = {
         "modality": lambda: _vqa(
@@ -410,18 +458,23 @@ def make_questions(
         ),
     }
     out: list[QA] = []
-    for kind in rng.permutation(list(makers)):
+    order = [str(k) for k in rng.permutation(list(makers))]
+    if any(o.name.split(" ", 1)[0] in DIAGNOSES for o in scene.objects):
+        # Only for such scenes: other scenes keep their draws, and so their bytes.
+        makers["diagnosis"] = lambda: _diagnosis(scene, rng)
+        order.insert(0, "diagnosis")  # the question a clinician asks of such an image
+    for kind in order:
         if len([q for q in out if q.task == "vqa"]) >= n_vqa:
             break
-        qa = makers[str(kind)]()
+        qa = makers[kind]()
         if qa is not None:
             out.append(qa)
     objects = [o for o in scene.objects if o.name in mask_paths]
-    order = rng.permutation(len(objects))
-    for k in order[:n_region]:
+    for k in rng.permutation(len(objects))[:n_region]:
         obj = objects[int(k)]
         out.append(_region(scene, obj, mask_paths[obj.name], rng))
     for k in rng.permutation(len(objects))[:max_grounding]:
         obj = objects[int(k)]
-        out.append(_grounding(scene, obj, mask_paths[obj.name], rng))
+        for template in grounding_templates(rng, grounding_phrasings, official_grounding):
+            out.append(_grounding(scene, obj, mask_paths[obj.name], rng, template))
     return out

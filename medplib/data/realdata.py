@@ -43,6 +43,11 @@ class _Source2D:
     label_column: str
     site: str = ""
     threshold: float = 0  # masks: foreground where any channel exceeds this
+    # Manifest label → structure name, where the label does not say what the mask holds.
+    rename: tuple[tuple[str, str], ...] = ()
+    # Labels of which each image shows exactly one (one biopsy-proven lesion per image): the
+    # others are certainly absent, which gives true "Is there a malignant tumor?" → "No" answers.
+    exclusive: tuple[str, ...] = ()
 
 
 # Sources read through manifest.csv; the thresholds come from each folder's README.
@@ -53,6 +58,36 @@ SOURCES_2D = {
     "kvasir-seg-mini": _Source2D("endoscopy", "label", "colon", threshold=127),  # JPEG masks
     "pannuke-mini": _Source2D("pathology", "label", threshold=127),  # interpolated RGB edges
     "biomedparse-demo": _Source2D(None, "target"),
+    # Newer folders: masks are 0/255 PNG (any threshold works), labels in `label`.
+    # dsb2018: the mask is the union of every nucleus, so it is asked for as "the nuclei".
+    "dsb2018-nuclei": _Source2D("microscopy", "label", rename=(("nucleus", "nuclei"),)),
+    "hc18-fetal-head": _Source2D("ultrasound", "label", "fetus"),
+    "bus-bra-breast-ultrasound": _Source2D(
+        "ultrasound", "label", "breast", exclusive=("benign tumor", "malignant tumor")
+    ),
+    "ph2-dermoscopy": _Source2D("dermoscopy", "label", "skin"),
+    "kvasir-seg-extra": _Source2D("endoscopy", "label", "colon"),
+}
+
+# Short licence names for the data card's source table (from the realdata README's table);
+# the card also quotes each folder's full licence paragraph.
+LICENCES = {
+    "biomedparse-demo": "Apache-2.0 repo; sources mixed, some non-commercial",
+    "bus-bra-breast-ultrasound": "BUS-BRA licence (MIT-style, citation required)",
+    "busi-mini": "CC0",
+    "dsb2018-nuclei": "CC0 1.0 (BBBC038)",
+    "hc18-fetal-head": "CC BY 4.0",
+    "isic2017-mini": "CC-0",
+    "kvasir-seg-extra": "research / education only",
+    "kvasir-seg-mini": "research / education only",
+    "msd-task06-lung-patches": "CC BY-SA 4.0",
+    "pannuke-mini": "CC BY-NC-SA 4.0",
+    "ph2-dermoscopy": "research use only",
+    "pyradiomics-testcases": "BSD-3 repo; data provenance partly unclear",
+    "sam-med2d-demo": "Apache-2.0 repo; CC BY 4.0 sources",
+    "stardist-dsb2018-nuclei": "BSD-3 package; BBBC038 CC0",
+    "totalsegmentator-example": "Apache-2.0; CC BY 4.0 data; model-made labels",
+    "wbc-segmentation": "GPL-3.0",
 }
 
 
@@ -166,6 +201,7 @@ def _iter_2d(
             masks: dict[str, np.ndarray] = {}
             for row in sorted(group, key=lambda r: r["mask"]):
                 name = label_text(row[spec.label_column])
+                name = dict(spec.rename).get(name, name)
                 mask = read_mask(folder / row["mask"], spec.threshold).mask
                 masks[name] = masks[name] | mask if name in masks else mask
         except (OSError, FileReadError) as exc:
@@ -173,7 +209,8 @@ def _iter_2d(
             continue
         modality = spec.modality or _MODALITY.get(group[0]["modality"].lower(), "unknown")
         site = spec.site or group[0].get("site", "") or ""
-        scene = _scene(rgb, masks, modality, site, max_side, notes, where)
+        absent = tuple(n for n in spec.exclusive if n not in masks) if spec.exclusive else ()
+        scene = _scene(rgb, masks, modality, site, max_side, notes, where, absent)
         if scene is not None:
             case = _case(image_rel)
             yield RealItem(scene, split, source, where, _sha256(folder / image_rel), case)
@@ -443,7 +480,8 @@ def iter_realdata(
 
 
 def read_credits(root: Path) -> dict[str, dict[str, str]]:
-    """Per subfolder: its README title and its **Origin:** and **Licence:** paragraphs, verbatim.
+    """Per subfolder: its README title, its **Origin:** and **Licence:** paragraphs verbatim,
+    and a short licence name (`LICENCES`).
 
     A marker counts at the start of any line, colon inside or outside the bold.
     """
@@ -451,7 +489,10 @@ def read_credits(root: Path) -> dict[str, dict[str, str]]:
     for readme in sorted(root.glob("*/README.md")):
         text = readme.read_text(encoding="utf-8")
         paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text)]
-        entry = {"title": text.splitlines()[0].lstrip("# ").strip() if text else ""}
+        entry = {
+            "title": text.splitlines()[0].lstrip("# ").strip() if text else "",
+            "licence_name": LICENCES.get(readme.parent.name, "see the licence paragraph"),
+        }
         for key, marker in (("origin", "Origin"), ("licence", "Licence")):
             # "**Licence:** CC0" and "**Licence: CC BY 4.0** — ..." both count, from the line
             # that opens with the marker to the end of its paragraph.

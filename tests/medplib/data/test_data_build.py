@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from data_helpers import REALDATA, needs_realdata
+from PIL import Image
 
 from medplib.cli import main
 from medplib.data import MeCoVQADataset, read_mecovqa
-from medplib.data.build import CORPUS_SPLITS, TASKS, BuildConfig, build_corpus
+from medplib.data.build import CORPUS_SPLITS, TASKS, BuildConfig, BuildResult, build_corpus
+from medplib.data.near_duplicates import NEAR_DUPLICATE_BITS, average_hash, near_pairs
 from medplib.data.synthetic import MODALITIES
 
 
@@ -115,27 +118,36 @@ def test_dataset_reads_a_built_split(small: Path):
     assert any(w in item.turns[0].answer.split("<SEG>")[0] for w in name.split()[-4:])
 
 
-def _evaluation_items() -> tuple[set[str], set[str]]:
-    """Realdata files (source/path) and their hashes whose split is holdout or zero-shot."""
-    paths, hashes = set(), set()
+def _evaluation_items() -> tuple[set[str], set[str], dict[str, np.ndarray]]:
+    """Realdata files (source/path), their sha256 and, for 2-D images, their average hash,
+    whose split is holdout or zero-shot."""
+    paths, hashes, looks = set(), set(), {}
     with (REALDATA / "splits.csv").open(newline="") as fh:
         for row in csv.DictReader(fh):
             if row["split"] in ("holdout", "zero-shot"):
                 rel = f"{row['source']}/{row['image'].split(':')[0]}"
                 paths.add(rel)
                 hashes.add(hashlib.sha256((REALDATA / rel).read_bytes()).hexdigest())
-    return paths, hashes
+                if rel not in looks and Path(rel).suffix.lower() in (".png", ".jpg", ".jpeg"):
+                    looks[rel] = average_hash(np.asarray(Image.open(REALDATA / rel).convert("RGB")))
+    return paths, hashes, looks
 
 
-def test_no_holdout_or_zero_shot_item_reaches_train_or_val(tmp_path: Path):
+@pytest.fixture(scope="module")
+def real_corpus(tmp_path_factory) -> tuple[Path, BuildResult]:
+    """Every real item of the shared folder, no synthetic ones (about a minute to build)."""
     needs_realdata()
-    out = tmp_path / "real"
-    result = build_corpus(BuildConfig(out, synthetic_per_modality=0, realdata=REALDATA))
+    out = tmp_path_factory.mktemp("real") / "corpus"
+    return out, build_corpus(BuildConfig(out, synthetic_per_modality=0, realdata=REALDATA))
+
+
+def test_no_holdout_or_zero_shot_item_reaches_train_or_val(real_corpus):
+    out, result = real_corpus
     records = _records(out)
-    eval_paths, eval_hashes = _evaluation_items()
+    eval_paths, eval_hashes, eval_looks = _evaluation_items()
     training = [r for r in records if r["split"] in ("train", "val")]
     evaluation = [r for r in records if r["split"] in ("holdout", "zeroshot")]
-    assert len(training) > 100 and len(evaluation) > 1000
+    assert len(training) > 10_000 and len(evaluation) > 5000
     for r in training:
         assert r["origin"] not in eval_paths
         assert r["origin_sha256"] not in eval_hashes
@@ -145,16 +157,68 @@ def test_no_holdout_or_zero_shot_item_reaches_train_or_val(tmp_path: Path):
     train_bytes = {hashlib.sha256((out / r["image"]).read_bytes()).digest() for r in training}
     eval_bytes = {hashlib.sha256((out / r["image"]).read_bytes()).digest() for r in evaluation}
     assert not train_bytes & eval_bytes
+    # Nor a near-duplicate: no training image within the realdata README's average-hash
+    # distance of any evaluation image, as written to the corpus or as the original file.
+    train_images = sorted({r["image"] for r in training})
+    eval_images = sorted({r["image"] for r in evaluation})
+    look = lambda rel: average_hash(np.asarray(Image.open(out / rel)))  # noqa: E731
+    train_looks = np.stack([look(rel) for rel in train_images])
+    eval_looks_all = np.stack([look(rel) for rel in eval_images] + list(eval_looks.values()))
+    assert len(eval_looks) > 1000  # the originals of every 2-D evaluation image were hashed
+    close = near_pairs(train_looks, eval_looks_all, NEAR_DUPLICATE_BITS)
+    named = list(eval_images) + list(eval_looks)
+    assert not close, [(train_images[i], named[j], d) for i, j, d in close[:5]]
     zeroshot_sources = {r["source"] for r in records if r["split"] == "zeroshot"}
     assert zeroshot_sources == {
         "biomedparse-demo", "kvasir-seg-mini", "pannuke-mini", "pyradiomics-testcases",
-        "wbc-segmentation",
+        "wbc-segmentation", "ph2-dermoscopy", "kvasir-seg-extra",
     }  # fmt: skip
-    assert result.records["grounding"]["holdout"] > 0
+    holdout_sources = {r["source"] for r in records if r["split"] == "holdout"}
+    assert {"dsb2018-nuclei", "hc18-fetal-head", "bus-bra-breast-ultrasound"} <= holdout_sources
+    assert result.records["grounding"]["holdout"] > 500
+
+
+def test_real_grounding_is_asked_in_the_official_phrasing(real_corpus):
+    out, _ = real_corpus
+    official = "<image>\nPlease generate a mask that segments the {} in this image."
+    asked: dict[str, Counter] = {}
+    for r in _records(out):
+        if r["task"] == "grounding":
+            question = r["conversations"][0]["value"]
+            answer = r["conversations"][1]["value"]
+            name = answer.split("<SEG>")[0]  # the answer names the target before <SEG>
+            target = next(n for n in _names(out) if f" {n} " in f" {name} " or f"{n}:" in name)
+            asked.setdefault(r["split"], Counter())[question == official.format(target)] += 1
+    # Evaluation and val: only the official question, so their numbers are that phrasing's.
+    for split in ("val", "holdout", "zeroshot"):
+        assert set(asked[split]) == {True}, split
+    # Training: each structure twice, once officially and once in another phrasing.
+    assert asked["train"][True] == asked["train"][False] > 1000
+
+
+def _names(out: Path) -> list[str]:
+    names = json.loads((out / "classes.json").read_text()).values()
+    return sorted(names, key=len, reverse=True)  # longest first: "malignant tumor" before "tumor"
+
+
+def test_card_lists_each_source_with_licence_and_counts_per_split(real_corpus):
+    out, _ = real_corpus
+    records = _records(out)
     card = json.loads((out / "data_card.json").read_text())
     assert set(card["credits"]) == {r["source"] for r in records}
     assert "CC0" in card["credits"]["busi-mini"]["licence"]
-    assert "## Sources, licences and credits" in (out / "data_card.md").read_text()
+    sources = card["sources"]
+    assert sources["hc18-fetal-head"]["licence"] == "CC BY 4.0"
+    assert sources["ph2-dermoscopy"]["licence"] == "research use only"
+    for source, row in sources.items():
+        images = {s: len({r["image"] for r in records if r["source"] == source and r["split"] == s})
+                  for s in CORPUS_SPLITS}  # fmt: skip
+        assert row["images"] == {s: n for s, n in images.items() if n}, source
+    bus = sources["bus-bra-breast-ultrasound"]["images"]
+    assert bus["holdout"] == 222 and bus["train"] + bus["val"] == 842 and "zeroshot" not in bus
+    md = (out / "data_card.md").read_text()
+    assert "## Sources, licences and credits" in md
+    assert "| dsb2018-nuclei | CC0 1.0 (BBBC038) | " in md
     for task in TASKS:
         for split in CORPUS_SPLITS:
             assert read_mecovqa(out / task / f"{split}.json", out).problems == []
@@ -163,7 +227,11 @@ def test_no_holdout_or_zero_shot_item_reaches_train_or_val(tmp_path: Path):
 def test_volume_slices_stay_on_one_side_of_train_and_val(tmp_path: Path):
     needs_realdata()
     out = tmp_path / "real"
-    build_corpus(BuildConfig(out, synthetic_per_modality=0, realdata=REALDATA, val_fraction=0.5))
+    # A cap per source and split keeps it quick; every volume has fewer slices than the cap.
+    config = BuildConfig(
+        out, synthetic_per_modality=0, realdata=REALDATA, val_fraction=0.5, real_per_source=30
+    )
+    build_corpus(config)
     sides: dict[str, set[str]] = {}
     for r in _records(out):
         if r["split"] in ("train", "val"):

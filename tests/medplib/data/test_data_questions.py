@@ -10,6 +10,7 @@ import pytest
 
 from medplib.data.questions import (
     MODALITY_ANSWER,
+    OFFICIAL_SEGMENT,
     SEGMENT,
     SEGMENT_ANSWER,
     appearance,
@@ -17,7 +18,7 @@ from medplib.data.questions import (
     is_plural,
     make_questions,
 )
-from medplib.data.synthetic import MODALITIES, generate_scene
+from medplib.data.synthetic import MODALITIES, Scene, SceneObject, generate_scene
 
 
 def _all(n: int = 12, seed: int = 0):
@@ -139,3 +140,66 @@ def test_appearance_words_follow_pixel_contrast():
     assert appearance(image, mask, "ultrasound") == "anechoic"
     image[mask] = (180, 30, 30)
     assert appearance(image, mask, "endoscopy").startswith("red")
+
+
+def _lesion_scene(name: str, absent: tuple[str, ...] = ()) -> Scene:
+    image = np.full((64, 64, 3), 120, np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[8:24, 40:60] = True  # upper right
+    image[mask] = 30
+    return Scene(image, "ultrasound", "breast", (SceneObject(name, mask, "finding"),), absent)
+
+
+def test_official_grounding_comes_first_then_other_phrasings():
+    scene = _lesion_scene("fetal head")
+    paths = {"fetal head": "masks/h.png"}
+    for seed in range(10):
+        qas = make_questions(
+            scene,
+            paths,
+            np.random.default_rng(seed),
+            official_grounding=True,
+            grounding_phrasings=3,
+        )
+        asked = [q.question for q in qas if q.task == "grounding"]
+        assert (
+            asked[0]
+            == "<image>\nPlease generate a mask that segments the fetal head in this image."
+        )
+        assert len(asked) == 3 and len(set(asked)) == 3
+        assert all(
+            "<SEG><mask>masks/h.png</mask>" in q.answer for q in qas if q.task == "grounding"
+        )
+    one = make_questions(scene, paths, np.random.default_rng(0), official_grounding=True)
+    assert [q.question for q in one if q.task == "grounding"] == [
+        "<image>\n" + OFFICIAL_SEGMENT.format(x="fetal head")
+    ]
+
+
+def test_a_diagnosis_in_the_label_gives_a_benign_or_malignant_question_first():
+    for name, absent, answer in (
+        ("benign tumor", ("malignant tumor",), "Benign"),
+        ("malignant tumor", ("benign tumor",), "Malignant"),
+    ):
+        presence = Counter()
+        for seed in range(30):
+            qas = make_questions(
+                _lesion_scene(name, absent), {name: "m.png"}, np.random.default_rng(seed)
+            )
+            first = qas[0]
+            assert (first.task, first.kind, first.answer, first.answer_type) == (
+                "vqa",
+                "diagnosis",
+                answer,
+                "closed",
+            )
+            assert "benign" in first.question and "malignant" in first.question  # both offered
+            for qa in qas:
+                if qa.kind == "presence":  # the other diagnosis is certainly absent
+                    presence[qa.answer] += 1
+                    assert qa.answer == ("Yes" if name in qa.question else "No")
+        assert presence["Yes"] and presence["No"]
+    plain = make_questions(
+        _lesion_scene("tumor"), {"tumor": "m.png"}, np.random.default_rng(0), n_vqa=6
+    )
+    assert "diagnosis" not in {q.kind for q in plain}

@@ -184,3 +184,41 @@ def test_credits_copy_origin_and_licence_paragraphs():
     assert credits["hc18-fetal-head"]["licence"].startswith("**Licence: CC BY 4.0**")
     # A licence line inside the origin paragraph is found too, from its own line on.
     assert credits["kvasir-seg-extra"]["licence"].startswith("**Licence:** Kvasir-SEG")
+
+
+NEW_SOURCES = {  # source → (modality, structure names the manifest labels give)
+    "dsb2018-nuclei": ("microscopy", {"nuclei"}),  # manifest "nucleus": the mask holds them all
+    "hc18-fetal-head": ("ultrasound", {"fetal head"}),
+    "bus-bra-breast-ultrasound": ("ultrasound", {"benign tumor", "malignant tumor"}),
+    "ph2-dermoscopy": ("dermoscopy", {"skin lesion"}),
+    "kvasir-seg-extra": ("endoscopy", {"polyp"}),
+}
+
+
+@pytest.mark.parametrize("source", sorted(NEW_SOURCES))
+def test_new_sources_are_read_with_their_manifest_labels_and_splits(real_items, source: str):
+    items, notes = real_items
+    modality, names = NEW_SOURCES[source]
+    mine = {i.origin: i for i in items if i.source == source}
+    skipped = {n.split(":")[0] for n in notes if n.startswith(f"{source}/")}
+    rows = _manifest(source)
+    splits = realdata.read_splits(REALDATA)
+    assert len(mine) + len(skipped) >= len(rows) and len(mine) >= 0.95 * len(rows)
+    for row in rows:
+        item = mine.get(f"{source}/{row['image']}")
+        if item is None:
+            continue
+        assert item.split == splits[(source, row["image"])]
+        assert item.scene.modality == modality
+        (obj,) = item.scene.objects
+        assert obj.name == {"nucleus": "nuclei"}.get(row["label"], row["label"])
+        # Shrunk to 256 px: the foreground share stays what the manifest states.
+        assert obj.mask.mean() == pytest.approx(float(row["mask_fg_fraction"]), abs=0.02)
+        if source == "bus-bra-breast-ultrasound":  # one biopsy-proven lesion: the other is absent
+            assert item.scene.absent == tuple(names - {obj.name})
+            assert item.scene.site == "breast" and obj.kind == "finding"
+    assert {o.name for i in mine.values() for o in i.scene.objects} == names
+    wanted = (
+        {"zero-shot"} if source in ("ph2-dermoscopy", "kvasir-seg-extra") else {"train", "holdout"}
+    )
+    assert {i.split for i in mine.values()} == wanted
