@@ -7,6 +7,7 @@ The database URL comes from the ``sqlalchemy.url`` option when the caller sets i
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from serving.db import make_engine
 from serving.models import Base
@@ -30,17 +31,38 @@ def run_offline() -> None:
         context.run_migrations()
 
 
+def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
+    # On the driver connection, outside any transaction: inside one SQLite ignores the pragma.
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+        if on:
+            broken = cursor.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"The migration left broken foreign keys: {broken[:5]}")
+    finally:
+        cursor.close()
+
+
 def run_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch mode rebuilds a table (copy, drop, rename); with foreign keys on, dropping
+            # the old table would cascade into the rows that reference it. Off for the run,
+            # as SQLite's guide to schema changes says, then checked.
+            _sqlite_foreign_keys(connection, on=False)
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
             # SQLite cannot ALTER constraints; batch mode rebuilds the table instead.
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=sqlite,
         )
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=True)
     engine.dispose()
 
 

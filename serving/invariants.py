@@ -40,7 +40,12 @@ def check_invariants(db: Session, *, store: ArtefactStore) -> list[str]:
                 problems.append(f"turn {t.id}: copied into a fork but has a job")
             if t.answer is None:
                 problems.append(f"turn {t.id}: copied into a fork without its answer")
+            source = turns.get(t.source_turn_id) if t.source_turn_id else None
+            if source is not None and source.source_turn_id is not None:
+                problems.append(f"turn {t.id}: points to a copy, not to the first answer")
             continue
+        if t.source_turn_id is not None:
+            problems.append(f"turn {t.id}: run here but points to a source answer")
         if job is None:
             problems.append(f"turn {t.id}: has no job")
             continue

@@ -176,6 +176,11 @@ class Turn(Base):
     answered_at: Mapped[datetime | None] = mapped_column()
     # Copied with its answer into a fork: such a turn was never run here and has no job.
     copied: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The answer a copy came from (the first one, through forks of forks): reviewers rate that
+    # answer once, however many forks and class copies show it. None for answers run here.
+    source_turn_id: Mapped[str | None] = mapped_column(
+        ForeignKey("turns.id", ondelete="SET NULL"), index=True
+    )
 
     session: Mapped[ChatSession] = relationship(back_populates="turns")
     job: Mapped[Job] = relationship(back_populates="turn", cascade="all, delete-orphan")

@@ -25,12 +25,13 @@ MAX_COMMENT_CHARS = 5000
 
 
 def review_queue(db: Session, *, actor: Actor, limit: int = 20) -> list[TurnData]:
-    """Answered turns this reviewer has not rated yet, oldest first."""
+    """Answers this reviewer has not rated yet, oldest first; each once, however many forks
+    and class copies show it (copies point to the answer they came from)."""
     require(actor, Role.reviewer)
     rated = select(Rating.turn_id).where(Rating.reviewer_id == actor.user_id)
     turns = db.scalars(
         select(Turn)
-        .where(Turn.answer.is_not(None), Turn.id.not_in(rated))
+        .where(Turn.answer.is_not(None), Turn.source_turn_id.is_(None), Turn.id.not_in(rated))
         .options(selectinload(Turn.masks), selectinload(Turn.job))
         .order_by(Turn.answered_at)
         .limit(limit)
@@ -53,7 +54,10 @@ def review_case(db: Session, *, actor: Actor, turn_id: str) -> ReviewCase:
 
 
 def _answered_turn(db: Session, turn_id: str) -> Turn:
+    """The answer under review: a copy in a fork or class session stands for its source."""
     turn = db.get(Turn, turn_id) if well_formed_id(turn_id) else None
+    if turn is not None and turn.source_turn_id is not None:
+        turn = db.get(Turn, turn.source_turn_id)
     if turn is None or turn.answer is None:
         raise NotFound("That answer does not exist or has not finished.")
     return turn
@@ -109,6 +113,7 @@ def rate_turn(
         "mask_verdicts": list(mask_verdicts),
         "comment": comment,
     }
+    turn_id = turn.id  # a copy's rating goes to the answer it came from
     mine = select(Rating).where(Rating.turn_id == turn_id, Rating.reviewer_id == actor.user_id)
     rating = db.scalar(mine)
     if rating is None:

@@ -193,6 +193,7 @@ def _fork(db: Session, *, actor: Actor, token: str) -> ChatSession:
             warnings=list(turn.warnings or []),
             answered_at=turn.answered_at,
             copied=True,
+            source_turn_id=turn.source_turn_id or turn.id,
         )
         fork.turns.append(copy)
         db.flush()

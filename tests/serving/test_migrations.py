@@ -75,3 +75,66 @@ def test_old_anonymous_users_keep_their_sessions_under_a_hashed_secret(database_
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sessions")).scalar() == 1
     engine.dispose()
+
+
+def test_copies_find_their_source_answer_and_a_rebuild_keeps_every_row(database_url, make_platform):
+    """0005 rebuilds `turns` on SQLite: jobs, masks and ratings that reference it survive,
+    and copies made before it (no source recorded) get the first answer as their source."""
+    from sqlalchemy import text
+
+    from serving.execution import run_job
+    from serving.models import LinkKind, LinkRole, Role
+    from serving.services.reviews import rate_turn
+    from serving.services.shares import create_share_link, fork_session
+    from tests.serving.test_shares_reviews import _answered_session, _user
+
+    platform = make_platform(database_url)
+    teacher = _user(platform, "teacher", Role.instructor)
+    student, reviewer = _user(platform, "student"), _user(platform, "rev", Role.reviewer)
+    case = _answered_session(platform, teacher, "first")
+    _answered_session(platform, teacher, "other")
+    _, token = platform.call(create_share_link, actor=teacher, session_id=case, kind=LinkKind.klass)
+    copy = platform.call(fork_session, actor=student, token=token)
+    view = platform.ask(actor=student, session_id=copy.id, question="own", regions=[])
+    run_job(view.id, ctx=platform.ctx)
+    _, fork_token = platform.call(
+        create_share_link, actor=student, session_id=copy.id, role=LinkRole.fork
+    )
+    platform.call(fork_session, actor=teacher, token=fork_token)
+
+    def sources(conn) -> dict[str, str | None]:
+        rows = conn.execute(text("SELECT question, session_id, source_turn_id FROM turns"))
+        ids = dict(conn.execute(text("SELECT session_id || question, id FROM turns")).all())
+        return {
+            f"{q}@{'case' if s == case else s[:6]}": next(
+                (k for k, v in ids.items() if v == src), None
+            )
+            for q, s, src in rows
+        }
+
+    def counts(conn) -> list[int]:
+        return [
+            conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+            for t in ("turns", "jobs", "masks", "ratings")
+        ]
+
+    first = platform.call(
+        lambda db: db.scalar(text("SELECT id FROM turns WHERE session_id = :s"), {"s": case})
+    )
+    platform.call(
+        rate_turn, actor=reviewer, turn_id=first, text_score=4, text_correct=True,
+        mask_verdicts=["good"],
+    )  # fmt: skip
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        before, made = counts(conn), sources(conn)
+    assert sum(v == f"{case}first" for v in made.values()) == 2  # the copy and its fork
+    cfg = alembic_config(database_url)
+    command.downgrade(cfg, "0004")
+    with engine.connect() as conn:
+        assert counts(conn) == before
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        assert counts(conn) == before == [6, 3, 4, 1]  # turns, jobs, masks, ratings
+        assert sources(conn) == made  # the backfill finds what forking recorded
+    engine.dispose()

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from serving.execution import run_job
+from serving.invariants import check_invariants
 from serving.models import LinkKind, LinkRole, Role, ShareLink
 from serving.services.accounts import Actor, create_user
 from serving.services.errors import Forbidden, InvalidInput, NotFound
@@ -90,6 +91,51 @@ def test_fork_copies_answers_and_masks_into_the_viewers_session(sqlite_url, make
     view = platform.ask(actor=guest, session_id=fork.id, question="follow-up", regions=[])
     run_job(view.id, ctx=platform.ctx)
     assert len(platform.call(get_session, actor=owner, session_id=session_id).turns) == 1
+
+
+def test_forks_and_class_copies_are_reviewed_as_the_answer_they_came_from(
+    database_url, make_platform
+):
+    platform = make_platform(database_url)
+    teacher = _user(platform, "teacher", Role.instructor)
+    students = [_user(platform, f"student{k}") for k in range(3)]
+    reviewer, other = _user(platform, "rev", Role.reviewer), _user(platform, "rev2", Role.reviewer)
+    case = _answered_session(platform, teacher, "where is the lesion?")
+    _, class_token = platform.call(
+        create_share_link, actor=teacher, session_id=case, kind=LinkKind.klass
+    )
+    copies = [platform.call(fork_session, actor=s, token=class_token) for s in students]
+    # A fork of a class copy still points to the teacher's answer.
+    _, fork_token = platform.call(
+        create_share_link, actor=students[0], session_id=copies[0].id, role=LinkRole.fork
+    )
+    refork = platform.call(fork_session, actor=teacher, token=fork_token)
+    view = platform.ask(actor=students[1], session_id=copies[1].id, question="mine", regions=[])
+    run_job(view.id, ctx=platform.ctx)
+
+    source = platform.call(get_session, actor=teacher, session_id=case).turns[0]
+    queue = platform.call(review_queue, actor=reviewer)
+    # The teacher's answer once, the student's own question once: five sessions show the first.
+    assert sorted(t.question for t in queue) == ["mine", "where is the lesion?"]
+    assert next(t.id for t in queue if t.question != "mine") == source.id
+    # Rating a copy (a reviewer following a class link) rates the answer it came from.
+    copy_turn = platform.call(get_session, actor=teacher, session_id=refork.id).turns[0]
+    assert copy_turn.id != source.id
+    for who, turn_id, score in ((reviewer, copy_turn.id, 4), (other, source.id, 2)):
+        rating = platform.call(
+            rate_turn,
+            actor=who,
+            turn_id=turn_id,
+            text_score=score,
+            text_correct=True,
+            mask_verdicts=["good"],
+        )
+        assert rating.turn_id == source.id
+    assert [t.question for t in platform.call(review_queue, actor=reviewer)] == ["mine"]
+    (row,) = platform.call(checkpoint_table)
+    assert row["ratings"] == 2  # counted once per reviewer, not once per copy
+    assert platform.call(agreement_report)["items_with_two_or_more"] == 1
+    assert platform.call(lambda db: check_invariants(db, store=platform.store)) == []
 
 
 def test_expired_revoked_and_unknown_links(sqlite_url, make_platform):
