@@ -3,8 +3,9 @@
 Grounding, per sample at the image's resolution (rule from MedPLIB's evaluator, made explicit):
 - all predicted masks of the answer are OR-ed, the reference masks too, and Dice / IoU are taken
   between the two unions (`medplib.metrics`, with its empty-mask rule);
-- an answer without `<SEG>` (no mask at all) scores Dice = IoU = 0 and is counted in
-  ``no_seg_rate`` — unlike an answer whose `<SEG>` mask is empty, which follows the empty rule;
+- an answer without `<SEG>` (no mask at all) is scored as an empty predicted mask, exactly like
+  a `<SEG>` whose mask is empty: 0 against a non-empty reference, 1 against an empty one, in
+  every metric (so mIoU and gIoU are the same number); it is also counted in ``no_seg_rate``;
 - question-ignoring check: where the same image has other annotated targets in the file, the
   prediction's Dice against each other target is averaged; a model that segments "some
   structure" whatever the question scores about as well there as on its own target.
@@ -39,7 +40,10 @@ from medplib.metrics import (
     token_f1,
 )
 
-NO_SEG_RULE = "An answer without <SEG> (no predicted mask) scores Dice = IoU = 0."
+NO_SEG_RULE = (
+    "An answer without <SEG> is scored as an empty predicted mask: Dice = IoU = 0 against a "
+    "non-empty reference, 1 against an empty one (the empty-mask rule)."
+)
 UNION_RULE = "Several masks in one answer (prediction or reference) are scored as their union."
 TEXT_KEYS = ("exact_match", "token_f1", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l")
 QUESTION_IGNORING_NOTE = (
@@ -136,20 +140,12 @@ def _decode_all(
 def grounding_record(
     predicted: Sequence[np.ndarray], target: np.ndarray, *, modality: str, source: str
 ) -> dict[str, Any]:
-    """`segmentation_record` of the predicted union, or a zero record when nothing was predicted."""
-    if not predicted:
-        target_area = int(np.count_nonzero(target))
-        return {
-            "dice": 0.0,
-            "iou": 0.0,
-            "intersection": 0,
-            "union": target_area,
-            "pred_area": 0,
-            "target_area": target_area,
-            "modality": modality,
-            "source": source,
-        }
-    pred = union_masks(predicted, target.shape)
+    """`segmentation_record` of the predicted union; no mask at all counts as an empty mask.
+
+    One rule for every metric: a missing `<SEG>` and a `<SEG>` with an empty mask score the
+    same, so an item whose reference is empty too is a perfect answer in Dice, IoU and gIoU.
+    """
+    pred = union_masks(predicted, target.shape)  # (H, W) bool; all False when nothing predicted
     return segmentation_record(pred, target, modality=modality, source=source)
 
 

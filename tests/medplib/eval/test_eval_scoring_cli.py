@@ -146,6 +146,40 @@ def test_dice_and_iou_match_hand_computation(corpus: Path, capsys):
     assert samples["g3"]["other_target_dice"] is None
 
 
+def test_no_seg_on_an_empty_reference_is_perfect_in_every_metric(tmp_path: Path, capsys):
+    """A missing <SEG> is an empty prediction: same score as a <SEG> with an empty mask."""
+    root = tmp_path / "corpus"
+    image = write_image(root, "ct_00--src--case--2d", (5, 6))
+    empty = write_png(root, "masks/empty.png", rect((5, 6)))
+    full = write_png(root, "masks/full.png", rect((5, 6), (1, 4, 1, 5)))  # 12 px
+    half = write_png(root, "preds/half.png", rect((5, 6), (1, 4, 1, 3)))  # 6 px inside it
+    write_json(
+        tmp_path / "data.json",
+        [grounding(f"e{k}", image, t) for k, t in enumerate((empty, empty, full, full))],
+    )
+    predictions = [
+        {"id": "e0", "answer": "No mask.", "masks": []},  # no <SEG>, nothing to find
+        {"id": "e1", "answer": "", "masks": [encode_rle(rect((5, 6)))]},  # <SEG>, empty mask
+        {"id": "e2", "answer": "No mask.", "masks": []},  # no <SEG>, something to find
+        {"id": "e3", "answer": "", "masks": [half]},  # Dice 2*6/18, IoU 6/12
+    ]
+    write_jsonl(tmp_path / "pred.jsonl", predictions)
+    code, report = _eval(tmp_path, "data.json", "pred.jsonl")
+    assert code == 0, capsys.readouterr().err
+    samples = {s["id"]: s for s in report["samples"]}
+    assert [(samples[f"e{k}"]["dice"], samples[f"e{k}"]["iou"]) for k in range(3)] == [
+        (1.0, 1.0),
+        (1.0, 1.0),
+        (0.0, 0.0),
+    ]
+    assert [rid for rid, s in samples.items() if s["no_seg"]] == ["e0", "e2"]
+    g = report["grounding"]
+    assert g["mDice"] == pytest.approx((1 + 1 + 0 + 2 / 3) / 4)
+    assert g["mIoU"] == pytest.approx((1 + 1 + 0 + 1 / 2) / 4)
+    assert g["gIoU"] == g["mIoU"]  # one empty-mask rule for every metric
+    assert g["no_seg_count"] == 2
+
+
 def test_macro_differs_from_micro_on_two_modalities(tmp_path: Path, capsys):
     root = tmp_path / "corpus"
     image = write_image(root, "ct_00--src--case--2d", (5, 5))
