@@ -56,6 +56,8 @@ demo-model: install
 # The shipped checkpoint on every val and holdout record (about 4 min each on 2 cores) and on
 # zero-shot at most 100 evenly spaced records per source and file (white-blood-cell microscopy
 # alone would be most of it): the model card's numbers. The two runs can go in parallel.
+# Then the best, median and worst real holdout answer per source, outlined on the images.
 demo-eval: install
 	$(PY) -m medplib.eval.corpus --corpus $(DEMO_CORPUS) --out var/demo-eval/val-holdout --splits val holdout
 	$(PY) -m medplib.eval.corpus --corpus $(DEMO_CORPUS) --out var/demo-eval/zeroshot --splits zeroshot --per-source 100
+	$(PY) benchmarks/contour_grid.py --eval var/demo-eval/val-holdout --corpus $(DEMO_CORPUS) --split holdout --out var/demo-eval/holdout-contours.png

@@ -90,6 +90,38 @@ def overlay_rgb(
     return np.clip(np.round(canvas), 0, 255).astype(np.uint8)
 
 
+def contours_rgb(
+    image: np.ndarray,
+    target: np.ndarray,
+    prediction: np.ndarray,
+    *,
+    side_px: int = DISPLAY_SIDE_PX,
+) -> np.ndarray:
+    """Image with both outlines: reference green, prediction red-orange, where they meet green.
+
+    Outlines only, so the anatomy under a large mask stays visible. Returns (H', W', 3) uint8
+    with the longer side near `side_px` (`display_scale`).
+    """
+    rgb = np.asarray(image)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"The image must be (H, W, 3) RGB; got shape {rgb.shape}.")
+    hw = rgb.shape[:2]
+    for name, m in (("target", target), ("prediction", prediction)):
+        if np.asarray(m).shape != hw:
+            raise ValueError(f"The {name} mask has shape {np.asarray(m).shape}; the image is {hw}.")
+    out_hw = display_scale(hw, side_px)
+    canvas = np.array(
+        Image.fromarray(rgb.astype(np.uint8)).resize(
+            (out_hw[1], out_hw[0]), Image.Resampling.BILINEAR
+        )
+    )  # (H', W', 3)
+    canvas[mask_contour(resize_mask_nearest(prediction, out_hw))] = PREDICTION_RGB
+    canvas[mask_contour(resize_mask_nearest(target, out_hw))] = TARGET_RGB
+    return canvas
+
+
 def png_base64(rgb: np.ndarray) -> str:
     """A ``data:image/png;base64,...`` URI of an (H, W, 3) uint8 image, for self-contained HTML."""
     buffer = io.BytesIO()
