@@ -234,6 +234,32 @@ class Mask(Base):
     score: Mapped[float | None] = mapped_column(Float)
 
     turn: Mapped[Turn] = relationship(back_populates="masks")
+    # The model's mask above is version 0 and never changes; corrections are versions 1, 2, ...
+    corrections: Mapped[list[MaskCorrection]] = relationship(
+        back_populates="mask", order_by="MaskCorrection.version", cascade="all, delete-orphan"
+    )
+
+
+class MaskCorrection(Base):
+    """A corrected version of a returned mask: kept beside the original, never overwritten."""
+
+    __tablename__ = "mask_corrections"
+    __table_args__ = (UniqueConstraint("mask_id", "version"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    mask_id: Mapped[str] = mapped_column(ForeignKey("masks.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per mask
+    author_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    rle: Mapped[dict[str, Any]] = mapped_column(JSON)  # COCO RLE at the image's original size
+    png_key: Mapped[str] = mapped_column(String(128))
+    area_px: Mapped[int] = mapped_column(Integer)
+    bbox_xyxy_px: Mapped[list[int] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    mask: Mapped[Mask] = relationship(back_populates="corrections")
+    author: Mapped[User | None] = relationship()
 
 
 class ShareLink(Base):

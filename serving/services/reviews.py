@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 from serving.agreement import cohen_kappa, fleiss_kappa
 from serving.models import MaskVerdict, Rating, Role, Turn
 from serving.services.accounts import Actor, require
+from serving.services.corrections import correction_agreement
 from serving.services.errors import InvalidInput, NotFound
 from serving.services.validation import check_text, well_formed_id, whole_number
 from serving.views import ImageData, TurnData, image_data, turn_data
@@ -147,12 +148,18 @@ def _ratings(db: Session) -> list[Rating]:
 class ReviewStatistics:
     agreement: dict[str, Any]  # see `agreement_report`
     checkpoints: list[dict[str, Any]]  # see `checkpoint_table`
+    masks: dict[str, Any]  # see `serving.services.corrections.correction_agreement`
 
 
 def review_statistics(db: Session, *, actor: Actor) -> ReviewStatistics:
-    """Agreement between reviewers and the per-checkpoint table, for reviewers only."""
+    """Agreement between reviewers (ratings and corrected masks) and the per-checkpoint table,
+    for reviewers only."""
     require(actor, Role.reviewer)
-    return ReviewStatistics(agreement=agreement_report(db), checkpoints=checkpoint_table(db))
+    return ReviewStatistics(
+        agreement=agreement_report(db),
+        checkpoints=checkpoint_table(db),
+        masks=correction_agreement(db),
+    )
 
 
 def agreement_report(db: Session) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 
+import numpy as np
 import pytest
 
 from serving.models import Role
@@ -113,3 +114,67 @@ def test_queue_rate_statistics_and_export(web, answered):
     assert {r["comment"] for r in rows} == {"'=HYPERLINK(x)", ""}
     lines = open(review.export(web, "jsonl", ravi)["export_file"]).read().splitlines()
     assert sorted(json.loads(line)["text_score"] for line in lines) == [2, 4]
+
+
+def test_correct_a_mask_in_the_editor_and_see_reviewers_agree(web, answered):
+    rita = user(web, "rita", Role.reviewer)
+    ravi = user(web, "ravi", Role.reviewer)
+    turn_id = _first_turn(web, answered)
+    opened = review.open_correction(web, turn_id, 1, rita)
+    editor = opened["correction_editor"]
+    background = editor["background"]
+    assert not editor["layers"][0].any() and "version 0: model" in opened["correction_versions"]
+    h, w = background.shape[:2]  # the image as shown; the original is 40 x 60
+
+    def strokes(x0: float, x1: float, y1: float = 0.5) -> dict:
+        layer = np.zeros((h, w, 4), dtype=np.uint8)
+        layer[: int(y1 * h), int(x0 * w) : int(x1 * w)] = (255, 64, 64, 255)
+        return {"background": background, "layers": [layer], "composite": None}
+
+    replace, add, remove = (
+        review.CORRECTION_MODES[2],
+        review.CORRECTION_MODES[0],
+        review.CORRECTION_MODES[1],
+    )
+    saved = review.save_correction(web, turn_id, 1, replace, strokes(0.0, 0.5, 0.75), rita)
+    assert saved["correction_status"] == "Saved as version 1 of mask 1."
+    assert "version 1: rita, 900 px" in saved["correction_versions"]  # 30 rows x 30 columns
+    # The new version is what the editor shows next: tinted where the strokes were.
+    shown = saved["correction_editor"]["background"]
+    assert shown.shape == background.shape and not np.array_equal(shown, background)
+    # Added and removed strokes combine with the latest version.
+    review.save_correction(web, turn_id, 1, add, strokes(0.5, 1.0, 0.25), rita)  # + 10 x 30
+    after = review.save_correction(web, turn_id, 1, remove, strokes(0.0, 1.0, 0.25), rita)
+    assert "version 2: rita, 1200 px" in after["correction_versions"]
+    assert "version 3: rita, 600 px" in after["correction_versions"]  # rows 10-30, cols 0-30
+    review.save_correction(web, turn_id, 1, replace, strokes(0.25, 0.75), ravi)
+    stats = review.statistics(web, rita)
+    overall, pair = stats["mask_agreement"]
+    # Latest versions: rita rows 10-30 x cols 0-30 (600 px), ravi rows 0-20 x cols 15-45
+    # (600 px); shared rows 10-20 x cols 15-30 = 150 px. Dice 300/1200, IoU 150/1050.
+    assert overall == ["all reviewer pairs", 1, "0.25", "0.14"]
+    assert pair[0] in ("rita & ravi", "ravi & rita") and pair[1:] == [1, "0.25", "0.14"]
+
+
+def test_bad_corrections_keep_the_drawing_and_say_why(web, answered, tmp_path):
+    rita = user(web, "rita", Role.reviewer)
+    turn_id = _first_turn(web, answered)
+    opened = review.open_correction(web, turn_id, 1, rita)["correction_editor"]
+    h, w = opened["background"].shape[:2]
+    blank = {**opened, "layers": [np.zeros((h, w, 4), dtype=np.uint8)]}
+    everything = {**opened, "layers": [np.full((h, w, 4), 255, dtype=np.uint8)]}
+    add, remove = review.CORRECTION_MODES[0], review.CORRECTION_MODES[1]
+
+    def status(*args) -> str:
+        return review.save_correction(web, turn_id, *args)["correction_status"]
+
+    assert "Nothing is painted" in status(1, add, blank, rita)
+    assert "Nothing is painted" in status(1, add, None, rita)
+    assert "empty" in status(1, remove, everything, rita)  # removing everything
+    assert "no mask 9" in status(9, add, everything, rita)
+    assert "Choose what the strokes do" in status(1, "paint", everything, rita)
+    stranger = browser(web, "s" * 32)["actor"]
+    assert "reviewer role" in review.open_correction(web, turn_id, 1, stranger)["correction_status"]
+    assert "Pick an answer" in review.open_correction(web, None, 1, rita)["correction_status"]
+    versions = review.open_correction(web, turn_id, 1, rita)["correction_versions"]
+    assert "version 1" not in versions  # nothing was stored

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
-from medplib.masks import decode_rle, resize_mask_nearest
+from medplib.masks import decode_rle, encode_rle, resize_mask_nearest
+from serving.services.corrections import MaskVersionData, correct_mask, mask_versions
 from serving.services.reviews import (
     export_ratings,
     rate_turn,
@@ -15,9 +17,10 @@ from serving.services.reviews import (
     review_statistics,
 )
 from webapp import render
-from webapp.handlers.common import UserFacingError, Web, to_actor
+from webapp.handlers.common import UserFacingError, Web, to_actor, user_errors
 from webapp.regions import question_for_display
 from webapp.state import ActorState
+from webapp.widgets import editor_layer_to_mask
 
 # The form has this many mask-verdict pickers; answers with more masks are rated elsewhere.
 MAX_MASK_VERDICTS = 8
@@ -25,6 +28,8 @@ VERDICTS = ["good", "partly", "wrong"]
 CORRECT_CHOICES = ["yes", "no", "unsure"]
 FRESH_FORM: dict[str, Any] = {"review_score": 3, "review_correct": "unsure", "review_comment": ""}
 AGREEMENT_HEADERS = ["reviewers", "answers rated by all of them", "κ text score", "κ correct"]
+MASK_AGREEMENT_HEADERS = ["reviewers", "masks corrected by both", "mean Dice", "mean IoU"]
+CORRECTION_MODES = ["add to the mask", "remove from the mask", "replace the mask"]
 CHECKPOINT_HEADERS = [
     "checkpoint",
     "ratings",
@@ -138,7 +143,11 @@ def statistics(web: Web, actor_state: ActorState | None) -> dict[str, Any]:
     except UserFacingError as exc:
         return _fail(exc)
     rows = [[row.get(h) for h in CHECKPOINT_HEADERS] for row in stats.checkpoints]
-    return {"agreement": agreement_rows(stats.agreement), "checkpoint_table": rows}
+    return {
+        "agreement": agreement_rows(stats.agreement),
+        "mask_agreement": mask_agreement_rows(stats.masks),
+        "checkpoint_table": rows,
+    }
 
 
 def agreement_rows(report: dict[str, Any]) -> list[list[Any]]:
@@ -166,6 +175,145 @@ def agreement_rows(report: dict[str, Any]) -> list[list[Any]]:
             ]
         )
     return rows
+
+
+def mask_agreement_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """Corrected-mask agreement as table rows: all pairs together, then each pair by name."""
+
+    def score(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    overall = report.get("overall") or {}
+    rows: list[list[Any]] = [
+        [
+            "all reviewer pairs",
+            overall.get("items", 0),
+            score(overall.get("dice")),
+            score(overall.get("iou")),
+        ]
+    ]
+    for pair in report.get("by_pair") or []:
+        rows.append(
+            [" & ".join(pair["names"]), pair["items"], score(pair["dice"]), score(pair["iou"])]
+        )
+    return rows
+
+
+def _versions_markdown(versions: list[MaskVersionData]) -> str:
+    lines = [
+        f"- version {v.version}: {render.escape_text(v.author)}, {v.area_px} px"
+        + (f", {v.created_at:%Y-%m-%d %H:%M}" if v.created_at else "")
+        for v in versions
+    ]
+    return (
+        "**Versions of this mask** (0 is the model's; none is ever overwritten):\n\n"
+        + "\n".join(lines)
+    )
+
+
+def _mask_index(mask_number: float | None) -> int:
+    if mask_number is None:
+        raise UserFacingError("Choose which mask to correct (1 is the first).")
+    return int(mask_number) - 1
+
+
+def _editor_value(web: Web, image: Any, latest_rle: dict[str, Any]) -> dict[str, Any]:
+    """The image as shown with the mask's latest version tinted in, and nothing painted yet.
+
+    The mask is part of the background (the editor's own layers do not reliably show a layer
+    sent from the server), so strokes are combined with it by the chosen mode on save.
+    """
+    shown = web.shown_image(image.display_key, image.width_px, image.height_px)  # (h, w, 3)
+    latest = resize_mask_nearest(decode_rle(latest_rle), shown.shape[:2])
+    tinted = render.overlay_masks(shown, [latest], opacity=0.45)
+    # A transparent layer of the image's size: the editor's own default layer can be sized
+    # before the image arrives and then takes no strokes.
+    blank = np.zeros((*shown.shape[:2], 4), dtype=np.uint8)  # (h, w, RGBA)
+    return {"background": tinted, "layers": [blank], "composite": None}
+
+
+def open_correction(
+    web: Web, turn_id: str | None, mask_number: float | None, actor_state: ActorState | None
+) -> dict[str, Any]:
+    """The editor on the image as shown, with the mask's latest version tinted in."""
+    actor = to_actor(actor_state)
+    if actor is None or not turn_id:
+        return {"correction_status": "Pick an answer first."}
+    try:
+        index = _mask_index(mask_number)
+        case = web.call(review_case, actor=actor, turn_id=turn_id)
+        versions = web.call(mask_versions, actor=actor, turn_id=turn_id, mask_index=index)
+    except UserFacingError as exc:
+        return {"correction_status": f"⚠ {render.escape_text(str(exc))}"}
+    return {
+        "correction_editor": _editor_value(web, case.image, versions[-1].rle),
+        "correction_versions": _versions_markdown(versions),
+        "correction_status": (
+            f"Mask {index + 1}, version {versions[-1].version} (tinted). Paint, pick what the "
+            "strokes do, then save."
+        ),
+    }
+
+
+def combine(latest: np.ndarray, painted: np.ndarray, mode: str) -> np.ndarray:
+    """The corrected mask: strokes added to, removed from, or replacing the latest version."""
+    if mode == "remove from the mask":
+        return latest & ~painted
+    if mode == "replace the mask":
+        return painted.copy()
+    return latest | painted
+
+
+def save_correction(
+    web: Web,
+    turn_id: str | None,
+    mask_number: float | None,
+    mode: str | None,
+    editor: dict[str, Any] | None,
+    actor_state: ActorState | None,
+) -> dict[str, Any]:
+    """Combine the strokes with the latest version and save the result as the next version."""
+    actor = to_actor(actor_state)
+    if actor is None or not turn_id:
+        return {"correction_status": "Pick an answer first."}
+    layers = [layer for layer in (editor or {}).get("layers") or [] if layer is not None]
+    if mode not in CORRECTION_MODES:
+        return {
+            "correction_status": f"⚠ Choose what the strokes do: {', '.join(CORRECTION_MODES)}."
+        }
+    try:
+        index = _mask_index(mask_number)
+        case = web.call(review_case, actor=actor, turn_id=turn_id)
+        image = case.image
+        with user_errors():
+            painted = np.zeros((image.height_px, image.width_px), dtype=bool)  # (H, W)
+            for layer in layers:
+                painted |= editor_layer_to_mask(
+                    np.asarray(layer), height_px=image.height_px, width_px=image.width_px
+                )
+        if not painted.any():
+            raise UserFacingError("Nothing is painted yet: open the mask, then paint on it.")
+        versions = web.call(mask_versions, actor=actor, turn_id=turn_id, mask_index=index)
+        latest = decode_rle(versions[-1].rle)
+        corrected = combine(latest, painted, mode)
+        if np.array_equal(corrected, latest):
+            raise UserFacingError(f"The strokes do not change the mask ({mode}); nothing saved.")
+        saved = web.call(
+            correct_mask,
+            actor=actor,
+            store=web.platform.store,
+            turn_id=turn_id,
+            mask_index=index,
+            mask_rle=encode_rle(corrected),
+        )
+        versions = web.call(mask_versions, actor=actor, turn_id=turn_id, mask_index=index)
+    except UserFacingError as exc:
+        return {"correction_status": f"⚠ {render.escape_text(str(exc))}"}  # the drawing stays
+    return {
+        "correction_editor": _editor_value(web, image, saved.rle),
+        "correction_versions": _versions_markdown(versions),
+        "correction_status": f"Saved as version {saved.version} of mask {index + 1}.",
+    }
 
 
 def export(web: Web, fmt: str, actor_state: ActorState | None) -> dict[str, Any]:

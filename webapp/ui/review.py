@@ -1,4 +1,4 @@
-"""Review tab: queue, rating form, agreement and per-checkpoint table, export."""
+"""Review tab: queue, rating form, mask correction, agreement and per-checkpoint table, export."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def build(c: dict[str, Any]) -> None:
         "rated yet; several reviewers may rate the same answer (see the agreement below)."
     )
     with gr.Row():
-        c["review_load"] = gr.Button("Load my queue", variant="primary")
+        c["review_load"] = gr.Button(
+            "Load my queue", variant="primary", elem_id="medplib-review-load"
+        )
         c["review_pick"] = gr.Dropdown(label="Answer to rate", choices=[], scale=3)
     with gr.Row():
         c["review_image"] = gr.Image(label="Image and masks", type="numpy", interactive=False)
@@ -36,13 +38,49 @@ def build(c: dict[str, Any]) -> None:
                 c[name] = gr.Radio(handlers.VERDICTS, label="mask", visible=False)
             c["review_comment"] = gr.Textbox(label="Comment", lines=2)
             c["review_submit"] = gr.Button("Submit rating", variant="primary")
-    c["review_status"] = gr.Markdown()
+    c["review_status"] = gr.Markdown(elem_id="medplib-review-status")
+    with gr.Accordion("Correct a mask", open=False):
+        with gr.Row():
+            c["correction_mask"] = gr.Number(
+                value=1, minimum=1, precision=0, label="Mask number", scale=1
+            )
+            c["correction_open"] = gr.Button(
+                "Open in the editor", scale=1, elem_id="medplib-correction-open"
+            )
+            c["correction_save"] = gr.Button(
+                "Save correction", variant="primary", scale=1, elem_id="medplib-correction-save"
+            )
+        c["correction_mode"] = gr.Radio(
+            handlers.CORRECTION_MODES,
+            value=handlers.CORRECTION_MODES[0],
+            label="Strokes",
+            elem_id="medplib-correction-mode",
+        )
+        c["correction_editor"] = gr.ImageEditor(
+            label="The mask is tinted in; paint strokes (undo and eraser are in the toolbar)",
+            type="numpy",
+            sources=(),
+            transforms=(),
+            brush=gr.Brush(colors=["#ff4040"], color_mode="fixed", default_size=8),
+            eraser=gr.Eraser(default_size=12),
+            layers=True,  # without, the editor has no layer to paint on
+            format="png",
+            elem_id="medplib-correction-editor",
+        )
+        c["correction_status"] = gr.Markdown(elem_id="medplib-correction-status")
+        c["correction_versions"] = gr.Markdown(elem_id="medplib-correction-versions")
     with gr.Accordion("Agreement and checkpoints", open=False):
-        c["review_stats"] = gr.Button("Compute")
+        c["review_stats"] = gr.Button("Compute", elem_id="medplib-review-stats")
         c["agreement"] = gr.Dataframe(
             headers=handlers.AGREEMENT_HEADERS,
             interactive=False,
             label="Inter-rater agreement (kappa; 1 = full agreement, 0 = chance)",
+        )
+        c["mask_agreement"] = gr.Dataframe(
+            headers=handlers.MASK_AGREEMENT_HEADERS,
+            interactive=False,
+            label="Corrected masks: agreement between reviewers (latest versions; 1 = identical)",
+            elem_id="medplib-mask-agreement",
         )
         c["checkpoint_table"] = gr.Dataframe(
             headers=handlers.CHECKPOINT_HEADERS, interactive=False, label="Per checkpoint"
@@ -101,7 +139,35 @@ def wire(c: dict[str, Any], web: Web) -> None:
     c["review_stats"].click(
         stats,
         [c["actor"]],
-        outs(c, "agreement", "checkpoint_table", "review_status"),
+        outs(c, "agreement", "mask_agreement", "checkpoint_table", "review_status"),
+        api_visibility="private",
+    )
+
+    def open_correction(turn_id: str, number: float, actor: ActorState) -> dict:
+        return named(c, handlers.open_correction(web, turn_id, number, actor))
+
+    def save_correction(
+        turn_id: str, number: float, mode: str, editor: Any, actor: ActorState
+    ) -> dict:
+        return named(c, handlers.save_correction(web, turn_id, number, mode, editor, actor))
+
+    correction = ("correction_editor", "correction_versions", "correction_status")
+    c["correction_open"].click(
+        open_correction,
+        [c["review_pick"], c["correction_mask"], c["actor"]],
+        outs(c, *correction),
+        api_visibility="private",
+    )
+    c["correction_save"].click(
+        save_correction,
+        [
+            c["review_pick"],
+            c["correction_mask"],
+            c["correction_mode"],
+            c["correction_editor"],
+            c["actor"],
+        ],
+        outs(c, *correction),
         api_visibility="private",
     )
 
