@@ -109,7 +109,7 @@ def draw_grid(
                 ],
                 item.image_hw,
             )
-            caption = f"{source[:12]} {rank} {float(sample[key]):.2f}"
+            caption = f"{source[:10]} {rank} {float(sample[key]):.2f}"  # fits a 128 px tile
             tile = _tile(contours_rgb(image, target, predicted, side_px=side_px), caption, side_px)
             c = RANKS.index(rank)
             grid.paste(
