@@ -159,7 +159,8 @@ def correction_agreement(db: Session) -> dict[str, Any]:
     """Pairwise Dice and IoU between reviewers' latest corrections of the same mask.
 
     Per answer mask (rows), per reviewer pair and overall (`serving.agreement.mask_agreement`),
-    with reviewers named; ``corrected_masks`` counts masks corrected at least once.
+    with reviewers named in alphabetical order; ``corrected_masks`` counts masks corrected at
+    least once.
     """
     rows = db.scalars(
         select(MaskCorrection)
@@ -183,15 +184,18 @@ def correction_agreement(db: Session) -> dict[str, Any]:
         "rows": [
             {
                 "mask_id": r["item"],
-                "names": [names[r["reviewers"][0]], names[r["reviewers"][1]]],
+                "names": sorted(names[reviewer] for reviewer in r["reviewers"]),
                 "dice": r["dice"],
                 "iou": r["iou"],
             }
             for r in report["rows"]
         ],
-        "by_pair": [
-            {"names": [names[a], names[b]], **values}
-            for (a, b), values in sorted(report["by_pair"].items())
-        ],
+        "by_pair": sorted(
+            (
+                {"names": sorted((names[a], names[b])), **values}
+                for (a, b), values in report["by_pair"].items()
+            ),
+            key=lambda row: row["names"],
+        ),
         "overall": report["overall"],
     }
