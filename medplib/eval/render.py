@@ -51,6 +51,22 @@ def display_scale(shape_hw: tuple[int, int], side_px: int = DISPLAY_SIDE_PX) -> 
     return max(1, round(h * side_px / longest)), max(1, round(w * side_px / longest))
 
 
+def _checked_rgb(
+    image: np.ndarray, *, target: np.ndarray | None, prediction: np.ndarray | None
+) -> np.ndarray:
+    """(H, W, 3) RGB of a grey or RGB image; each mask given must be (H, W)."""
+    rgb = np.asarray(image)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"The image must be (H, W, 3) RGB; got shape {rgb.shape}.")
+    hw = rgb.shape[:2]
+    for name, m in (("target", target), ("prediction", prediction)):
+        if m is not None and np.asarray(m).shape != hw:
+            raise ValueError(f"The {name} mask has shape {np.asarray(m).shape}; the image is {hw}.")
+    return rgb
+
+
 def overlay_rgb(
     image: np.ndarray,
     target: np.ndarray | None,
@@ -63,15 +79,8 @@ def overlay_rgb(
     The contour is drawn after resizing, so it stays one display pixel wide. `side_px` None
     keeps the original size. Returns (H', W', 3) uint8.
     """
-    rgb = np.asarray(image)
-    if rgb.ndim == 2:
-        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"The image must be (H, W, 3) RGB; got shape {rgb.shape}.")
+    rgb = _checked_rgb(image, target=target, prediction=prediction)
     hw = rgb.shape[:2]
-    for name, m in (("target", target), ("prediction", prediction)):
-        if m is not None and np.asarray(m).shape != hw:
-            raise ValueError(f"The {name} mask has shape {np.asarray(m).shape}; the image is {hw}.")
     out_hw = display_scale(hw, side_px) if side_px else hw
     if out_hw != hw:
         resized = Image.fromarray(rgb.astype(np.uint8)).resize(
@@ -102,16 +111,8 @@ def contours_rgb(
     Outlines only, so the anatomy under a large mask stays visible. Returns (H', W', 3) uint8
     with the longer side near `side_px` (`display_scale`).
     """
-    rgb = np.asarray(image)
-    if rgb.ndim == 2:
-        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"The image must be (H, W, 3) RGB; got shape {rgb.shape}.")
-    hw = rgb.shape[:2]
-    for name, m in (("target", target), ("prediction", prediction)):
-        if np.asarray(m).shape != hw:
-            raise ValueError(f"The {name} mask has shape {np.asarray(m).shape}; the image is {hw}.")
-    out_hw = display_scale(hw, side_px)
+    rgb = _checked_rgb(image, target=target, prediction=prediction)
+    out_hw = display_scale(rgb.shape[:2], side_px)
     canvas = np.array(
         Image.fromarray(rgb.astype(np.uint8)).resize(
             (out_hw[1], out_hw[0]), Image.Resampling.BILINEAR

@@ -164,18 +164,16 @@ def correction_agreement(db: Session) -> dict[str, Any]:
     """
     rows = db.scalars(
         select(MaskCorrection)
-        .options(selectinload(MaskCorrection.author), selectinload(MaskCorrection.mask))
+        .options(selectinload(MaskCorrection.author))
         .order_by(MaskCorrection.mask_id, MaskCorrection.version)
     )
     latest: dict[Hashable, dict[str, np.ndarray]] = defaultdict(dict)
     names: dict[str, str] = {}
-    reviewers: set[str] = set()
     masks: set[str] = set()
     for row in rows:
         masks.add(row.mask_id)
         if row.author is None or row.author.role not in (Role.reviewer, Role.admin):
             continue
-        reviewers.add(row.author.id)
         names[row.author.id] = row.author.username
         latest[row.mask_id][row.author.id] = decode_rle(row.rle)  # later versions replace
     report = mask_agreement(latest)

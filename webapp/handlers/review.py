@@ -150,12 +150,13 @@ def statistics(web: Web, actor_state: ActorState | None) -> dict[str, Any]:
     }
 
 
+def _two_places(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def agreement_rows(report: dict[str, Any]) -> list[list[Any]]:
     """The agreement report as table rows: all reviewers first, then each pair by name."""
-
-    def kappa(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2f}"
-
+    kappa = _two_places
     fleiss = report.get("fleiss") or {}
     rows: list[list[Any]] = [
         [
@@ -179,10 +180,7 @@ def agreement_rows(report: dict[str, Any]) -> list[list[Any]]:
 
 def mask_agreement_rows(report: dict[str, Any]) -> list[list[Any]]:
     """Corrected-mask agreement as table rows: all pairs together, then each pair by name."""
-
-    def score(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2f}"
-
+    score = _two_places
     overall = report.get("overall") or {}
     rows: list[list[Any]] = [
         [
@@ -226,8 +224,7 @@ def _editor_value(web: Web, image: Any, latest_rle: dict[str, Any]) -> dict[str,
     shown = web.shown_image(image.display_key, image.width_px, image.height_px)  # (h, w, 3)
     latest = resize_mask_nearest(decode_rle(latest_rle), shown.shape[:2])
     tinted = render.overlay_masks(shown, [latest], opacity=0.45)
-    # A transparent layer of the image's size: the editor's own default layer can be sized
-    # before the image arrives and then takes no strokes.
+    # An empty layer at the image's size for the strokes (the first layer is what is read).
     blank = np.zeros((*shown.shape[:2], 4), dtype=np.uint8)  # (h, w, RGBA)
     return {"background": tinted, "layers": [blank], "composite": None}
 
@@ -306,12 +303,11 @@ def save_correction(
             mask_index=index,
             mask_rle=encode_rle(corrected),
         )
-        versions = web.call(mask_versions, actor=actor, turn_id=turn_id, mask_index=index)
     except UserFacingError as exc:
         return {"correction_status": f"⚠ {render.escape_text(str(exc))}"}  # the drawing stays
     return {
         "correction_editor": _editor_value(web, image, saved.rle),
-        "correction_versions": _versions_markdown(versions),
+        "correction_versions": _versions_markdown([*versions, saved]),
         "correction_status": f"Saved as version {saved.version} of mask {index + 1}.",
     }
 
