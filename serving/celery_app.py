@@ -13,9 +13,10 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from serving.reconcile import watchdog_interval_s
-from serving.settings import Settings
+from serving.settings import DEFAULT_QUEUE, Settings, checkpoint_queue
 
-INFERENCE_QUEUE = "gpu.medplib"
+# The default checkpoint's queue; every other named checkpoint has ``gpu.<name>``.
+INFERENCE_QUEUE = DEFAULT_QUEUE
 CPU_QUEUE = "cpu"
 INFERENCE_TASK = "medplib.run_inference"
 RECONCILE_TASK = "medplib.reconcile"
@@ -24,6 +25,7 @@ RECONCILE_TASK = "medplib.reconcile"
 def celery_config(settings: Settings) -> dict[str, object]:
     transport = {"visibility_timeout": settings.broker_visibility_timeout_s}
     every_s = watchdog_interval_s(settings.job_time_limit_s)
+    gpu_queues = dict.fromkeys(settings.checkpoint_queues.values())
     return {
         "broker_url": settings.broker_url or "memory://",
         # The SQL row is the record of a job; Celery results are not used.
@@ -32,15 +34,17 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
         "visibility_timeout": settings.broker_visibility_timeout_s,
-        "task_queues": (
-            Queue(INFERENCE_QUEUE, Exchange(INFERENCE_QUEUE), routing_key=INFERENCE_QUEUE),
-            Queue(CPU_QUEUE, Exchange(CPU_QUEUE), routing_key=CPU_QUEUE),
+        # One queue per checkpoint: a worker loads one model and consumes its queue only.
+        "task_queues": tuple(
+            Queue(name, Exchange(name), routing_key=name) for name in [*gpu_queues, CPU_QUEUE]
         ),
         # A typo in a queue name is an error, not a new queue nobody consumes.
         "task_create_missing_queues": False,
         "task_default_queue": CPU_QUEUE,
         "task_routes": {
-            INFERENCE_TASK: {"queue": INFERENCE_QUEUE},
+            # A job names its checkpoint's queue when published (`CeleryRunner.submit`);
+            # this is where one sent without a queue goes.
+            INFERENCE_TASK: {"queue": checkpoint_queue(settings.default_checkpoint)},
             RECONCILE_TASK: {"queue": CPU_QUEUE},
         },
         "beat_schedule": {

@@ -44,3 +44,12 @@ class MaskVerdict(str, enum.Enum):
     good = "good"
     partly = "partly"
     wrong = "wrong"
+
+
+class ArenaChoice(str, enum.Enum):
+    """A vote on an arena match, about the sides as shown (A left, B right)."""
+
+    a = "a"
+    b = "b"
+    tie = "tie"
+    both_bad = "both_bad"

@@ -32,6 +32,7 @@ from serving.models import Job, JobStatus, Mask, Turn, utcnow
 from serving.predictors import PredictionResult, PredictorHolder
 from serving.reconcile import poison_message, timed_out_message
 from serving.services.images import load_display
+from serving.settings import DEFAULT_CHECKPOINT
 from serving.store import ArtefactStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class JobTimedOut(Exception):
 class JobContext:
     factory: sessionmaker[Session]
     store: ArtefactStore
+    # The predictor of the checkpoint named ``checkpoint``: a job with none recorded runs on it.
     predictor: PredictorHolder
     max_attempts: int = 3
     soft_time_limit_s: int = 240
@@ -69,6 +71,23 @@ class JobContext:
     predict: Callable[[str, _Claim, JobContext], PredictionResult] = field(
         default_factory=lambda: predict  # defined below; looked up when a context is made
     )
+    checkpoint: str = DEFAULT_CHECKPOINT
+    # The other checkpoints this process may run, each loaded on first use: every one in
+    # embedded mode (both sides of an arena match run here), none in a worker, which serves
+    # its own checkpoint's queue only.
+    others: dict[str, PredictorHolder] = field(default_factory=dict)
+
+    def holder_for(self, name: str | None) -> PredictorHolder:
+        """The predictor of a job's checkpoint; a checkpoint not served here fails the job."""
+        if name is None or name == self.checkpoint:
+            return self.predictor
+        holder = self.others.get(name)
+        if holder is None:
+            raise UserInputError(
+                f"The checkpoint {name!r} is not served here (removed from the settings, or "
+                "the job reached another checkpoint's worker); ask again."
+            )
+        return holder
 
 
 @dataclass
@@ -80,6 +99,7 @@ class _Claim:
     height_px: int
     width_px: int
     history: list[tuple[str, str]]
+    checkpoint: str | None = None
 
 
 def run_job(job_id: str, *, ctx: JobContext) -> JobStatus | None:
@@ -197,7 +217,7 @@ def predict(job_id: str, claim: _Claim, ctx: JobContext) -> Any:
     ``spaces.GPU``, see `serving.zerogpu`) holds the device for the model call only.
     """
     masks_in = document_to_masks(claim.regions, height_px=claim.height_px, width_px=claim.width_px)
-    predictor = ctx.predictor.prepare(
+    predictor = ctx.holder_for(claim.checkpoint).prepare(
         claim.image_key, lambda: load_display(ctx.store, claim.image_key)
     )
     stream = Throttled(ctx.events, job_id)
@@ -260,6 +280,7 @@ def _claim(job_id: str, *, ctx: JobContext) -> _Claim | JobStatus | None:
             height_px=session.image.height_px,
             width_px=session.image.width_px,
             history=history,
+            checkpoint=job.checkpoint,
         )
 
 
@@ -330,7 +351,7 @@ def _store(
                 db.add(row)
         turn.answer = prediction.answer
         turn.raw_answer = prediction.raw_answer
-        turn.checkpoint_id = ctx.predictor.get().checkpoint_id
+        turn.checkpoint_id = ctx.holder_for(claim.checkpoint).get().checkpoint_id
         turn.routing = routing
         turn.timings = {k: float(v) for k, v in (prediction.timings or {}).items()}
         turn.warnings = list(prediction.warnings or [])

@@ -9,7 +9,18 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from serving.models import ChatSession, Image, Job, JobStatus, Mask, ShareLink, Turn, User
+from serving.models import (
+    ArenaMatch,
+    ArenaVote,
+    ChatSession,
+    Image,
+    Job,
+    JobStatus,
+    Mask,
+    ShareLink,
+    Turn,
+    User,
+)
 from serving.store import ArtefactStore
 
 
@@ -74,6 +85,38 @@ def check_invariants(db: Session, *, store: ArtefactStore) -> list[str]:
     for link in db.scalars(select(ShareLink)):
         if link.session_id not in sessions:
             problems.append(f"share link {link.id}: session does not exist")
+    problems += _arena_problems(db, turns=turns, jobs=jobs)
+    return problems
+
+
+def _arena_problems(db: Session, *, turns: dict[str, Turn], jobs: dict[str, Job]) -> list[str]:
+    """Each side is its own answer on the checkpoint it is shown as; votes are the player's."""
+    problems: list[str] = []
+    matches = {m.id: m for m in db.scalars(select(ArenaMatch))}
+    for m in matches.values():
+        if m.checkpoint_a == m.checkpoint_b or m.turn_a_id == m.turn_b_id:
+            problems.append(f"arena match {m.id}: both sides are the same")
+        for side, turn_id, name in (
+            ("A", m.turn_a_id, m.checkpoint_a),
+            ("B", m.turn_b_id, m.checkpoint_b),
+        ):
+            job = jobs.get(turn_id)
+            if turn_id not in turns or job is None:
+                problems.append(f"arena match {m.id}: side {side} has no answer or job")
+            elif job.checkpoint != name:
+                problems.append(
+                    f"arena match {m.id}: side {side} is shown as {name} but ran on {job.checkpoint}"
+                )
+    for v in db.scalars(select(ArenaVote)):
+        match = matches.get(v.match_id)
+        if match is None:
+            problems.append(f"arena vote {v.id}: match does not exist")
+            continue
+        if v.voter_id != match.started_by_id:
+            problems.append(f"arena vote {v.id}: by someone the match was not shown to")
+        sides = [jobs.get(match.turn_a_id), jobs.get(match.turn_b_id)]
+        if any(job is None or job.status is not JobStatus.succeeded for job in sides):
+            problems.append(f"arena vote {v.id}: on a match without both answers")
     return problems
 
 

@@ -30,7 +30,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Defined apart from the ORM so front ends can name them; also importable from here.
-from serving.enums import JobStatus, LinkKind, LinkRole, MaskVerdict, Role, Visibility  # noqa: F401
+from serving.enums import (  # noqa: F401
+    ArenaChoice,
+    JobStatus,
+    LinkKind,
+    LinkRole,
+    MaskVerdict,
+    Role,
+    Visibility,
+)
 
 # Stable constraint names so Alembic migrations are identical on PostgreSQL and SQLite.
 NAMING_CONVENTION = {
@@ -216,6 +224,9 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     # Seconds the model itself took, so platform overhead can be measured apart from it.
     model_seconds: Mapped[float | None] = mapped_column(Float)
+    # The named checkpoint (`Settings.checkpoint_registry`) to run on, chosen when the job
+    # was queued; NULL (jobs from before names) means the default checkpoint.
+    checkpoint: Mapped[str | None] = mapped_column(String(64))
 
     turn: Mapped[Turn] = relationship(back_populates="job")
 
@@ -298,3 +309,62 @@ class Rating(Base):
 
     turn: Mapped[Turn] = relationship()
     reviewer: Mapped[User] = relationship()
+
+
+class AdminChoice(Base):
+    """A choice an admin made among what the settings offer (e.g. the default checkpoint).
+
+    Settings list what exists; these rows record what is picked, so a choice survives
+    restarts and is the same for every web process.
+    """
+
+    __tablename__ = "admin_choices"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ArenaMatch(Base):
+    """One question on one image answered blind by two checkpoints, shown as A and B.
+
+    Each side is an ordinary turn and job in a session of its own (owned by the arena's
+    system user, so no player can open it and read the checkpoint's name early).
+    """
+
+    __tablename__ = "arena_matches"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    # The player the match was shown to: the only one who may vote on it.
+    started_by_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="RESTRICT"), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    regions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Checkpoint names in the order shown, drawn at random per match.
+    checkpoint_a: Mapped[str] = mapped_column(String(64))
+    checkpoint_b: Mapped[str] = mapped_column(String(64))
+    turn_a_id: Mapped[str] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    turn_b_id: Mapped[str] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    turn_a: Mapped[Turn] = relationship(foreign_keys=[turn_a_id])
+    turn_b: Mapped[Turn] = relationship(foreign_keys=[turn_b_id])
+    image: Mapped[Image] = relationship()
+
+
+class ArenaVote(Base):
+    __tablename__ = "arena_votes"
+    __table_args__ = (UniqueConstraint("match_id", "voter_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    match_id: Mapped[str] = mapped_column(
+        ForeignKey("arena_matches.id", ondelete="CASCADE"), index=True
+    )
+    voter_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    choice: Mapped[ArenaChoice] = mapped_column(_enum(ArenaChoice))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    match: Mapped[ArenaMatch] = relationship()

@@ -6,7 +6,7 @@ Embedded and distributed mode differ only in the runner built here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,8 +19,9 @@ from serving.job_events import JobEvents, Publisher, RedisPublisher, RedisRelay
 from serving.predictors import PredictorHolder, load_predictor
 from serving.reconcile import heartbeat_interval_s, watchdog_interval_s
 from serving.runners import CeleryRunner, EmbeddedRunner, Runner
-from serving.services import turns
+from serving.services import arena, turns
 from serving.services.accounts import Actor
+from serving.services.arena import MatchStarted
 from serving.services.errors import ServiceError, Unavailable
 from serving.services.turns import JobView, job_view
 from serving.settings import Settings
@@ -31,22 +32,47 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def build_job_context(settings: Settings, *, holder: PredictorHolder | None = None) -> JobContext:
+def build_job_context(
+    settings: Settings,
+    *,
+    holder: PredictorHolder | None = None,
+    holders: Mapping[str, PredictorHolder] | None = None,
+    serve: str | None = None,
+) -> JobContext:
+    """The context jobs run in: every named checkpoint, each loaded on first use, or with
+    ``serve`` (a worker) that one checkpoint only.
+
+    ``holder`` stands in for the main checkpoint's predictor (the served one, else the
+    settings' default) and ``holders`` for others by name: tests and benchmarks.
+    """
+    registry = settings.checkpoint_registry
+    main = serve or settings.default_checkpoint
+    if main not in registry:
+        raise ValueError(f"no checkpoint named {main!r}; the settings name {', '.join(registry)}")
+    given = dict(holders or {})
+
+    def holder_of(name: str) -> PredictorHolder:
+        if name in given:
+            return given[name]
+        path = registry[name]
+        return PredictorHolder(
+            lambda: load_predictor(
+                settings.predictor,
+                checkpoint=path,
+                device=settings.device,
+                noop_delay_s=settings.noop_delay_s,
+            )
+        )
+
     # Embedded jobs notify the pages of this process; a worker's go out on Redis.
     events: Publisher = JobEvents() if settings.embedded else RedisPublisher(settings.broker_url)
     return JobContext(
         events=events,
         factory=session_factory(settings.database_url),
         store=ArtefactStore(settings.artefact_dir),
-        predictor=holder
-        or PredictorHolder(
-            lambda: load_predictor(
-                settings.predictor,
-                checkpoint=settings.checkpoint,
-                device=settings.device,
-                noop_delay_s=settings.noop_delay_s,
-            )
-        ),
+        predictor=holder or holder_of(main),
+        checkpoint=main,
+        others={} if serve else {name: holder_of(name) for name in registry if name != main},
         max_attempts=settings.job_max_attempts,
         soft_time_limit_s=settings.job_soft_time_limit_s,
         time_limit_s=settings.job_time_limit_s,
@@ -113,9 +139,23 @@ class Platform:
         self.runner.submit(job.id)
         return self.call(job_view, job_id=job.id)
 
+    def start_match(self, **kwargs: Any) -> MatchStarted:
+        """`arena.start_match` in its own transaction, then both sides' jobs to the runner."""
+        started = self.call(
+            arena.start_match, settings=self.settings, runner=self.runner.name, **kwargs
+        )
+        for job_id in started.job_ids:
+            self.runner.submit(job_id)
+        return started
 
-def build_platform(settings: Settings, *, holder: PredictorHolder | None = None) -> Platform:
-    ctx = build_job_context(settings, holder=holder)
+
+def build_platform(
+    settings: Settings,
+    *,
+    holder: PredictorHolder | None = None,
+    holders: Mapping[str, PredictorHolder] | None = None,
+) -> Platform:
+    ctx = build_job_context(settings, holder=holder, holders=holders)
     runner: Runner
     if settings.embedded:
         assert isinstance(ctx.events, JobEvents)
@@ -148,4 +188,6 @@ def celery_runner(settings: Settings, app: Any, factory: sessionmaker[Session]) 
         running_grace_s=settings.job_time_limit_s + 60,
         time_limit_s=settings.job_time_limit_s,
         max_attempts=settings.job_max_attempts,
+        queues=settings.checkpoint_queues,
+        default_checkpoint=settings.default_checkpoint,
     )

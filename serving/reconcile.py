@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -50,16 +50,17 @@ def task_ids_in_messages(raw_messages: Iterable[bytes | str]) -> set[str]:
     return ids
 
 
-def broker_task_ids(client: Any, queue: str) -> set[str]:
-    """Every task id waiting in ``queue`` (all priority lists) or reserved by a worker.
+def broker_task_ids(client: Any, *queues: str) -> set[str]:
+    """Every task id waiting in ``queues`` (all priority lists) or reserved by a worker.
 
-    The queue is read before the reserved set: a message moves from one to the other,
+    The queues are read before the reserved set: a message moves from one to the other,
     never back, so reading in this order cannot miss it.
     """
     waiting: list[bytes] = []
-    for key in client.scan_iter(match=f"{queue}*"):
-        if client.type(key) in (b"list", "list"):
-            waiting.extend(client.lrange(key, 0, -1))
+    for queue in queues:
+        for key in client.scan_iter(match=f"{queue}*"):
+            if client.type(key) in (b"list", "list"):
+                waiting.extend(client.lrange(key, 0, -1))
     reserved = client.hvals("unacked")
     return task_ids_in_messages(waiting) | task_ids_in_messages(reserved)
 
@@ -88,7 +89,7 @@ def lost_jobs(
     factory: sessionmaker[Session],
     client: Any,
     *,
-    queue: str,
+    queues: Sequence[str],
     queued_before_s: float,
     running_longer_than_s: float,
 ) -> list[str]:
@@ -98,7 +99,7 @@ def lost_jobs(
         )
     if not candidates:
         return []
-    held = broker_task_ids(client, queue)
+    held = broker_task_ids(client, *queues)
     missing = [j for j in candidates if j not in held]
     if not missing:
         return []

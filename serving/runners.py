@@ -6,8 +6,11 @@ import logging
 import queue
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from typing import Protocol
 
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from serving.db import transaction
@@ -17,6 +20,7 @@ from serving.models import Job, JobStatus, utcnow
 from serving.reconcile import queued_not_in, reap_stale_jobs, watchdog_interval_s
 from serving.services.errors import Unavailable
 from serving.services.turns import live_job_ids
+from serving.settings import DEFAULT_CHECKPOINT, checkpoint_queue
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +136,8 @@ class EmbeddedRunner:
 
 
 class CeleryRunner:
-    """Publishes job ids to the ``gpu.medplib`` queue; workers run them.
+    """Publishes each job id to its checkpoint's queue (``gpu.medplib`` for the default
+    checkpoint, ``gpu.<name>`` for the others); that checkpoint's workers run it.
 
     While started, a reconciler thread re-queues jobs whose worker died and re-publishes
     jobs whose message the broker lost; the ``medplib.reconcile`` beat task does the same.
@@ -151,8 +156,14 @@ class CeleryRunner:
         time_limit_s: float = 300.0,
         max_attempts: int = 3,
         relay: RedisRelay | None = None,
+        queues: Mapping[str, str] | None = None,
+        default_checkpoint: str = DEFAULT_CHECKPOINT,
     ) -> None:
         self.app = app
+        # Checkpoint name -> queue (`Settings.checkpoint_queues`); a job with none recorded
+        # goes to the default checkpoint's.
+        self.queues = dict(queues or {DEFAULT_CHECKPOINT: checkpoint_queue(DEFAULT_CHECKPOINT)})
+        self.default_checkpoint = default_checkpoint
         # The web process's copy of the workers' job notices (None in the beat task).
         self.relay = relay
         self.factory = factory
@@ -191,7 +202,6 @@ class CeleryRunner:
         """
         import redis
 
-        from serving.celery_app import INFERENCE_QUEUE
         from serving.reconcile import lost_jobs
 
         reaped = reap_stale_jobs(
@@ -211,7 +221,7 @@ class CeleryRunner:
             missing = lost_jobs(
                 self.factory,
                 client,
-                queue=INFERENCE_QUEUE,
+                queues=sorted(set(self.queues.values())),
                 queued_before_s=self.queued_grace_s,
                 running_longer_than_s=self.running_grace_s,
             )
@@ -230,27 +240,46 @@ class CeleryRunner:
             except Exception as exc:  # the broker or database is down: try again later
                 log.warning("reconcile skipped: %s", exc)
 
-    def submit(self, job_id: str) -> None:
-        from serving.celery_app import INFERENCE_QUEUE, INFERENCE_TASK
+    def queue_of(self, job_id: str) -> str | None:
+        """The queue of the job's checkpoint; None when this deployment no longer has it."""
+        with transaction(self.factory) as db:
+            name = db.scalar(select(Job.checkpoint).where(Job.id == job_id))
+        return self.queues.get(name or self.default_checkpoint)
 
+    def submit(self, job_id: str) -> None:
+        from serving.celery_app import INFERENCE_TASK
+
+        try:
+            queue = self.queue_of(job_id)
+        except OperationalError as exc:
+            # The job is stored as queued: the reconciler publishes it once the database is back.
+            log.warning("job %s not published yet (database unreachable: %s)", job_id, exc.orig)
+            return
+        if queue is None:
+            # No worker would ever take it: say so on the job instead of queueing it forever.
+            self._fail(job_id, "Its checkpoint is no longer offered here; nothing was run.")
+            return
         try:
             self.app.send_task(  # type: ignore[attr-defined]
                 INFERENCE_TASK,
                 args=[job_id],
-                queue=INFERENCE_QUEUE,
+                queue=queue,
                 task_id=job_id,
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
             )
         except Exception as exc:
             log.warning("could not publish job %s: %s", job_id, exc)
-            with transaction(self.factory) as db:
-                job = db.get(Job, job_id)
-                if job is not None and not job.status.final:
-                    job.status = JobStatus.failed
-                    job.error = "The job queue is unreachable; nothing was run. Try again shortly."
-                    job.finished_at = utcnow()
+            self._fail(job_id, "The job queue is unreachable; nothing was run. Try again shortly.")
             raise Unavailable(
                 "The job queue is unreachable right now; your question was not run. "
                 "Try again in a minute."
             ) from None
+
+    def _fail(self, job_id: str, reason: str) -> None:
+        with transaction(self.factory) as db:
+            job = db.get(Job, job_id)
+            if job is not None and not job.status.final:
+                job.status = JobStatus.failed
+                job.error = reason
+                job.finished_at = utcnow()

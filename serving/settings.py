@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from functools import lru_cache
@@ -18,6 +20,54 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_CHECKPOINT = "default"
+# The default checkpoint keeps the queue every deployment used before checkpoints had names.
+DEFAULT_QUEUE = "gpu.medplib"
+# Lowercase so a name is one queue whatever the case; short so it fits a column and a queue.
+_CHECKPOINT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def checkpoint_queue(name: str) -> str:
+    """The Celery queue of a checkpoint's workers: ``gpu.medplib`` for the default one."""
+    return DEFAULT_QUEUE if name == DEFAULT_CHECKPOINT else f"gpu.{name}"
+
+
+def parse_checkpoints(value: str) -> dict[str, str]:
+    """``{"name": "path"}`` JSON or ``name=path,name2=path2``, in the order given.
+
+    Raises ValueError with one line naming the first problem.
+    """
+    text = value.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            pairs = json.loads(text, object_pairs_hook=list)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    else:
+        pairs = []
+        for part in text.split(","):
+            name, sep, path = part.partition("=")
+            if not sep:
+                raise ValueError(f"{part.strip()!r} is not name=path")
+            pairs.append((name.strip(), path.strip()))
+    registry: dict[str, str] = {}
+    for name, path in pairs:
+        if not isinstance(path, str):
+            raise ValueError(f"the path of {name!r} must be text")
+        if not isinstance(name, str) or not _CHECKPOINT_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a checkpoint name: use 1-32 lowercase letters, digits, - or _, "
+                "starting with a letter or digit"
+            )
+        if checkpoint_queue(name) == DEFAULT_QUEUE and name != DEFAULT_CHECKPOINT:
+            raise ValueError(f"{name!r} is reserved: its queue would be the default's")
+        if name in registry:
+            raise ValueError(f"{name!r} is named twice")
+        registry[name] = path
+    return registry
 
 
 class Settings(BaseSettings):
@@ -31,6 +81,10 @@ class Settings(BaseSettings):
     broker_url: str = ""
     # Empty means the bundled demo checkpoint (or the labelled untrained tiny model).
     checkpoint: str = ""
+    # Named checkpoints, as JSON ({"name": "path"}) or name=path,name2=path2 (an empty path
+    # is the bundled demo checkpoint). MEDPLIB_CHECKPOINT, when set, is the one named
+    # "default"; with neither set the only checkpoint is the bundled one, named "default".
+    checkpoints: str = ""
     # "medplib" runs the model; "noop" answers instantly (queue benchmarks, load tests);
     # "package.module:factory" plugs in any object with set_image/ask (e.g. a baseline model).
     predictor: str = "medplib"
@@ -70,6 +124,9 @@ class Settings(BaseSettings):
     # New anonymous users per client address per minute (IPv6: per /64); returning browsers
     # and logged-in users are never counted. A class behind one NAT address needs more.
     anon_users_per_address_per_minute: int = Field(default=10, ge=1, le=100_000)
+    # Questions per minute from all anonymous users first seen at one client address: new
+    # visitors from one address cannot multiply the per-user limit. 0 turns it off.
+    anon_jobs_per_address_per_minute: int = Field(default=60, ge=0)
     # Reverse proxies whose X-Forwarded-For is believed (comma-separated addresses or CIDR
     # networks). Empty: the header is ignored and the connecting address is the client's.
     trusted_proxies: str = ""
@@ -114,6 +171,12 @@ class Settings(BaseSettings):
         module, _, attr = value.partition(":")
         if not (module and attr and all(p.isidentifier() for p in [*module.split("."), attr])):
             raise ValueError("must be medplib, noop or an import path like package.module:factory")
+        return value
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints(cls, value: str) -> str:
+        parse_checkpoints(value)
         return value
 
     @field_validator("device")
@@ -171,6 +234,34 @@ class Settings(BaseSettings):
                 "MEDPLIB_JOB_TIME_LIMIT_S, or Redis re-delivers jobs that are still running"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_default_checkpoint(self) -> Settings:
+        if self.checkpoint and DEFAULT_CHECKPOINT in parse_checkpoints(self.checkpoints):
+            raise ValueError(
+                "MEDPLIB_CHECKPOINT is the checkpoint named default, and MEDPLIB_CHECKPOINTS "
+                "names another: set only one of them"
+            )
+        return self
+
+    @property
+    def checkpoint_registry(self) -> dict[str, str]:
+        """Every checkpoint this deployment serves: name -> directory ("" = bundled demo)."""
+        named = parse_checkpoints(self.checkpoints)
+        if self.checkpoint or not named:
+            return {DEFAULT_CHECKPOINT: self.checkpoint, **named}
+        return named
+
+    @property
+    def default_checkpoint(self) -> str:
+        """The checkpoint new questions go to until an admin chooses another."""
+        registry = self.checkpoint_registry
+        return DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT in registry else next(iter(registry))
+
+    @property
+    def checkpoint_queues(self) -> dict[str, str]:
+        """Each checkpoint's Celery queue (see `checkpoint_queue`)."""
+        return {name: checkpoint_queue(name) for name in self.checkpoint_registry}
 
     @property
     def embedded(self) -> bool:

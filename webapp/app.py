@@ -15,6 +15,7 @@ from webapp.ui import (
     SCREEN,
     account,
     api,
+    arena,
     canvas,
     chat,
     named,
@@ -88,6 +89,7 @@ def build_blocks(web: Web) -> gr.Blocks:
                 share.build_class(c)
             with gr.Tab("Review", id="review"):
                 review.build(c)
+            arena.mount(c, web)
             with gr.Tab("Account", id="account"):
                 account.build(c)
         for module in (upload, canvas, chat, sessions, share, review, account):

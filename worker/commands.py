@@ -14,10 +14,20 @@ def register_worker(sub: Any) -> None:
     p = sub.add_parser(
         "worker",
         help="run a Celery worker for GPU inference (distributed mode)",
-        description="Run one Celery worker. Start one per GPU, each with its own --device.",
+        description="Run one Celery worker. Start one per GPU, each with its own --device; "
+        "each worker serves one named checkpoint (MEDPLIB_CHECKPOINTS) from its queue.",
     )
     p.add_argument(
-        "-Q", "--queues", default="gpu.medplib", help="comma-separated queues to consume"
+        "--checkpoint",
+        default=None,
+        help="the named checkpoint to load and serve (default: the settings' default one)",
+    )
+    p.add_argument(
+        "-Q",
+        "--queues",
+        default=None,
+        help="comma-separated queues to consume (default: the checkpoint's, gpu.medplib for "
+        "the default checkpoint, gpu.<name> for the others)",
     )
     p.add_argument("--device", default=None, help="cuda:0, cuda:1, ... or cpu")
     p.add_argument("-c", "--concurrency", type=int, default=1, help="processes (1 per GPU)")
@@ -59,6 +69,20 @@ def _worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         print("medplib worker: error: --concurrency must be at least 1", file=sys.stderr)
         return 2
+    registry = settings.checkpoint_queues
+    checkpoint = args.checkpoint or settings.default_checkpoint
+    if checkpoint not in registry:
+        print(
+            f"medplib worker: error: no checkpoint named {checkpoint!r}; the settings name "
+            f"{', '.join(registry)}",
+            file=sys.stderr,
+        )
+        return 2
+    queues = args.queues or registry[checkpoint]
+    problem = _queue_problem(queues, checkpoint=checkpoint, registry=registry)
+    if problem:
+        print(f"medplib worker: error: {problem}", file=sys.stderr)
+        return 2
     from serving.celery_app import create_celery
 
     app = create_celery(settings)
@@ -71,7 +95,8 @@ def _worker(args: argparse.Namespace) -> int:
     from worker import tasks
 
     # A CPU/beat worker never answers questions: it need not load the model.
-    tasks.preload_model = tasks.consumes_inference(args.queues)
+    tasks.preload_model = tasks.consumes_inference(queues, registry.values())
+    tasks.served_checkpoint = checkpoint
     beat = ["--beat", "--schedule", str(Path(tempfile.gettempdir()) / "medplib-beat")]
     name = f"medplib-{os.getpid()}@{socket.gethostname()}"
     app.worker_main(
@@ -79,7 +104,7 @@ def _worker(args: argparse.Namespace) -> int:
             "worker",
             *(beat if args.beat else []),
             "--queues",
-            args.queues,
+            queues,
             "--concurrency",
             str(args.concurrency),
             "--pool",
@@ -93,3 +118,21 @@ def _worker(args: argparse.Namespace) -> int:
         ]
     )
     return 0
+
+
+def _queue_problem(queues: str, *, checkpoint: str, registry: dict[str, str]) -> str | None:
+    """Why a worker serving ``checkpoint`` must not consume ``queues``, or None.
+
+    One model per worker process: another checkpoint's jobs must never reach it, and a GPU
+    queue no checkpoint has would never receive a job.
+    """
+    own = registry[checkpoint]
+    for queue in sorted({q.strip() for q in queues.split(",") if q.strip()}):
+        if queue in registry.values() and queue != own:
+            return (
+                f"--queues names {queue}, another checkpoint's queue; a worker serves one "
+                f"checkpoint ({checkpoint} consumes {own})"
+            )
+        if queue.startswith("gpu.") and queue not in registry.values():
+            return f"no checkpoint has the queue {queue}; {checkpoint} consumes {own}"
+    return None

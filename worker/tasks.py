@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from celery import shared_task
@@ -16,15 +17,19 @@ log = logging.getLogger(__name__)
 
 # One job context (database, store, model) per worker process, made after the fork.
 _context: JobContext | None = None
-# False in a worker that does not consume the inference queue (a CPU/beat worker).
+# False in a worker that does not consume an inference queue (a CPU/beat worker).
 preload_model = True
+# The named checkpoint this worker loads and serves (None: the settings' default); set by
+# `medplib worker` before the pool forks, so every child inherits it.
+served_checkpoint: str | None = None
 
 
 def _make_context() -> JobContext:
     from serving.platform import build_job_context
     from serving.settings import load_settings_or_exit
 
-    ctx = build_job_context(load_settings_or_exit())
+    settings = load_settings_or_exit()
+    ctx = build_job_context(settings, serve=served_checkpoint or settings.default_checkpoint)
     ctx.timeout_errors = (SoftTimeLimitExceeded,)
     return ctx
 
@@ -66,5 +71,6 @@ def reconcile(self: Any) -> int:
     return len(runner.reconcile())
 
 
-def consumes_inference(queues: str) -> bool:
-    return INFERENCE_QUEUE in {q.strip() for q in queues.split(",")}
+def consumes_inference(queues: str, inference_queues: Iterable[str] = (INFERENCE_QUEUE,)) -> bool:
+    """Whether a worker consuming ``queues`` (comma-separated) answers questions."""
+    return not {q.strip() for q in queues.split(",")}.isdisjoint(inference_queues)

@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from serving.agreement import cohen_kappa, fleiss_kappa
-from serving.models import MaskVerdict, Rating, Role, Turn
+from serving.models import ChatSession, MaskVerdict, Rating, Role, Turn, User
 from serving.services.accounts import Actor, require
+from serving.services.arena import ARENA_USERNAME
 from serving.services.corrections import correction_agreement
 from serving.services.errors import InvalidInput, NotFound
 from serving.services.validation import check_text, well_formed_id, whole_number
@@ -32,7 +33,12 @@ def review_queue(db: Session, *, actor: Actor, limit: int = 20) -> list[TurnData
     rated = select(Rating.turn_id).where(Rating.reviewer_id == actor.user_id)
     turns = db.scalars(
         select(Turn)
-        .where(Turn.answer.is_not(None), Turn.source_turn_id.is_(None), Turn.id.not_in(rated))
+        .where(
+            Turn.answer.is_not(None),
+            Turn.source_turn_id.is_(None),
+            Turn.id.not_in(rated),
+            Turn.session_id.not_in(_arena_sessions()),
+        )
         .options(selectinload(Turn.masks), selectinload(Turn.job))
         .order_by(Turn.answered_at)
         .limit(limit)
@@ -54,11 +60,23 @@ def review_case(db: Session, *, actor: Actor, turn_id: str) -> ReviewCase:
     return ReviewCase(turn=turn_data(turn), image=image_data(turn.session.image))
 
 
+def _arena_sessions() -> Any:
+    """Sessions holding arena sides: judged by blind votes, never in the review queue (their
+    checkpoint badge would name a side before the vote)."""
+    return (
+        select(ChatSession.id)
+        .join(User, User.id == ChatSession.owner_id)
+        .where(User.username == ARENA_USERNAME)
+    )
+
+
 def _answered_turn(db: Session, turn_id: str) -> Turn:
     """The answer under review: a copy in a fork or class session stands for its source."""
     turn = db.get(Turn, turn_id) if well_formed_id(turn_id) else None
     if turn is not None and turn.source_turn_id is not None:
         turn = db.get(Turn, turn.source_turn_id)
+    if turn is not None and turn.session.owner.username == ARENA_USERNAME:
+        turn = None
     if turn is None or turn.answer is None:
         raise NotFound("That answer does not exist or has not finished.")
     return turn
