@@ -1,4 +1,4 @@
-"""`medplib db` and `medplib bench`, contributed to the `medplib` command.
+"""`medplib db`, `medplib review` and `medplib bench`, contributed to the `medplib` command.
 
 Both front ends share these: the database belongs to the serving core, and the platform
 benchmarks drive the core directly.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from serving.migrate import alembic_config, ensure_admin
@@ -156,4 +157,71 @@ def _bench_queue(args: argparse.Namespace) -> int:
     from serving.bench.queue import run
 
     print(json.dumps(run(args), indent=2))
+    return 0
+
+
+def register_review(sub: Any) -> None:
+    p = sub.add_parser("review", help="reviewed answers: export them as training data")
+    rsub = p.add_subparsers(dest="review_command", metavar="ACTION")
+    rsub.required = True
+    export = rsub.add_parser(
+        "export-dataset",
+        help="write accepted and corrected answers as a MeCoVQA corpus for `medplib train`",
+        description="Answers with a corrected mask or an accepting rating become grounding, "
+        "region and VQA records (corrected masks replace the model's), with data_card.json/.md "
+        "naming the reviewers. Fine-tune on it with `medplib train --stage moe --init CKPT`.",
+    )
+    export.add_argument("--out", required=True, type=Path, help="new or empty folder")
+    export.add_argument(
+        "--class", dest="class_link_id", default=None, metavar="ID", help="only this class link"
+    )
+    export.add_argument(
+        "--since",
+        default=None,
+        metavar="DATE",
+        help="only answers rated or corrected at or after DATE (YYYY-MM-DD or ISO 8601; UTC)",
+    )
+    export.add_argument(
+        "--min-rating",
+        type=int,
+        default=None,
+        metavar="N",
+        help="accept ratings with text score >= N (1-5) instead of masks all good / text correct",
+    )
+    export.set_defaults(func=_review_export)
+
+
+def _review_export(args: argparse.Namespace) -> int:
+    from serving.db import session_factory, transaction
+    from serving.services.dataset_export import parse_since, select_for_export, write_export
+    from serving.services.errors import ServiceError
+    from serving.settings import load_settings_or_exit
+    from serving.store import ArtefactStore
+
+    def fail(message: str) -> int:
+        print(f"medplib review export-dataset: error: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        since = parse_since(args.since) if args.since is not None else None
+    except ValueError as exc:
+        return fail(f"--since {exc}")
+    out: Path = args.out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        return fail(f"--out {out} exists and is not an empty folder; choose a new or empty one")
+    settings = load_settings_or_exit()
+    try:
+        # The transaction ends before the files are written: SQLite would hold its lock.
+        with transaction(session_factory(settings.database_url)) as db:
+            selection = select_for_export(
+                db,
+                actor=None,
+                class_link_id=args.class_link_id,
+                since=since,
+                min_rating=args.min_rating,
+            )
+        summary = write_export(selection, store=ArtefactStore(settings.artefact_dir), out_dir=out)
+    except ServiceError as exc:
+        return fail(str(exc))
+    print(summary.line())
     return 0

@@ -17,7 +17,9 @@ STAGE_HELP = """stages:
              prompts and the [SEG] path on the grounding answers
   vl         the vision-language expert on complex + region VQA (region adapter trained)
   grounding  the pixel-grounding expert (--init = vl output): FFNs, [SEG] head, mask decoder
-  moe        assembles --experts VL GROUNDING into a 2-expert MoE and fine-tunes on all tasks"""
+  moe        assembles --experts VL GROUNDING into a 2-expert MoE and fine-tunes on all tasks,
+             or (--init MOE_DIR) fine-tunes an existing MoE checkpoint further, e.g. the shipped
+             medplib/assets/tiny-demo on a corpus from `medplib review export-dataset`"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,18 +34,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--config", required=True, type=Path, help="stage YAML, e.g. configs/tiny/vl.yaml"
     )
     p.add_argument(
-        "--data", required=True, type=Path, help="corpus folder from `medplib data build`"
+        "--data",
+        required=True,
+        type=Path,
+        help="corpus folder from `medplib data build` (or `medplib review export-dataset`)",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder of this stage")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--init", type=Path, default=None, help="vl / grounding: previous stage's --out")
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="vl / grounding: the previous stage's --out; moe (instead of --experts): "
+        "a mixture-of-experts checkpoint to fine-tune",
+    )
     p.add_argument(
         "--experts",
         nargs=2,
         type=Path,
         default=None,
         metavar=("VL_DIR", "GROUNDING_DIR"),
-        help="moe: the vl and grounding stages' --out folders",
+        help="moe (instead of --init): the vl and grounding stages' --out folders",
     )
     p.add_argument(
         "--export", type=Path, default=None, help="also write the final checkpoint here in fp16"

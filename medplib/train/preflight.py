@@ -16,7 +16,14 @@ from medplib.errors import UserInputError
 from medplib.modeling.configuration import MedPLIBConfig
 from medplib.modeling.presets import build_config
 from medplib.train.config import TrainConfig
-from medplib.train.data import RecordOrder, check_corpus, kind_multipliers, load_task_datasets
+from medplib.train.data import (
+    RecordOrder,
+    check_corpus,
+    combined_multipliers,
+    kind_multipliers,
+    load_task_datasets,
+    source_multipliers,
+)
 from medplib.train.patch_labels import PatchLabelIndex
 
 STATE_NAME = "trainer_state.json"
@@ -43,7 +50,7 @@ class StagePlan:
     val_sets: dict[str, MeCoVQADataset] = field(default_factory=dict)
     patch_labels: PatchLabelIndex | None = None  # patch_labels.weight > 0
     attention_labels: PatchLabelIndex | None = None  # attention_labels.weight > 0
-    # Order of the training records (task weights × data.question_kinds); built here so that
+    # Order of the training records (task weights × data.question_kinds × data.sources); built here so that
     # weights leaving nothing to train on are refused before anything is written.
     order: RecordOrder | None = None
     # Model config of --init (or the VL expert for moe); None for align, built from the preset.
@@ -75,11 +82,17 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _finished_model(
-    path: Path, flag: str, want_stage: str | None, also: str | None = None
+    path: Path,
+    flag: str,
+    want_stage: str | None,
+    also: str | None = None,
+    *,
+    moe: bool = False,
 ) -> MedPLIBConfig:
-    """Config of the finished dense checkpoint at `path`, or a UserInputError saying why not.
+    """Config of the finished checkpoint at `path`, or a UserInputError saying why not.
 
     `want_stage` is the stage whose output is expected; `also` a second one that is accepted.
+    The checkpoint must be dense, or with `moe` a mixture of experts.
     """
     run = f"the {want_stage} stage" if want_stage else "the previous stage"
     if not path.is_dir():
@@ -109,11 +122,34 @@ def _finished_model(
         config = MedPLIBConfig.from_dict(json.loads((path / CONFIG_NAME).read_text()))
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         raise UserInputError(f"{flag} {path} has an unreadable {CONFIG_NAME}: {exc}.") from None
-    if config.moe.is_moe:
+    if config.moe.is_moe and not moe:
         raise UserInputError(
-            f"{flag} {path} is already a mixture-of-experts model; this stage needs a dense one."
+            f"{flag} {path} is already a mixture-of-experts model; this stage needs a dense one "
+            "(continue a mixture of experts with --stage moe --init DIR)."
+        )
+    if moe and not config.moe.is_moe:
+        raise UserInputError(
+            f"{flag} {path} is a dense model, not a mixture of experts; assemble one with "
+            "--experts VL_DIR GROUNDING_DIR instead."
         )
     return config
+
+
+# The mixture's shape: weights are stacked per expert and layer, so a config cannot change it.
+_MOE_SHAPE = ("num_experts", "top_k", "layers", "router_dtype")
+
+
+def _check_moe_init(path: Path, config: TrainConfig) -> MedPLIBConfig:
+    """The config of the MoE checkpoint `--init` continues; model.moe may not reshape it."""
+    start = _finished_model(path, "--init", "moe", moe=True)
+    have = start.moe.to_dict()
+    for key in _MOE_SHAPE:
+        if key in config.model.moe and config.model.moe[key] != have[key]:
+            raise UserInputError(
+                f"model.moe.{key} is {config.model.moe[key]!r} but the --init checkpoint {path} "
+                f"has {have[key]!r}; drop it from the config or assemble anew with --experts."
+            )
+    return start
 
 
 def _check_experts(vl: Path, grounding: Path) -> MedPLIBConfig:
@@ -215,15 +251,19 @@ def plan_stage(
             plan.init_dir, "--init", PREREQUISITE[stage], also=stage
         )
     if stage == "moe":
-        if init_dir is not None:
-            raise UserInputError("moe starts from --experts VL_DIR GROUNDING_DIR; drop --init.")
-        if experts is None:
+        if (init_dir is None) == (experts is None):
             raise UserInputError(
-                "--stage moe needs --experts VL_DIR GROUNDING_DIR, the --out folders of the "
-                "vl and grounding stages."
+                "--stage moe needs exactly one of --experts VL_DIR GROUNDING_DIR (the --out "
+                "folders of the vl and grounding stages, assembled into a new mixture) and "
+                "--init MOE_DIR (a mixture-of-experts checkpoint to fine-tune further)."
             )
-        plan.experts = (Path(experts[0]), Path(experts[1]))
-        plan.start_config = _check_experts(*plan.experts)
+        if experts is not None:
+            plan.experts = (Path(experts[0]), Path(experts[1]))
+            plan.start_config = _check_experts(*plan.experts)
+        else:
+            assert init_dir is not None
+            plan.init_dir = Path(init_dir)
+            plan.start_config = _check_moe_init(plan.init_dir, config)
 
     tasks = list(config.data.tasks)
     sam_tasks = ["grounding"] if stage == "align" and config.align.sam_weight > 0 else []
@@ -235,7 +275,10 @@ def plan_stage(
         {t: len(d) for t, d in plan.train_sets.items()},
         config.data.tasks,
         config.seed,
-        kind_multipliers(plan.train_sets, config.data.question_kinds),
+        combined_multipliers(
+            kind_multipliers(plan.train_sets, config.data.question_kinds),
+            source_multipliers(plan.train_sets, config.data.sources),
+        ),
     )
     if sam_tasks:
         plan.sam_sets = load_task_datasets(

@@ -7,7 +7,8 @@
 |           |                                      | masks (SAM prompts)   | SAM-Med2D                          |
 | vl        | `--init` (align output)              | VQA + region          | LLM, projector, region adapter     |
 | grounding | `--init` (vl output)                 | grounding             | LLM FFNs, [SEG] head, mask decoder |
-| moe       | `--experts VL GROUNDING`, assembled  | all three             | router, FFN experts, q/v, heads …  |
+| moe       | `--experts VL GROUNDING`, assembled, | all three             | router, FFN experts, q/v, heads …  |
+|           | or `--init MOE` (fine-tune further)  |                       |                                    |
 
 grounding leaves attention, norms, embeddings, LM head, projector and region adapter exactly
 as the vl stage left them, so `medplib.experts` can take every shared weight from the VL model
@@ -52,10 +53,17 @@ def build_stage_model(
     elif config.stage in ("vl", "grounding"):
         assert init_dir is not None
         model, tokenizer, _ = load_pretrained(init_dir, device="cpu", dtype=torch.float32)
-    else:
-        assert experts is not None
+    elif experts is not None:
         vl_model, tokenizer, _ = load_pretrained(experts[0], device="cpu", dtype=torch.float32)
         model = assemble_moe(vl_model, experts[1], moe=config.moe_config(), seed=config.seed)
+    else:
+        assert init_dir is not None
+        model, tokenizer, _ = load_pretrained(init_dir, device="cpu", dtype=torch.float32)
+        # Capacity and loss settings the config names apply to this run; the mixture's shape
+        # stays the checkpoint's (preflight refuses a config that would change it). Set in
+        # place: every MoE layer holds this same MoEConfig object.
+        for key, value in config.model.moe.items():
+            setattr(model.config.moe, key, value)
     model.config.losses = config.losses
     model.config.name = config.model.name or f"{config.model.preset}-{config.stage}"
     return model.train(), tokenizer
