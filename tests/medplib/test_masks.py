@@ -211,3 +211,46 @@ def test_resize_nearest_exact_blocks():
     )
     with pytest.raises(ValueError, match="at least 1x1"):
         resize_mask_nearest(small, (0, 3))
+
+
+def test_fill_holes_fills_closed_outlines_only():
+    from medplib.masks import fill_holes
+
+    yy, xx = np.mgrid[:60, :80]
+    ring = ((yy - 30) ** 2 + (xx - 25) ** 2 <= 15**2) & ((yy - 30) ** 2 + (xx - 25) ** 2 >= 11**2)
+    # An open "C": the same ring with a gap, whose inside reaches the border through the gap.
+    c_shape = ((yy - 30) ** 2 + (xx - 60) ** 2 <= 12**2) & ((yy - 30) ** 2 + (xx - 60) ** 2 >= 9**2)
+    c_shape &= ~((xx > 60) & (abs(yy - 30) < 3))
+    filled = fill_holes(ring | c_shape)
+    disc = (yy - 30) ** 2 + (xx - 25) ** 2 <= 15**2
+    assert np.array_equal(filled[:, :45], disc[:, :45])  # the ring's inside is filled
+    assert np.array_equal(filled[:, 45:], c_shape[:, 45:])  # the C is left as drawn
+    assert filled.dtype == bool and not fill_holes(np.zeros((5, 7))).any()
+
+
+def _holes_by_flood_fill(mask: np.ndarray) -> np.ndarray:
+    """Reference: breadth-first search of the background from the border, pixel by pixel."""
+    from collections import deque
+
+    h, w = mask.shape
+    seen = np.zeros_like(mask, dtype=bool)
+    todo = deque((y, x) for y in range(h) for x in range(w) if (y in (0, h - 1) or x in (0, w - 1)))
+    while todo:
+        y, x = todo.popleft()
+        if 0 <= y < h and 0 <= x < w and not mask[y, x] and not seen[y, x]:
+            seen[y, x] = True
+            todo.extend(((y + 1, x), (y - 1, x), (y, x + 1), (y, x - 1)))
+    return ~mask & ~seen
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fill_holes_matches_a_pixel_by_pixel_flood_fill(seed):
+    from medplib.masks import fill_holes
+
+    # Random walls at several densities: winding background paths with many turns, and
+    # pockets sealed off at every size.
+    rng = np.random.default_rng(seed)
+    mask = rng.random((37, 53)) < 0.35 + 0.05 * seed
+    holes = _holes_by_flood_fill(mask)
+    assert holes.any()  # the case has something to fill
+    assert np.array_equal(fill_holes(mask), mask | holes)

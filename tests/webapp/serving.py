@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDPLIB_")}
-    env.update(MEDPLIB_PREDICTOR="noop", GRADIO_ANALYTICS_ENABLED="False", **extra)
+    env.update({"MEDPLIB_PREDICTOR": "noop", "GRADIO_ANALYTICS_ENABLED": "False", **extra})
     env["GRADIO_TEMP_DIR"] = str(tmp_path / "gradio")
     return env
 

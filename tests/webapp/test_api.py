@@ -38,7 +38,11 @@ def test_page_answers_200_and_lists_the_endpoints(server):
         assert response.status == 200 and b"MedPLIB" in response.read()
     names = set(client(address).view_api(return_format="dict")["named_endpoints"])
     expected = {"/login", "/upload", "/ask", "/job", "/session", "/share", "/fork", "/revoke"}
-    assert expected | {"/review_queue", "/rate", "/export"} == names
+    arena = {"/arena_start", "/arena_match", "/arena_vote", "/arena_leaderboard"}
+    checkpoints = {"/checkpoints", "/set_checkpoints"}
+    review = {"/review_queue", "/rate", "/export", "/correct_mask", "/mask_versions"}
+    review |= {"/review_stats", "/export_dataset"}
+    assert expected | review | arena | checkpoints == names
 
 
 def test_upload_ask_and_poll(server, tmp_path):
@@ -153,6 +157,49 @@ def test_rating_needs_a_reviewer_login_then_exports(server, tmp_path):
     mine = [r for r in rows if r["turn_id"] == turn_id]
     assert mine[0]["mask_verdicts"] == ["partly"] and mine[0]["reviewer"] == "rita"
     assert np.isclose(mine[0]["text_score"], 4)
+
+
+def test_a_reviewer_corrects_a_mask_reads_agreement_and_exports_a_corpus(server, tmp_path):
+    import zipfile
+
+    from medplib.masks import encode_rle
+
+    asker, reviewer = client(server), client(server)
+    made = upload(asker, write_png(tmp_path / "scan.png", 60, 40, seed=11))
+    done = asker.predict(made["session_id"], "segment it", "", True, api_name="/ask")
+    turn_id = done["turn"]["turn_id"]
+    fixed = np.zeros((40, 60), dtype=bool)
+    fixed[5:25, 10:40] = True  # 20 x 30
+    rle = json.dumps(encode_rle(fixed))
+    with pytest.raises(AppError, match="reviewer account"):
+        reviewer.predict(turn_id, 1, rle, api_name="/correct_mask")
+    reviewer.predict("rita", "a long password", api_name="/login")
+    with pytest.raises(AppError, match="mask_number starts at 1"):
+        reviewer.predict(turn_id, 0, rle, api_name="/correct_mask")
+    wrong_size = json.dumps(encode_rle(np.ones((4, 4), dtype=bool)))
+    with pytest.raises(AppError, match="the image is 40 × 60"):
+        reviewer.predict(turn_id, 1, wrong_size, api_name="/correct_mask")
+    saved = reviewer.predict(turn_id, 1, rle, api_name="/correct_mask")
+    assert saved["version"] == 1 and saved["author"] == "rita" and saved["area_px"] == 600
+    versions = reviewer.predict(turn_id, 1, api_name="/mask_versions")["versions"]
+    assert [v["version"] for v in versions] == [0, 1]
+    assert versions[0]["author"] == "model"
+    assert np.array_equal(decode_rle(versions[1]["rle"]), fixed)
+    stats = reviewer.predict(api_name="/review_stats")
+    assert stats["masks"]["corrected_masks"] >= 1 and "ratings" in stats
+
+    reviewer.predict(turn_id, 5, "yes", '["wrong"]', "", api_name="/rate")
+    path, summary = reviewer.predict("", "", 0, api_name="/export_dataset")
+    assert summary["corrected"] >= 1 and summary["by_task"]["grounding"] >= 1
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        records = json.loads(archive.read("grounding/train.json"))
+    assert "data_card.json" in names and any(n.startswith("masks_merged/") for n in names)
+    assert len(records) == summary["by_task"]["grounding"]
+    with pytest.raises(AppError, match="is not a date"):
+        reviewer.predict("", "yesterday", 0, api_name="/export_dataset")
+    with pytest.raises(AppError, match="Nothing to export"):
+        reviewer.predict("", "2999-01-01", 0, api_name="/export_dataset")
 
 
 def test_login_keeps_what_the_client_did_anonymously(server, tmp_path):

@@ -156,6 +156,25 @@ def test_correct_a_mask_in_the_editor_and_see_reviewers_agree(web, answered):
     assert pair[0] in ("rita & ravi", "ravi & rita") and pair[1:] == [1, "0.25", "0.14"]
 
 
+def test_fill_counts_what_a_closed_stroke_outlines(web, answered):
+    rita = user(web, "rita", Role.reviewer)
+    turn_id = _first_turn(web, answered)
+    opened = review.open_correction(web, turn_id, 1, rita)["correction_editor"]
+    h, w = opened["background"].shape[:2]
+    scale = h // 40  # shown pixels per original pixel (the original is 40 x 60)
+    outline = np.zeros((h, w, 4), dtype=np.uint8)
+    # A square outline two original pixels thick around original rows/cols 10-30.
+    y0, y1, x0, x1 = (v * scale for v in (10, 30, 10, 30))
+    outline[y0:y1, x0:x1] = (255, 64, 64, 255)
+    outline[y0 + 2 * scale : y1 - 2 * scale, x0 + 2 * scale : x1 - 2 * scale] = 0
+    drawing = {**opened, "layers": [outline]}
+    replace = review.CORRECTION_MODES[2]
+    plain = review.save_correction(web, turn_id, 1, replace, drawing, rita)
+    assert "version 1: rita, 144 px" in plain["correction_versions"]  # 20² - 16², the ring
+    filled = review.save_correction(web, turn_id, 1, replace, drawing, rita, fill=True)
+    assert "version 2: rita, 400 px" in filled["correction_versions"]  # the whole 20 x 20
+
+
 def test_bad_corrections_keep_the_drawing_and_say_why(web, answered, tmp_path):
     rita = user(web, "rita", Role.reviewer)
     turn_id = _first_turn(web, answered)
@@ -178,3 +197,26 @@ def test_bad_corrections_keep_the_drawing_and_say_why(web, answered, tmp_path):
     assert "Pick an answer" in review.open_correction(web, None, 1, rita)["correction_status"]
     versions = review.open_correction(web, turn_id, 1, rita)["correction_versions"]
     assert "version 1" not in versions  # nothing was stored
+
+
+def test_dataset_export_from_the_review_tab(web, answered):
+    import zipfile
+
+    from webapp.handlers import review_export
+
+    rita = user(web, "rita", Role.reviewer)
+    nothing = review_export.export(web, "", "", None, rita)
+    assert nothing["dataset_file"] is None and "Nothing to export" in nothing["dataset_status"]
+    bad = review_export.export(web, "", "", 7, rita)
+    assert "whole number from 1 to 5" in bad["dataset_status"]
+    # A user-typed link id comes back escaped, never as Markdown.
+    odd = review_export.export(web, "*x*", "", None, rita)["dataset_status"]
+    assert "No class link has the id &#x27;&#42;x&#42;&#x27;" in odd  # as typed, not Markdown
+    turn_id = _first_turn(web, answered)
+    rated = review.submit_rating(web, turn_id, 5, "yes", "", ["good", "good"], rita)
+    assert rated["review_status"].startswith("Rating saved")  # two masks, both good
+    made = review_export.export(web, "", "", None, rita)
+    assert made["dataset_status"].startswith("Exported 1 answer(s)")
+    with zipfile.ZipFile(made["dataset_file"]) as archive:
+        assert len(json.loads(archive.read("grounding/train.json"))) == 1
+    assert review_export.export(web, "", "", None, None)["dataset_file"] is None

@@ -12,12 +12,15 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import gradio as gr
 
 from serving.enums import LinkKind, LinkRole
 from serving.job_events import changed_within
+from serving.services.arena import MatchView, leaderboard, match_view, vote
+from serving.services.checkpoints import checkpoint_choices, set_checkpoints
 from serving.services.reading import read_session
 from serving.services.reviews import export_ratings, rate_turn, review_queue
 from serving.services.sessions import log_in
@@ -31,6 +34,7 @@ from webapp.handlers.common import (
     Web,
     ensured_state,
     to_actor,
+    uploaded_path,
     user_errors,
 )
 from webapp.handlers.share import share_url
@@ -69,6 +73,17 @@ def _json_arg(text: str | None, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise gr.Error(f"{what} is not valid JSON ({exc.msg} at character {exc.pos}).") from None
+
+
+def _regions_arg(regions_json: str | None) -> list[dict[str, Any]]:
+    regions = _json_arg(regions_json, "regions_json") or []
+    if not isinstance(regions, list) or not all(isinstance(item, dict) for item in regions):
+        raise gr.Error(
+            'regions_json must be a JSON list of regions like {"kind": "box", "xyxy_px": [...]}.'
+        )
+    for number, item in enumerate(regions, start=1):
+        item["label"] = number  # "region N" means the N-th item of the list
+    return regions
 
 
 def turn_json(turn: TurnData) -> dict[str, Any]:
@@ -153,6 +168,10 @@ def upload(
     """Ingest an image and open a new session on it."""
     if not path:
         raise gr.Error("Send an image file.")
+    try:
+        path = uploaded_path(path)
+    except UserFacingError as exc:
+        raise gr.Error(str(exc)) from None
     actor, state = ensured_state(web, state, session_hash)
     size = os.path.getsize(path)
     if size > web.settings.max_upload_bytes:
@@ -226,13 +245,7 @@ async def ask(
 ) -> tuple[Any, dict]:
     """Ask in one of the caller's sessions; with ``wait`` return the finished answer."""
     actor, state = await asyncio.to_thread(ensured_state, web, state, session_hash)
-    regions = _json_arg(regions_json, "regions_json") or []
-    if not isinstance(regions, list) or not all(isinstance(item, dict) for item in regions):
-        raise gr.Error(
-            'regions_json must be a JSON list of regions like {"kind": "box", "xyxy_px": [...]}.'
-        )
-    for number, item in enumerate(regions, start=1):
-        item["label"] = number  # "region N" means the N-th item of the list
+    regions = _regions_arg(regions_json)
     with _refusals():
         resolved = resolve_references(question or "", regions)
         view = await asyncio.to_thread(
@@ -374,3 +387,112 @@ def export(web: Web, fmt: str, state: Any) -> str:
         raise gr.Error("Exports need a reviewer account; call /login first.")
     text = _call(web, export_ratings, actor=actor, fmt=(fmt or "csv").strip().lower())
     return web.download_path(f"medplib-ratings.{fmt}", text.encode())
+
+
+# The arena and the checkpoint choices.
+
+
+def match_json(match: MatchView) -> dict[str, Any]:
+    """A match as its player sees it: sides A and B, names only once voted."""
+    return {
+        "match_id": match.id,
+        "question": match.question,
+        "regions": match.regions,
+        "image_id": match.image.id,
+        "finished": match.finished,
+        "sides": [
+            {
+                "label": side.label,
+                "status": side.status.value,
+                "answer": side.answer,
+                "error": side.error,
+                "masks": [
+                    {"index": m.index, "rle": m.rle, "area_px": m.area_px, "score": m.score}
+                    for m in side.masks
+                ],
+            }
+            for side in match.sides
+        ],
+        "vote": match.vote.value if match.vote is not None else None,
+        "checkpoints": list(match.names) if match.names is not None else None,
+    }
+
+
+async def arena_start(
+    web: Web,
+    image_id: str,
+    question: str,
+    regions_json: str | None,
+    checkpoints_json: str | None,
+    wait: bool,
+    state: Any,
+    session_hash: str | None,
+) -> tuple[Any, dict]:
+    """Ask two checkpoints (named, or drawn from the arena's) the same question on an image."""
+    actor, state = await asyncio.to_thread(ensured_state, web, state, session_hash)
+    regions = _regions_arg(regions_json)
+    pair = _json_arg(checkpoints_json, "checkpoints_json")
+    if pair is not None and not isinstance(pair, list):
+        raise gr.Error('checkpoints_json must be a JSON list of two names like ["a", "b"].')
+    with _refusals():
+        resolved = resolve_references(question or "", regions)
+        started = await asyncio.to_thread(
+            lambda: web.platform.start_match(
+                actor=actor,
+                image_id=(image_id or "").strip(),
+                question=resolved.text,
+                regions=resolved.regions,
+                checkpoints=pair,
+            )
+        )
+    deadline = time.monotonic() + web.settings.job_time_limit_s + 30
+    while True:
+        match = await asyncio.to_thread(
+            _call, web, match_view, actor=actor, match_id=started.match_id
+        )
+        if not wait or match.finished or time.monotonic() > deadline:
+            return state, match_json(match)
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def arena_match(web: Web, match_id: str, state: Any, session_hash: str | None) -> dict[str, Any]:
+    actor, _ = ensured_state(web, state, session_hash)
+    return match_json(_call(web, match_view, actor=actor, match_id=(match_id or "").strip()))
+
+
+def arena_vote(
+    web: Web, match_id: str, choice: str, state: Any, session_hash: str | None
+) -> dict[str, Any]:
+    actor, _ = ensured_state(web, state, session_hash)
+    match = _call(
+        web, vote, actor=actor, match_id=(match_id or "").strip(), choice=(choice or "").strip()
+    )
+    return match_json(match)
+
+
+def arena_leaderboard(web: Web) -> dict[str, Any]:
+    board = _call(web, leaderboard)
+    rows = [{**row, "interval": list(row["interval"])} for row in board.rows]
+    return {"votes": board.votes, "rows": rows, "win_matrix": board.matrix}
+
+
+def checkpoints(web: Web) -> dict[str, Any]:
+    return asdict(_call(web, checkpoint_choices, settings=web.settings))
+
+
+def set_checkpoint_choices(
+    web: Web, default: str | None, arena_json: str | None, state: Any
+) -> dict[str, Any]:
+    actor = to_actor(state)
+    if actor is None:
+        raise gr.Error("Choosing checkpoints needs an admin account; call /login first.")
+    pool = _json_arg(arena_json, "arena_json")
+    choices = _call(
+        web,
+        set_checkpoints,
+        actor=actor,
+        settings=web.settings,
+        default=(default or "").strip() or None,
+        arena=pool,
+    )
+    return asdict(choices)

@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from medplib.masks import decode_rle, encode_rle, resize_mask_nearest
+from medplib.masks import decode_rle, encode_rle, fill_holes, resize_mask_nearest
 from serving.services.corrections import MaskVersionData, correct_mask, mask_versions
 from serving.services.reviews import (
     export_ratings,
@@ -268,8 +268,14 @@ def save_correction(
     mode: str | None,
     editor: dict[str, Any] | None,
     actor_state: ActorState | None,
+    *,
+    fill: bool = False,
 ) -> dict[str, Any]:
-    """Combine the strokes with the latest version and save the result as the next version."""
+    """Combine the strokes with the latest version and save the result as the next version.
+
+    With `fill`, what a closed stroke outlines counts as painted too (the editor's brush
+    draws outlines; filling a structure by hand would take many strokes).
+    """
     actor = to_actor(actor_state)
     if actor is None or not turn_id:
         return {"correction_status": "Pick an answer first."}
@@ -290,6 +296,8 @@ def save_correction(
                 )
         if not painted.any():
             raise UserFacingError("Nothing is painted yet: open the mask, then paint on it.")
+        if fill:
+            painted = fill_holes(painted)
         versions = web.call(mask_versions, actor=actor, turn_id=turn_id, mask_index=index)
         latest = decode_rle(versions[-1].rle)
         corrected = combine(latest, painted, mode)

@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 
 from webapp.handlers import api as handlers
+from webapp.handlers import api_review as review_api
 from webapp.handlers.common import Web
 from webapp.handlers.share import base_url_of
 from webapp.state import ActorState
@@ -38,6 +39,15 @@ def build_and_wire(c: dict[str, Any], web: Web) -> None:
                 "window",
                 "title",
                 "job_id",
+                "mask_rle_json",
+                "class_id",
+                "since",
+                "image_id",
+                "match_id",
+                "choice",
+                "checkpoints_json",
+                "default_checkpoint",
+                "arena_json",
             )
         }
         number = {
@@ -47,6 +57,8 @@ def build_and_wire(c: dict[str, Any], web: Web) -> None:
                 "nifti_slice",
                 "expires_hours",
                 "text_score",
+                "mask_number",
+                "min_rating",
             )
         }
         flag = {name: gr.Checkbox(label=name) for name in ("wait", "as_class")}
@@ -117,6 +129,53 @@ def build_and_wire(c: dict[str, Any], web: Web) -> None:
     def export(fmt: str, state: ActorState) -> str:
         return handlers.export(web, fmt, state)
 
+    def correct_mask(turn_id: str, number: float, rle_json: str, state: ActorState) -> dict:
+        return review_api.correct(web, turn_id, number, rle_json, state)
+
+    def mask_versions(turn_id: str, number: float, state: ActorState) -> dict:
+        return review_api.versions(web, turn_id, number, state)
+
+    def review_stats(state: ActorState) -> dict:
+        return review_api.statistics(web, state)
+
+    def export_dataset(class_id: str, since: str, rating: float, state: ActorState) -> tuple:
+        return review_api.export_dataset(web, class_id, since, rating, state)
+
+    async def arena_start(
+        image_id: str,
+        question: str,
+        regions_json: str,
+        checkpoints_json: str,
+        wait: bool,
+        state: ActorState,
+        request: gr.Request,
+    ) -> tuple:
+        return await handlers.arena_start(
+            web,
+            image_id,
+            question,
+            regions_json,
+            checkpoints_json,
+            wait,
+            state,
+            request.session_hash,
+        )
+
+    def arena_match(match_id: str, state: ActorState, request: gr.Request) -> dict:
+        return handlers.arena_match(web, match_id, state, request.session_hash)
+
+    def arena_vote(match_id: str, choice: str, state: ActorState, request: gr.Request) -> dict:
+        return handlers.arena_vote(web, match_id, choice, state, request.session_hash)
+
+    def arena_leaderboard() -> dict:
+        return handlers.arena_leaderboard(web)
+
+    def checkpoints() -> dict:
+        return handlers.checkpoints(web)
+
+    def set_checkpoints(default: str, arena_json: str, state: ActorState) -> dict:
+        return handlers.set_checkpoint_choices(web, default, arena_json, state)
+
     t, n, f = text, number, flag
     endpoints = [
         ("login", login, [t["username"], t["password"], actor], [actor, result]),
@@ -157,10 +216,48 @@ def build_and_wire(c: dict[str, Any], web: Web) -> None:
             [result],
         ),
         ("export", export, [t["fmt"], actor], [export_file]),
+        (
+            "correct_mask",
+            correct_mask,
+            [t["turn_id"], n["mask_number"], t["mask_rle_json"], actor],
+            [result],
+        ),
+        ("mask_versions", mask_versions, [t["turn_id"], n["mask_number"], actor], [result]),
+        ("review_stats", review_stats, [actor], [result]),
+        (
+            "export_dataset",
+            export_dataset,
+            [t["class_id"], t["since"], n["min_rating"], actor],
+            [export_file, result],
+        ),
+        (
+            "arena_start",
+            arena_start,
+            [
+                t["image_id"],
+                t["question"],
+                t["regions_json"],
+                t["checkpoints_json"],
+                f["wait"],
+                actor,
+            ],
+            [actor, result],
+        ),
+        ("arena_match", arena_match, [t["match_id"], actor], [result]),
+        ("arena_vote", arena_vote, [t["match_id"], t["choice"], actor], [result]),
+        ("arena_leaderboard", arena_leaderboard, [], [result]),
+        ("checkpoints", checkpoints, [], [result]),
+        (
+            "set_checkpoints",
+            set_checkpoints,
+            [t["default_checkpoint"], t["arena_json"], actor],
+            [result],
+        ),
     ]
     for name, fn, inputs, outputs in endpoints:
-        # `ask` may wait for a model for minutes: it must not hold up other callers.
-        limit = None if name == "ask" else "default"
+        # `ask` and `arena_start` may wait for a model for minutes: they must not hold up
+        # other callers.
+        limit = None if name in ("ask", "arena_start") else "default"
         button.click(
             fn, inputs, outputs, api_name=name, concurrency_limit=limit, show_progress="hidden"
         )

@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from webapp.handlers import review as handlers
+from webapp.handlers import review_export
 from webapp.handlers.common import Web
 from webapp.state import ActorState
 from webapp.ui import named, outs
@@ -50,12 +51,20 @@ def build(c: dict[str, Any]) -> None:
             c["correction_save"] = gr.Button(
                 "Save correction", variant="primary", scale=1, elem_id="medplib-correction-save"
             )
-        c["correction_mode"] = gr.Radio(
-            handlers.CORRECTION_MODES,
-            value=handlers.CORRECTION_MODES[0],
-            label="Strokes",
-            elem_id="medplib-correction-mode",
-        )
+        with gr.Row():
+            c["correction_mode"] = gr.Radio(
+                handlers.CORRECTION_MODES,
+                value=handlers.CORRECTION_MODES[0],
+                label="Strokes",
+                elem_id="medplib-correction-mode",
+                scale=3,
+            )
+            c["correction_fill"] = gr.Checkbox(
+                value=False,
+                label="Fill: a closed stroke counts with its inside",
+                elem_id="medplib-correction-fill",
+                scale=1,
+            )
         c["correction_editor"] = gr.ImageEditor(
             label="The mask is tinted in; paint strokes (undo and eraser are in the toolbar)",
             type="numpy",
@@ -89,6 +98,20 @@ def build(c: dict[str, Any]) -> None:
         c["export_fmt"] = gr.Radio(["csv", "jsonl"], value="csv", label="Export format")
         c["export_btn"] = gr.Button("Export ratings")
     c["export_file"] = gr.File(label="Ratings export", interactive=False)
+    with gr.Accordion("Export reviewed answers as training data", open=False):
+        gr.Markdown(
+            "Corrected and accepted answers as a MeCoVQA corpus (a zip with images, masks, "
+            "records and a data card naming the reviewers) for `medplib train`."
+        )
+        with gr.Row():
+            c["dataset_class"] = gr.Textbox(label="Class link id (empty: all)", scale=2)
+            c["dataset_since"] = gr.Textbox(label="Since (YYYY-MM-DD, empty: all)", scale=1)
+            c["dataset_min_rating"] = gr.Number(
+                value=None, minimum=0, maximum=5, precision=0, label="Minimum text score", scale=1
+            )
+        c["dataset_btn"] = gr.Button("Export dataset", elem_id="medplib-dataset-export")
+        c["dataset_status"] = gr.Markdown(elem_id="medplib-dataset-status")
+        c["dataset_file"] = gr.File(label="Corpus (zip)", interactive=False)
 
 
 def wire(c: dict[str, Any], web: Web) -> None:
@@ -147,9 +170,11 @@ def wire(c: dict[str, Any], web: Web) -> None:
         return named(c, handlers.open_correction(web, turn_id, number, actor))
 
     def save_correction(
-        turn_id: str, number: float, mode: str, editor: Any, actor: ActorState
+        turn_id: str, number: float, mode: str, fill: bool, editor: Any, actor: ActorState
     ) -> dict:
-        return named(c, handlers.save_correction(web, turn_id, number, mode, editor, actor))
+        return named(
+            c, handlers.save_correction(web, turn_id, number, mode, editor, actor, fill=fill)
+        )
 
     correction = ("correction_editor", "correction_versions", "correction_status")
     c["correction_open"].click(
@@ -164,10 +189,21 @@ def wire(c: dict[str, Any], web: Web) -> None:
             c["review_pick"],
             c["correction_mask"],
             c["correction_mode"],
+            c["correction_fill"],
             c["correction_editor"],
             c["actor"],
         ],
         outs(c, *correction),
+        api_visibility="private",
+    )
+
+    def export_dataset(class_id: str, since: str, rating: float, actor: ActorState) -> dict:
+        return named(c, review_export.export(web, class_id, since, rating, actor))
+
+    c["dataset_btn"].click(
+        export_dataset,
+        [c["dataset_class"], c["dataset_since"], c["dataset_min_rating"], c["actor"]],
+        outs(c, "dataset_file", "dataset_status"),
         api_visibility="private",
     )
 
