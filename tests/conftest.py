@@ -37,6 +37,19 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _upload_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # Handlers read only files inside Gradio's upload folder; the tests' own files are made
+    # under the session's temporary root, so that root stands in for the upload folder.
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.getbasetemp())
+    yield
+    if before is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = before
+
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # Tests build their own Settings; nothing leaks in from the caller's environment.

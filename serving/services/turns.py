@@ -14,9 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from serving.models import ChatSession, Job, JobStatus, Turn, utcnow
+from serving.models import ChatSession, Job, JobStatus, Turn, User, utcnow
 from serving.reconcile import fail_if_stale
 from serving.services.accounts import Actor
+from serving.services.checkpoints import default_checkpoint
 from serving.services.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from serving.services.sessions import (
     can_read,
@@ -48,7 +49,11 @@ def clean_question(question: Any, *, max_chars: int) -> str:
     return cleaned
 
 
-def check_rate(db: Session, *, actor: Actor, per_minute: int) -> None:
+def check_rate(
+    db: Session, *, actor: Actor, per_minute: int, per_address_per_minute: int = 0
+) -> None:
+    """Refuse an anonymous user's question beyond its own per-minute limit, or beyond the
+    limit of all anonymous users first seen at its address (0: no address limit)."""
     if not actor.anonymous:
         return
     since = utcnow() - timedelta(minutes=1)
@@ -60,6 +65,19 @@ def check_rate(db: Session, *, actor: Actor, per_minute: int) -> None:
     if (recent or 0) >= per_minute:
         raise RateLimited(
             f"Anonymous users can ask {per_minute} questions a minute; wait a moment or log in."
+        )
+    address = db.scalar(select(User.created_from).where(User.id == actor.user_id))
+    if not per_address_per_minute or address is None:
+        return
+    from_address = db.scalar(
+        select(func.count(Job.id))
+        .join(User, User.id == Job.submitted_by_id)
+        .where(User.anonymous.is_(True), User.created_from == address, Job.queued_at >= since)
+    )
+    if (from_address or 0) >= per_address_per_minute:
+        raise RateLimited(
+            "Too many questions from your network address in the last minute; wait a moment "
+            "or log in."
         )
 
 
@@ -84,7 +102,12 @@ def submit_turn(
     # transactions run one at a time anyway), so a second ask waits for the first to commit
     # and then sees its pending job instead of racing it for the next turn index.
     db.execute(select(ChatSession.id).where(ChatSession.id == session.id).with_for_update())
-    check_rate(db, actor=actor, per_minute=settings.anon_jobs_per_minute)
+    check_rate(
+        db,
+        actor=actor,
+        per_minute=settings.anon_jobs_per_minute,
+        per_address_per_minute=settings.anon_jobs_per_address_per_minute,
+    )
     count = db.scalar(select(func.count(Turn.id)).where(Turn.session_id == session.id)) or 0
     if count >= settings.max_turns_per_session:
         raise InvalidInput(
@@ -100,7 +123,9 @@ def submit_turn(
     if any(not fail_if_stale(job, time_limit_s=settings.job_time_limit_s) for job in pending):
         raise InvalidInput(_STILL_ANSWERING)
     turn = Turn(session_id=session.id, index=count, question=text, regions=doc)
-    job = Job(turn=turn, submitted_by_id=actor.user_id, runner=runner)
+    # Recorded now, so the job runs where it was sent even if an admin picks another later.
+    checkpoint = default_checkpoint(db, settings=settings)
+    job = Job(turn=turn, submitted_by_id=actor.user_id, runner=runner, checkpoint=checkpoint)
     try:
         # Should another ask still have taken this turn's index, it lost: said in words.
         with db.begin_nested():

@@ -127,6 +127,50 @@ def test_anonymous_questions_per_minute_are_limited_per_user(platform):
         platform.ask(actor=account, session_id=session_id, question="q", regions=[])
 
 
+def test_questions_from_one_address_are_limited_across_its_anonymous_users(
+    make_platform, sqlite_url
+):
+    platform = make_platform(
+        sqlite_url,
+        anon_users_per_address_per_minute=10,
+        anon_jobs_per_minute=2,
+        anon_jobs_per_address_per_minute=5,
+    )
+
+    def visitor(address: str) -> Actor:
+        return platform.call(
+            anonymous_actor,
+            browser_secret=uuid.uuid4().hex,
+            address=address,
+            new_per_address_per_minute=10,
+        )
+
+    asked = 0
+    # Three visitors from one address, each under its own limit of 2: the fifth question
+    # from the address is the last one taken.
+    visitors = [visitor("198.51.100.20") for _ in range(3)]
+    refused = None
+    for n, anon in enumerate(visitors * 2):
+        session_id = _session(platform, anon, seed=300 + n)
+        try:
+            platform.ask(actor=anon, session_id=session_id, question="q", regions=[])
+            asked += 1
+        except RateLimited as exc:
+            refused = (n, str(exc), session_id)
+            break
+    assert asked == 5 and refused is not None and refused[0] == 5
+    assert "network address" in refused[1]
+    stored = platform.call(
+        lambda db: db.scalar(select(func.count(Turn.id)).where(Turn.session_id == refused[2]))
+    )
+    assert stored == 0  # the refused question left nothing behind
+    # Another address has its own count.
+    other = visitor("198.51.100.21")
+    platform.ask(
+        actor=other, session_id=_session(platform, other, seed=400), question="q", regions=[]
+    )
+
+
 BIG = "x" * 2_000_000
 
 

@@ -34,8 +34,17 @@ def wire() -> Iterator[Tripwire]:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[Live]:
-    with live_app(tmp_path_factory.mktemp("no-fetch")) as live:
-        yield live
+    # An upload folder of its own, so that the app's database and every other file the
+    # tests make lie outside it, as server files do in production.
+    import os
+
+    before = os.environ["GRADIO_TEMP_DIR"]
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("no-fetch-uploads"))
+    try:
+        with live_app(tmp_path_factory.mktemp("no-fetch")) as live:
+            yield live
+    finally:
+        os.environ["GRADIO_TEMP_DIR"] = before
 
 
 @pytest.fixture(autouse=True)
@@ -156,3 +165,30 @@ def test_a_real_upload_still_works(app, tmp_path):
         api_name="/upload",
     )
     assert made["width_px"] == 60 and made["height_px"] == 40
+
+
+@pytest.mark.parametrize("kind", ["server file", "url", "traversal"])
+def test_handlers_read_only_files_inside_the_upload_folder(tmp_path, monkeypatch, kind):
+    """Behind the edge, the handlers check again: a path that reached them by another route
+    is refused in the same words, and the file is not read."""
+    import gradio as gr
+
+    from webapp.handlers import api as api_handlers
+    from webapp.handlers import upload as upload_handlers
+    from webapp.handlers.common import UserFacingError, uploaded_path
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    secret = write_png(tmp_path / "server-only.png", 30, 20)  # outside the upload folder
+    path = {
+        "server file": secret,
+        "url": "http://127.0.0.1:9/x.png",
+        "traversal": str(uploads / ".." / "server-only.png"),
+    }[kind]
+    with pytest.raises(UserFacingError, match="Only files uploaded to this server are read"):
+        upload_handlers.read_upload(None, path)  # type: ignore[arg-type]
+    with pytest.raises(gr.Error, match="Only files uploaded to this server are read"):
+        api_handlers.upload(None, path, "", 2, -1, "t", None, None)  # type: ignore[arg-type]
+    inside = write_png(uploads / "scan.png", 30, 20)
+    assert uploaded_path(inside) == str((uploads / "scan.png").resolve())

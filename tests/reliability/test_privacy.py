@@ -160,9 +160,9 @@ def test_migration_moves_file_names_from_images_to_the_first_session(database_ur
             text(
                 "INSERT INTO images (id, sha256, original_key, display_key, source_format, "
                 "width_px, height_px, byte_size, filename, notes, created_at) VALUES ('i1', "
-                "'h', 'o', 'd', 'png', 4, 4, 10, :name, '[]', CURRENT_TIMESTAMP)"
+                "'h', 'o', 'd', 'png', 4, 4, 10, :name, '[]', :at)"
             ),
-            {"name": PATIENT},
+            {"name": PATIENT, "at": "2026-01-01 00:01:00"},  # uploaded with session s1
         )
         for session_id, owner, forked, minute in rows["sessions"]:
             conn.execute(

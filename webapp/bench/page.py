@@ -194,8 +194,9 @@ class _app:
             predictor="noop",
             noop_delay_s=self.model_s,
             port=port,
-            # One tab asks back to back: the anonymous per-minute limit would stop it.
+            # One tab asks back to back: the anonymous per-minute limits would stop it.
             anon_jobs_per_minute=10_000,
+            anon_jobs_per_address_per_minute=0,
         )
         self.demo, self.platform = create_app(settings)
         self.platform.runner.start()

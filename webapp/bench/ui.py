@@ -225,8 +225,9 @@ def _web_app(
         "predictor": "noop",
         "noop_delay_s": model_s,
         "port": port,
-        # One client asks back to back: the anonymous per-minute limit would stop it.
+        # One client asks back to back: the anonymous per-minute limits would stop it.
         "anon_jobs_per_minute": 10_000,
+        "anon_jobs_per_address_per_minute": 0,
     }
     with _database(mode, root, postgres_url) as url:
         command.upgrade(alembic_config(url), "head")

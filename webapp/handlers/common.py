@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import tempfile
 import time
@@ -29,7 +30,7 @@ from serving.services.accounts import Actor, anonymous_identity, new_browser_sec
 from serving.services.errors import ServiceError
 from serving.services.images import load_display
 from serving.services.turns import JobView
-from webapp.edge import current_address
+from webapp.edge import NO_FETCH, current_address
 from webapp.regions import shown_size
 from webapp.render import toast_text
 from webapp.state import ActorState, ViewState
@@ -65,6 +66,24 @@ class UserFacingError(gr.Error):
 def warn(message: str) -> None:
     """A warning pop-up on the page, its text shown as typed (see `UserFacingError`)."""
     gr.Warning(toast_text(message))
+
+
+def uploaded_path(path: str) -> str:
+    """`path` if it names a file inside Gradio's upload folder, else `UserFacingError`.
+
+    The edge already refuses other paths in requests; handlers check again so that no
+    route (an API client, an event added later) can make the server read its own files.
+    """
+    from gradio.utils import get_upload_folder
+
+    try:
+        real = os.path.realpath(path)
+        root = os.path.realpath(get_upload_folder())
+    except (OSError, ValueError, TypeError):
+        raise UserFacingError(NO_FETCH) from None
+    if "://" in str(path) or not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise UserFacingError(NO_FETCH)
+    return real
 
 
 def message_of(exc: BaseException) -> str:

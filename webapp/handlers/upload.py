@@ -13,7 +13,7 @@ from serving.services.images import original_bytes
 from serving.services.uploads import show_image_as, upload_image
 from serving.services.validation import volume_choice
 from webapp import render
-from webapp.handlers.common import UserFacingError, Web, user_errors, warn
+from webapp.handlers.common import UserFacingError, Web, uploaded_path, user_errors, warn
 from webapp.handlers.screen import EMPTY_CANVASES, blank_details, image_info, view_for_image
 from webapp.state import ViewState
 
@@ -30,6 +30,7 @@ AXIS_CHOICES = [("sagittal (0)", 0), ("coronal (1)", 1), ("axial (2)", 2)]
 
 
 def read_upload(web: Web, path: str) -> bytes:
+    path = uploaded_path(path)
     limit = web.settings.max_upload_bytes
     try:
         size = os.path.getsize(path)
