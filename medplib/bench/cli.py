@@ -30,6 +30,15 @@ def register(bsub: Any) -> None:
     )
     _common(gen)
     gen.set_defaults(func=_run_generate)
+    pred = bsub.add_parser(
+        "predict", help="seconds per question of a checkpoint (image encoding + answer), p50/p95"
+    )
+    _common(pred)
+    pred.add_argument(
+        "--checkpoint", help="checkpoint folder (default: the one `make demo` serves)"
+    )
+    pred.add_argument("--questions", type=int, help="questions timed (default 50)")
+    pred.set_defaults(func=_run_predict)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -37,6 +46,7 @@ def _check(args: argparse.Namespace) -> None:
         ("--threads", args.threads, 1),
         ("--repeats", args.repeats, 1),
         ("--new-tokens", args.new_tokens, 2),
+        ("--questions", getattr(args, "questions", None), 1),
     ):
         if value is not None and value < least:
             raise UserInputError(f"{flag} must be at least {least}, got {value}.")
@@ -55,4 +65,12 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     _check(args)
     print(json.dumps(generate.run(generate.settings_from_args(args)), indent=2))
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from medplib.bench import predict
+
+    _check(args)
+    print(json.dumps(predict.run(predict.settings_from_args(args)), indent=2))
     return 0

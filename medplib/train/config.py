@@ -58,6 +58,9 @@ class DataSection:
     # its task's weight; "*" stands for every kind not listed (default 1, 0 leaves it out).
     # Lets a run drill the kinds the model gets wrong without new data files.
     question_kinds: dict[str, float] = field(default_factory=dict)
+    # Record source ("synthetic", "busi-mini", …) → factor, multiplied with the kind's; "*"
+    # as above. Real sources with a few dozen records are otherwise seen a few times a run.
+    sources: dict[str, float] = field(default_factory=dict)
     split: str = "train"  # only train may be trained on; val / holdout are for measuring
     val_split: str = "val"  # teacher-forced validation during training
     max_records: int | None = None  # cap per task, for quick runs and tests
@@ -182,8 +185,8 @@ class TrainConfig:
         """Hash of the settings that shape the run (a resumed run must match it).
 
         `data.num_workers` is left out: it changes speed, never the batches. `patch_labels`,
-        `attention_labels` and `data.question_kinds` are left out while off, so runs made
-        before them keep their fingerprint.
+        `attention_labels`, `data.question_kinds` and `data.sources` are left out while off,
+        so runs made before them keep their fingerprint.
         """
         shaping = self.to_dict()
         shaping["data"].pop("num_workers")
@@ -193,6 +196,8 @@ class TrainConfig:
             shaping.pop("attention_labels")
         if not self.data.question_kinds:
             shaping["data"].pop("question_kinds")
+        if not self.data.sources:
+            shaping["data"].pop("sources")
         text = json.dumps(shaping, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -222,6 +227,8 @@ class TrainConfig:
             raise UserInputError("every weight in data.tasks must be positive.")
         if any(w < 0 for w in c.data.question_kinds.values()):
             raise UserInputError("every weight in data.question_kinds must be 0 or more.")
+        if any(w < 0 for w in c.data.sources.values()):
+            raise UserInputError("every weight in data.sources must be 0 or more.")
         if c.data.split != "train":
             raise UserInputError(
                 f"data.split is {c.data.split!r}; only the train split may be trained on."

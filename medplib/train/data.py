@@ -77,20 +77,54 @@ def kind_multipliers(
     that no record has is an error, so that a misspelt name does not silently weigh nothing.
     None when `kind_weights` is empty.
     """
-    if not kind_weights:
+    return _field_multipliers(datasets, kind_weights, "question_kind", "data.question_kinds")
+
+
+def source_multipliers(
+    datasets: dict[str, MeCoVQADataset], source_weights: dict[str, float]
+) -> dict[str, np.ndarray] | None:
+    """Per-record factors from `data.sources` (source → weight, "*" = every other source).
+
+    As `kind_multipliers`, over each record's source ("synthetic", "busi-mini", …): lets a
+    run see a source with few records more often. Unlike a question kind, a source the corpus
+    lacks is not an error: one recipe serves corpora built with and without the real data.
+    """
+    present = {s.source for ds in datasets.values() for s in ds.samples}
+    known = {k: w for k, w in source_weights.items() if k == "*" or k in present}
+    return _field_multipliers(datasets, known, "source", "data.sources")
+
+
+def combined_multipliers(
+    *factors: dict[str, np.ndarray] | None,
+) -> dict[str, np.ndarray] | None:
+    """The per-record product of several factor sets (None where none is given)."""
+    given = [f for f in factors if f is not None]
+    if not given:
         return None
-    default = kind_weights.get("*", 1.0)
-    present = {s.question_kind for ds in datasets.values() for s in ds.samples}
-    missing = sorted(k for k in kind_weights if k != "*" and k not in present)
+    out = {task: values.copy() for task, values in given[0].items()}
+    for more in given[1:]:
+        for task, values in more.items():
+            out[task] = out[task] * values
+    return out
+
+
+def _field_multipliers(
+    datasets: dict[str, MeCoVQADataset], weights: dict[str, float], attr: str, setting: str
+) -> dict[str, np.ndarray] | None:
+    if not weights:
+        return None
+    default = weights.get("*", 1.0)
+    present = {getattr(s, attr) for ds in datasets.values() for s in ds.samples}
+    missing = sorted(k for k in weights if k != "*" and k not in present)
     if missing:
         have = sorted(k for k in present if k is not None)
         raise UserInputError(
-            f"data.question_kinds names {missing[0]!r}, which no training record of tasks "
-            f"{sorted(datasets)} has; their kinds are {have}."
+            f"{setting} names {missing[0]!r}, which no training record of tasks "
+            f"{sorted(datasets)} has; theirs are {have}."
         )
     return {
         task: np.array(
-            [kind_weights.get(s.question_kind or "*", default) for s in ds.samples],
+            [weights.get(getattr(s, attr) or "*", default) for s in ds.samples],
             dtype=np.float64,
         )
         for task, ds in datasets.items()

@@ -1,4 +1,5 @@
-"""`medplib bench moe` / `medplib bench generate` at toy size: JSON shape and exact FLOP counts."""
+"""`medplib bench moe` / `generate` / `predict` at toy size: JSON shape, exact FLOP counts and
+per-question timings that add up."""
 
 from __future__ import annotations
 
@@ -86,3 +87,24 @@ def test_generate_quick_reports_cache_speed_and_memory(capsys):
 def test_bad_settings_exit_2(capsys, argv):
     assert main(["bench", *argv, "--quick"]) == 2
     assert "must be at least" in capsys.readouterr().err
+
+
+def test_predict_quick_times_every_question_of_the_demo_checkpoint(capsys):
+    from medplib.bench.predict import QUICK, questions
+
+    doc = _bench(capsys, "predict", "--json", "--quick", "--questions", "4", "--threads", "1")
+    assert doc["benchmark"] == "predict" and doc["settings"]["questions"] == 4
+    assert doc["checkpoint_id"]  # the served checkpoint names itself
+    per, enc, ans = doc["per_question"], doc["encode"], doc["answer"]
+    assert 0 < per["p50_s"] <= per["p95_s"] <= per["max_s"]
+    # Each question's time is its encoding plus its answer, so the means add up.
+    assert per["mean_s"] == pytest.approx(enc["mean_s"] + ans["mean_s"], rel=1e-6)
+    assert set(doc["by_kind"]) == {"grounding", "closed"}
+    asked = questions(QUICK.__class__(questions=4, warmup=0, image_size_px=64))
+    assert [q for _, q, _ in asked][0].startswith("Please generate a mask that segments the ")
+    assert doc["machine"]["torch_threads"] == 1
+
+
+def test_predict_refuses_zero_questions(capsys):
+    assert main(["bench", "predict", "--questions", "0", "--quick"]) == 2
+    assert "--questions must be at least 1" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`data.question_kinds` (records weighted by question kind) and a vl run continuing a vl run."""
+"""`data.question_kinds` and `data.sources` (records weighted by question kind and by source)
+and a vl run continuing a vl run."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from medplib.cli import main
 from medplib.data.mecovqa import MeCoVQADataset
 from medplib.errors import UserInputError
 from medplib.train import config_from_dict, run_stage
-from medplib.train.data import RecordOrder, kind_multipliers
+from medplib.train.data import (
+    RecordOrder,
+    combined_multipliers,
+    kind_multipliers,
+    source_multipliers,
+)
 from medplib.train.preflight import plan_stage
 
 
@@ -70,11 +76,36 @@ def test_kind_multipliers_use_the_star_for_other_and_unnamed_kinds():
         kind_multipliers(sets, {"sides": 1.0})
 
 
+def test_source_factors_multiply_with_kind_factors():
+    sets = {"grounding": _with_kinds(["segment", "segment", "outline", None])}
+    sources = ["synthetic", "isic", "isic", "busi"]
+    for sample, source in zip(sets["grounding"].samples, sources, strict=True):
+        sample.source = source  # type: ignore[attr-defined]
+    assert source_multipliers(sets, {}) is None
+    by_source = source_multipliers(sets, {"isic": 4.0, "*": 0.5})
+    assert by_source is not None and by_source["grounding"].tolist() == [0.5, 4.0, 4.0, 0.5]
+    by_kind = kind_multipliers(sets, {"outline": 0.0})
+    both = combined_multipliers(by_kind, None, by_source)
+    assert both is not None and both["grounding"].tolist() == [0.5, 4.0, 0.0, 0.5]
+    assert combined_multipliers(None, None) is None
+    # A source this corpus lacks (built without the real data) weighs nothing and is no error.
+    assert source_multipliers(sets, {"kvasir": 2.0}) is None  # None: every record once
+    mixed = source_multipliers(sets, {"kvasir": 2.0, "busi": 3.0})
+    assert mixed is not None and mixed["grounding"].tolist() == [1.0, 1.0, 1.0, 3.0]
+    # The order sees each isic "segment" record four times per epoch, the others half the time.
+    order = RecordOrder({"grounding": 4}, {"grounding": 1.0}, seed=1, multipliers=both)
+    seen = Counter(int(k) for _, k in order.epoch(0))
+    assert seen[1] == 4 and seen[2] == 0
+
+
 def test_fingerprint_changes_only_when_kinds_are_weighted():
     plain = config_from_dict(stage_dict("vl"))
     empty = config_from_dict(stage_dict("vl", data={"question_kinds": {}}))
     weighted = config_from_dict(stage_dict("vl", data={"question_kinds": {"side": 2.0}}))
     assert plain.fingerprint() == empty.fingerprint() != weighted.fingerprint()
+    by_source = config_from_dict(stage_dict("vl", data={"sources": {"synthetic": 2.0}}))
+    no_source = config_from_dict(stage_dict("vl", data={"sources": {}}))
+    assert no_source.fingerprint() == plain.fingerprint() != by_source.fingerprint()
 
 
 def _kinds_of(path: Path) -> list[str | None]:
