@@ -43,8 +43,19 @@ def test_invalid_values_name_the_variable(monkeypatch, env, fragment):
     assert fragment in describe_error(err.value)
 
 
-def test_process_stops_with_one_line_and_status_2():
-    env = {**os.environ, "MEDPLIB_PORT": "0"}
+@pytest.mark.parametrize(
+    "name, value, start",
+    [
+        ("MEDPLIB_PORT", "0", "medplib: invalid setting MEDPLIB_PORT"),
+        (
+            "MEDPLIB_CHECKPOINTS",
+            "good=/a,Bad=/b",
+            "medplib: invalid setting MEDPLIB_CHECKPOINTS: 'Bad' is not",
+        ),
+    ],
+)
+def test_process_stops_with_one_line_and_status_2(name, value, start):
+    env = {**os.environ, name: value}
     proc = subprocess.run(
         [sys.executable, "-m", "medplib.cli", "db", "current"],
         env=env,
@@ -54,7 +65,7 @@ def test_process_stops_with_one_line_and_status_2():
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("medplib: invalid setting MEDPLIB_PORT")
+    assert len(lines) == 1 and lines[0].startswith(start)
 
 
 def test_admin_password_is_never_in_the_repr(monkeypatch):

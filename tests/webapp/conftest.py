@@ -157,14 +157,28 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(root: Path, predictor: Callable[[], Any] = FakePredictor) -> Iterator[str]:
-    """A migrated database, the platform and the web app on a free port; yields its URL."""
+def live_server(
+    root: Path,
+    predictor: Callable[[], Any] = FakePredictor,
+    *,
+    holders: dict[str, PredictorHolder] | None = None,
+    **overrides: Any,
+) -> Iterator[str]:
+    """A migrated database, the platform and the web app on a free port; yields its URL.
+
+    `holders` gives named checkpoints (`overrides` then names them in `checkpoints`) their
+    own predictors instead of the one `predictor`."""
     from webapp.commands import create_app, launch
 
     url = f"sqlite:///{root / 'medplib.db'}"
     migrate(url)
-    settings = Settings(database_url=url, artefact_dir=root / "artefacts", port=free_port())
-    platform = build_platform(settings, holder=PredictorHolder(predictor))
+    settings = Settings(
+        database_url=url, artefact_dir=root / "artefacts", port=free_port(), **overrides
+    )
+    if holders is not None:
+        platform = build_platform(settings, holders=holders)
+    else:
+        platform = build_platform(settings, holder=PredictorHolder(predictor))
     platform.call(
         lambda db: create_user(db, username="rita", password="a long password", role=Role.reviewer)
     )

@@ -7,16 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from serving.platform import build_platform
 from serving.predictors import PredictorHolder
-from serving.settings import Settings
 from tests.webapp.browsing import ARTIFACTS, upload, wait_for_text
 from tests.webapp.conftest import (
     BROWSER_TIMEOUT_MS,
     FakePredictor,
-    free_port,
     lesion_mask,
-    migrate,
+    live_server,
     phantom_png,
 )
 
@@ -25,29 +22,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::Deprecati
 
 @pytest.fixture(scope="module")
 def arena_server(tmp_path_factory) -> Iterator[str]:
-    from webapp.commands import create_app, launch
-
-    root = tmp_path_factory.mktemp("arena")
-    url = f"sqlite:///{root / 'medplib.db'}"
-    migrate(url)
-    settings = Settings(
-        database_url=url,
-        artefact_dir=root / "artefacts",
-        port=free_port(),
-        checkpoints="lesion=/l,quarter=/q",
-    )
     holders = {
         "lesion": PredictorHolder(lambda: FakePredictor(answer="a lesion", mask_fn=lesion_mask)),
         "quarter": PredictorHolder(lambda: FakePredictor(answer="a quarter", delay_s=0.5)),
     }
-    demo, platform = create_app(settings, build_platform(settings, holders=holders))
-    platform.runner.start()
-    launch(demo, settings, prevent_thread_lock=True)
-    try:
-        yield f"http://127.0.0.1:{settings.port}/"
-    finally:
-        demo.close()
-        platform.runner.stop()
+    with live_server(
+        tmp_path_factory.mktemp("arena"), holders=holders, checkpoints="lesion=/l,quarter=/q"
+    ) as address:
+        yield address
 
 
 def test_ask_two_checkpoints_vote_and_see_the_names(chromium, arena_server, tmp_path):
