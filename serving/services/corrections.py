@@ -24,7 +24,7 @@ from serving.agreement import mask_agreement
 from serving.models import Mask, MaskCorrection, Role, Turn, User
 from serving.services.accounts import Actor
 from serving.services.errors import InvalidInput, NotFound
-from serving.services.validation import well_formed_id
+from serving.services.validation import well_formed_id, whole_number
 from serving.store import ArtefactStore
 
 
@@ -39,6 +39,17 @@ class MaskVersionData:
     area_px: int
     bbox_xyxy_px: list[int] | None
     created_at: datetime | None
+
+
+def mask_index_of(mask_number: Any) -> int:
+    """The 0-based index of a client's 1-based mask number (1: the answer's first mask).
+
+    Pages and API clients send numbers from number fields, so 2.0 is 2 while 2.5, NaN and
+    values below 1 are refused; whether the answer has that many masks is checked on use.
+    """
+    if mask_number is None:
+        raise InvalidInput("Choose which mask to correct (1 is the answer's first).")
+    return whole_number(mask_number, what="mask number", minimum=1) - 1
 
 
 def _editable_mask(db: Session, *, actor: Actor, turn_id: str, mask_index: int) -> Mask:

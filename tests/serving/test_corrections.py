@@ -8,7 +8,12 @@ from sqlalchemy import func, select
 
 from medplib.masks import decode_rle, encode_rle
 from serving.models import LinkRole, MaskCorrection, Role
-from serving.services.corrections import correct_mask, correction_agreement, mask_versions
+from serving.services.corrections import (
+    correct_mask,
+    correction_agreement,
+    mask_index_of,
+    mask_versions,
+)
 from serving.services.errors import InvalidInput, NotFound
 from serving.services.reviews import review_statistics
 from serving.services.sessions import get_session
@@ -137,3 +142,23 @@ def test_bad_corrections_get_a_clear_message_and_store_nothing(sqlite_url, make_
     assert count == 0
     with pytest.raises(NotFound):
         platform.call(mask_versions, actor=stranger, turn_id=turn.id, mask_index=0)
+
+
+@pytest.mark.parametrize(
+    ("number", "index", "message"),
+    [
+        (1, 0, None),
+        (3.0, 2, None),  # a number field's 3.0 is mask 3
+        (None, None, "Choose which mask to correct"),
+        (0, None, "mask number must be at least 1"),
+        (2.5, None, "mask number must be a whole number"),
+        (float("nan"), None, "not NaN"),
+        ("two", None, "mask number must be a number"),
+    ],
+)
+def test_mask_numbers_from_clients_become_indexes_or_one_sentence(number, index, message):
+    if message is None:
+        assert mask_index_of(number) == index
+    else:
+        with pytest.raises(InvalidInput, match=message):
+            mask_index_of(number)

@@ -174,7 +174,7 @@ def test_a_reviewer_corrects_a_mask_reads_agreement_and_exports_a_corpus(server,
     with pytest.raises(AppError, match="reviewer account"):
         reviewer.predict(turn_id, 1, rle, api_name="/correct_mask")
     reviewer.predict("rita", "a long password", api_name="/login")
-    with pytest.raises(AppError, match="mask_number starts at 1"):
+    with pytest.raises(AppError, match="mask number must be at least 1"):
         reviewer.predict(turn_id, 0, rle, api_name="/correct_mask")
     wrong_size = json.dumps(encode_rle(np.ones((4, 4), dtype=bool)))
     with pytest.raises(AppError, match="the image is 40 × 60"):

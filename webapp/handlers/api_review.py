@@ -11,20 +11,21 @@ from typing import Any
 
 import gradio as gr
 
-from serving.services.corrections import MaskVersionData, correct_mask, mask_versions
+from serving.services.corrections import (
+    MaskVersionData,
+    correct_mask,
+    mask_index_of,
+    mask_versions,
+)
 from serving.services.reviews import review_statistics
-from webapp.handlers.api import _call, _json_arg
+from webapp.handlers.api import _call, _json_arg, _refusals
 from webapp.handlers.common import UserFacingError, Web, to_actor
 from webapp.handlers.review_export import export_zip
 
 
 def _mask_index(mask_number: float | None) -> int:
-    """1-based mask number from a client → 0-based index (the services check the range)."""
-    if mask_number is None or mask_number != mask_number or int(mask_number) != mask_number:
-        raise gr.Error("mask_number must be a whole number: 1 for the answer's first mask.")
-    if mask_number < 1:
-        raise gr.Error("mask_number starts at 1 (the answer's first mask).")
-    return int(mask_number) - 1
+    with _refusals():
+        return mask_index_of(mask_number)
 
 
 def _version(v: MaskVersionData) -> dict[str, Any]:

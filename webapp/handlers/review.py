@@ -8,7 +8,12 @@ import gradio as gr
 import numpy as np
 
 from medplib.masks import decode_rle, encode_rle, fill_holes, resize_mask_nearest
-from serving.services.corrections import MaskVersionData, correct_mask, mask_versions
+from serving.services.corrections import (
+    MaskVersionData,
+    correct_mask,
+    mask_index_of,
+    mask_versions,
+)
 from serving.services.reviews import (
     export_ratings,
     rate_turn,
@@ -210,9 +215,8 @@ def _versions_markdown(versions: list[MaskVersionData]) -> str:
 
 
 def _mask_index(mask_number: float | None) -> int:
-    if mask_number is None:
-        raise UserFacingError("Choose which mask to correct (1 is the first).")
-    return int(mask_number) - 1
+    with user_errors():
+        return mask_index_of(mask_number)
 
 
 def _editor_value(web: Web, image: Any, latest_rle: dict[str, Any]) -> dict[str, Any]:
