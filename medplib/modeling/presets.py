@@ -167,6 +167,23 @@ PRESETS: dict[str, Callable[[], MedPLIBConfig]] = {
 }
 
 
+def with_sam_patch_size(config: MedPLIBConfig, patch_size: int) -> MedPLIBConfig:
+    """A copy of `config` whose SAM-Med2D image encoder patches at `patch_size` px.
+
+    The prompt encoder's embedding grid follows, so the mask decoder's output (4x the grid)
+    gets finer in step. Raises UserInputError when the image size does not divide into an
+    even grid of such patches.
+    """
+    sam = {k: dict(v) if isinstance(v, dict) else v for k, v in config.sam.items()}
+    sam["image_encoder"]["patch_size"] = int(patch_size)
+    grid = int(sam["image_encoder"].get("img_size", 256)) // max(int(patch_size), 1)
+    sam["prompt_encoder"]["image_embedding_size"] = [grid, grid]
+    result = MedPLIBConfig.from_dict(config.to_dict())
+    result.sam = SamMed2DConfig.from_dict(sam).to_dict()  # checks patch, grid and sizes agree
+    result.validate()
+    return result
+
+
 def build_config(name: str, *, vocab_size: int | None = None) -> MedPLIBConfig:
     """A fresh config of preset `name`; `vocab_size` overrides the LLM vocabulary (e.g. len(tokenizer))."""
     if name not in PRESETS:

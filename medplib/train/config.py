@@ -44,6 +44,10 @@ class ModelSection:
     name: str = ""
     # align: learned base vocabulary of the tokenizer; the 267 MedPLIB tokens come on top.
     vocab_size: int = 1024
+    # align: SAM-Med2D image encoder's patch size in px (None keeps the preset's). The mask
+    # decoder upsamples its embedding grid 4x, so at 128 px patch 16 gives 32 x 32 masks and
+    # patch 8 gives 64 x 64: thin or many small structures (nuclei) need the finer grid.
+    sam_patch_size: int | None = None
     # moe: MoEConfig fields for the assembled model (official: 2 experts, top-1, factor 1.5).
     moe: dict[str, Any] = field(default_factory=dict)
 
@@ -216,6 +220,8 @@ class TrainConfig:
             raise UserInputError(
                 f"model.preset {c.model.preset!r} is unknown; choose one of {sorted(PRESETS)}."
             )
+        if c.model.sam_patch_size is not None and c.model.sam_patch_size < 1:
+            raise UserInputError("model.sam_patch_size must be a positive number of pixels.")
         if c.model.vocab_size < 259:
             raise UserInputError("model.vocab_size must be at least 259 (256 bytes + 3 specials).")
         unknown = sorted(set(c.data.tasks) - set(TASKS))

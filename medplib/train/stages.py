@@ -30,7 +30,7 @@ from medplib.errors import UserInputError
 from medplib.experts import assemble_moe
 from medplib.modeling.losses import dice_loss, mask_bce_loss
 from medplib.modeling.medplib import MedPLIBForCausalLM
-from medplib.modeling.presets import build_config
+from medplib.modeling.presets import build_config, with_sam_patch_size
 from medplib.tokenization import IGNORE_INDEX
 from medplib.train.config import LoraSection, TrainConfig
 from medplib.train.data import SamBatch
@@ -49,6 +49,8 @@ def build_stage_model(
         if tokenizer is None:
             raise ValueError("align needs the freshly trained tokenizer")
         model_config = build_config(config.model.preset)
+        if config.model.sam_patch_size is not None:
+            model_config = with_sam_patch_size(model_config, config.model.sam_patch_size)
         model = build_model(model_config, tokenizer, seed=config.seed)
     elif config.stage in ("vl", "grounding"):
         assert init_dir is not None

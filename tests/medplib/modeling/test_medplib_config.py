@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
+from medplib.errors import UserInputError
 from medplib.modeling import MedPLIBConfig, MedPLIBForCausalLM, MoEConfig, build_config
 from medplib.modeling.language_model import moe_layers
-from medplib.modeling.presets import PRESETS
+from medplib.modeling.presets import PRESETS, with_sam_patch_size
+from medplib.modeling.sam_med2d import SamMed2DConfig, build_sam_med2d
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -121,3 +123,21 @@ def test_dense_7b_has_no_moe_layers():
     assert moe_layers(model.language_model) == []
     total = sum(p.numel() for p in model.parameters())
     assert total == 11_687_144_240 - 32 * (3 * 4096 * 11008 + 2 * 4096)
+
+
+def test_finer_sam_patches_give_a_finer_grid_and_finer_masks():
+    base = build_config("tiny-dense")
+    fine = with_sam_patch_size(base, 8)
+    assert base.sam["image_encoder"]["patch_size"] == 16  # the preset itself is untouched
+    assert list(fine.sam["prompt_encoder"]["image_embedding_size"]) == [16, 16]
+    restored = MedPLIBConfig.from_dict(json.loads(json.dumps(fine.to_dict())))
+    sam = build_sam_med2d(SamMed2DConfig.from_dict(restored.sam)).eval()
+    with torch.no_grad():
+        embeddings = sam.encode_image(torch.randn(1, 3, 128, 128))  # (B, C, 16, 16)
+        out = sam.decode_text_prompts(embeddings, torch.randn(2, 1, 64), torch.tensor([0, 0]))
+    assert embeddings.shape == (1, 64, 16, 16)
+    assert out.low_res_logits.shape == (2, 1, 64, 64)
+    with pytest.raises(UserInputError, match="multiple of patch_size 5"):
+        with_sam_patch_size(base, 5)
+    with pytest.raises(UserInputError, match="must be even"):
+        with_sam_patch_size(base, 128)  # a 1 x 1 grid cannot pass the adapter

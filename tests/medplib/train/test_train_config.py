@@ -100,6 +100,7 @@ def _base(**changes):
         ({"loop": {"steps": 3, "epochs": 1.0}}, "exactly one of loop.steps and loop.epochs"),
         ({"train_modules": []}, "nothing would train"),
         ({"model": {"preset": "huge"}}, "model.preset 'huge' is unknown"),
+        ({"model": {"sam_patch_size": 0}}, "model.sam_patch_size must be a positive"),
     ],
 )
 def test_bad_configs_are_refused_with_the_reason(changes, message):
