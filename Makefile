@@ -38,7 +38,7 @@ clean:
 
 # The shipped demo checkpoint, medplib/assets/tiny-demo/ (fp16, ≈15 MB): builds the demo corpus,
 # then trains align → vl (then vl-readout, vl-mix: two short runs continuing it) → grounding →
-# moe on the CPU (configs/tiny/): 93 min on 2 idle cores of the slower kind (medplib/train/README.md).
+# moe on the CPU (configs/tiny/): 57 to 90 min on 2 idle cores (medplib/train/README.md).
 # Interrupted? Run it again: finished stages are skipped and the running one resumes.
 # On a CPU shared with other jobs, OMP_NUM_THREADS=1 is often faster than two waiting threads.
 DEMO_CORPUS ?= var/demo-corpus
