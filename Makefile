@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format demo-model demo-eval bench clean
+.PHONY: install demo test lint format demo-corpus demo-model demo-eval bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,13 +38,16 @@ clean:
 
 # The shipped demo checkpoint, medplib/assets/tiny-demo/ (fp16, ≈15 MB): builds the demo corpus,
 # then trains align → vl (then vl-readout, vl-mix: two short runs continuing it) → grounding →
-# moe on the CPU (configs/tiny/): 57 to 90 min on 2 idle cores (medplib/train/README.md).
+# moe on the CPU (configs/tiny/): 93 min on 2 idle cores of the slower kind (medplib/train/README.md).
 # Interrupted? Run it again: finished stages are skipped and the running one resumes.
 # On a CPU shared with other jobs, OMP_NUM_THREADS=1 is often faster than two waiting threads.
 DEMO_CORPUS ?= var/demo-corpus
 DEMO_RUNS ?= var/demo-train
-demo-model: install
+# The demo corpus (synthetic + every real source, about 1 min); a half-built one is rebuilt.
+demo-corpus: install
 	test -f $(DEMO_CORPUS)/data_card.json || { rm -rf $(DEMO_CORPUS) && $(VENV)/bin/medplib data build --out $(DEMO_CORPUS) --workers 2; }
+
+demo-model: demo-corpus
 	$(VENV)/bin/medplib train --stage align --config configs/tiny/align.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/align --resume
 	$(VENV)/bin/medplib train --stage vl --config configs/tiny/vl.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/vl --init $(DEMO_RUNS)/align --resume
 	$(VENV)/bin/medplib train --stage vl --config configs/tiny/vl-readout.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/vl-readout --init $(DEMO_RUNS)/vl --resume
@@ -57,7 +60,7 @@ demo-model: install
 # zero-shot at most 100 evenly spaced records per source and file (white-blood-cell microscopy
 # alone would be most of it): the model card's numbers. The two runs can go in parallel.
 # Then the best, median and worst real holdout answer per source, outlined on the images.
-demo-eval: install
+demo-eval: demo-corpus
 	$(PY) -m medplib.eval.corpus --corpus $(DEMO_CORPUS) --out var/demo-eval/val-holdout --splits val holdout
 	$(PY) -m medplib.eval.corpus --corpus $(DEMO_CORPUS) --out var/demo-eval/zeroshot --splits zeroshot --per-source 100
 	$(PY) benchmarks/contour_grid.py --eval var/demo-eval/val-holdout --corpus $(DEMO_CORPUS) --split holdout --out var/demo-eval/holdout-contours.png

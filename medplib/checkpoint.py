@@ -28,7 +28,7 @@ from medplib.errors import UserInputError
 from medplib.modeling.configuration import MedPLIBConfig
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.presets import build_config
-from medplib.tokenization import SEG_TOKEN, train_tokenizer
+from medplib.tokenization import SEG_TOKEN, TOKENIZER_FILES, train_tokenizer
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -140,6 +140,10 @@ def save_pretrained(
         }
         (out / INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True))
     (out / CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2))
+    # A file an earlier tokenizer left here (another release writes other files) would be read
+    # back with this one and could change its special tokens.
+    for name in TOKENIZER_FILES:
+        (out / name).unlink(missing_ok=True)
     tokenizer.save_pretrained(str(out))
     return out
 

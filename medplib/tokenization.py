@@ -17,6 +17,14 @@ from dataclasses import dataclass
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+# Every file a tokenizer directory may hold, from any transformers release.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 IMAGE_SENTINEL = -200  # official IMAGE_TOKEN_INDEX
 REGION_SENTINEL = -300  # official REGION_TOKEN_INDEX
 IGNORE_INDEX = -100  # label value skipped by the cross-entropy

@@ -27,14 +27,8 @@ from typing import Any
 from transformers import AddedToken, AutoTokenizer, PreTrainedTokenizerBase
 
 from medplib.errors import UserInputError
+from medplib.tokenization import TOKENIZER_FILES
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-)
 SP_MODEL = "tokenizer.model"
 # `tokenizer_class` values whose checkpoints the official code loads as the slow sentencepiece
 # LLaMA tokenizer (it always passes use_fast=False); None: the checkpoint does not say.

@@ -25,7 +25,7 @@ from serving.services.images import ingest_image
 from serving.services.sessions import create_session, get_session
 from tests.serving.test_shares_reviews import _user
 
-QUESTION = "Please segment the lesion."
+QUESTION = "Please generate a mask that segments the lesion in this image."  # MeCoVQA-G phrasing
 SIDE_PX = 128  # the demo checkpoint's input size: no resizing between image and mask
 ITEMS = 20
 

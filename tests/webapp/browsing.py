@@ -24,6 +24,26 @@ def wait_for_text(page, selector: str, pattern: str) -> None:
     )
 
 
+def open_accordion(page, title: str, inside: str, *, tries: int = 3) -> None:
+    """Open the accordion named `title` until `inside` (a selector within it) is visible.
+
+    A click that lands while the page is still applying an earlier update can be lost; then
+    the accordion stays shut and is clicked again (a click on an open one would shut it, so
+    only after the inner element has had time to appear)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    header = page.get_by_text(title, exact=True)
+    for _ in range(tries - 1):
+        header.click()
+        try:
+            page.wait_for_selector(inside, state="visible", timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    header.click()
+    page.wait_for_selector(inside, state="visible")
+
+
 def upload(page, path: str) -> dict:
     page.set_input_files("#medplib-upload input[type=file]", path)
     # The old canvas goes in the same update that names the new file; then the new one comes.

@@ -15,7 +15,7 @@ from serving.models import Mask, MaskCorrection, Role
 from serving.platform import build_platform
 from serving.services.accounts import create_user
 from serving.settings import Settings
-from tests.webapp.browsing import upload, wait_for_text
+from tests.webapp.browsing import open_accordion, upload, wait_for_text
 from tests.webapp.conftest import BROWSER_TIMEOUT_MS, lesion_mask, live_server, phantom_png
 from tests.webapp.test_browser_login import log_in
 
@@ -66,7 +66,7 @@ def correct_with_brush(page, reviewer: str, stroke: tuple[float, float, float, f
     page.get_by_role("tab", name="Review").click()
     page.click("#medplib-review-load")
     wait_for_text(page, "#medplib-review-status", "answers to rate")
-    page.get_by_text("Correct a mask").click()
+    open_accordion(page, "Correct a mask", "#medplib-correction-open")
     page.click("#medplib-correction-open")
     wait_for_text(page, "#medplib-correction-status", "tinted")
     canvas = page.locator("#medplib-correction-editor canvas").first
@@ -122,7 +122,7 @@ def test_two_reviewers_correct_a_mask_and_their_agreement_shows(open_page, serve
     assert v1.sum() > model.sum() + 50 and (v1 >= model).all()
     assert v2.sum() > v1.sum() + 50 and (v2 >= v1).all()
 
-    rob.get_by_text("Agreement and checkpoints").click()
+    open_accordion(rob, "Agreement and checkpoints", "#medplib-review-stats")
     rob.click("#medplib-review-stats")
     wait_for_text(rob, "#medplib-mask-agreement", "rita")
     cells = [t.strip() for t in rob.inner_text("#medplib-mask-agreement").splitlines()]

@@ -65,6 +65,21 @@ def test_fp16_storage_halves_size_and_keeps_router_fp32_in_memory(
     torch.testing.assert_close(router, ref, rtol=1e-3, atol=1e-3)
 
 
+def test_saving_over_an_older_checkpoint_drops_its_tokenizer_files(
+    tmp_path, tiny_model, tiny_tokenizer
+):
+    # An older release also wrote special_tokens_map.json; left beside the new files it would
+    # be read back and override the new tokenizer's special tokens.
+    stale = {"pad_token": "</s>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (tmp_path / "special_tokens_map.json").write_text(json.dumps(stale))
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<stale>": 9999}))
+    ckpt.save_pretrained(tiny_model, tiny_tokenizer, tmp_path)
+    _, tokenizer, _ = ckpt.load_pretrained(tmp_path)
+    assert tokenizer.pad_token == tiny_tokenizer.pad_token != "</s>"
+    assert len(tokenizer) == len(tiny_tokenizer)
+    assert not (tmp_path / "added_tokens.json").exists()
+
+
 def test_load_errors_are_actionable(tmp_path):
     with pytest.raises(UserInputError, match="not a MedPLIB checkpoint"):
         ckpt.load_pretrained(tmp_path)

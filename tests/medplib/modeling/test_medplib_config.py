@@ -42,13 +42,11 @@ def test_ce_reduction_defaults_to_token_and_is_validated():
         config.validate()
 
 
-def test_shipped_demo_config_keeps_todays_behaviour():
-    """The demo checkpoint predates the parity options; it must load as it always behaved."""
+def test_config_without_parity_options_keeps_todays_behaviour():
+    """Checkpoints written before the parity options load as they always behaved."""
     from pathlib import Path
 
-    import medplib
-
-    path = Path(medplib.__file__).parent / "assets" / "tiny-demo" / "config.json"
+    path = Path(__file__).parents[1] / "fixtures" / "release-4.57" / "config.json"
     data = json.loads(path.read_text())
     assert "pooling" not in data["region"] and "pad_color" not in data["vision"]
     assert "router_dtype" not in data["moe"]
