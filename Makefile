@@ -43,6 +43,8 @@ clean:
 # On a CPU shared with other jobs, OMP_NUM_THREADS=1 is often faster than two waiting threads.
 DEMO_CORPUS ?= var/demo-corpus
 DEMO_RUNS ?= var/demo-train
+# DEMO_EXPORT=another/folder retrains without replacing the shipped checkpoint.
+DEMO_EXPORT ?= medplib/assets/tiny-demo
 # The demo corpus (synthetic + every real source, about 1 min); a half-built one is rebuilt.
 demo-corpus: install
 	test -f $(DEMO_CORPUS)/data_card.json || { rm -rf $(DEMO_CORPUS) && $(VENV)/bin/medplib data build --out $(DEMO_CORPUS) --workers 2; }
@@ -53,8 +55,8 @@ demo-model: demo-corpus
 	$(VENV)/bin/medplib train --stage vl --config configs/tiny/vl-readout.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/vl-readout --init $(DEMO_RUNS)/vl --resume
 	$(VENV)/bin/medplib train --stage vl --config configs/tiny/vl-mix.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/vl-mix --init $(DEMO_RUNS)/vl-readout --resume
 	$(VENV)/bin/medplib train --stage grounding --config configs/tiny/grounding.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/grounding --init $(DEMO_RUNS)/vl-mix --resume
-	$(VENV)/bin/medplib train --stage moe --config configs/tiny/moe.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/moe --experts $(DEMO_RUNS)/vl-mix $(DEMO_RUNS)/grounding --resume --export medplib/assets/tiny-demo
-	du -sh medplib/assets/tiny-demo
+	$(VENV)/bin/medplib train --stage moe --config configs/tiny/moe.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/moe --experts $(DEMO_RUNS)/vl-mix $(DEMO_RUNS)/grounding --resume --export $(DEMO_EXPORT)
+	du -sh $(DEMO_EXPORT)
 
 # The shipped checkpoint on every val and holdout record (about 4 min each on 2 cores) and on
 # zero-shot at most 100 evenly spaced records per source and file (white-blood-cell microscopy
