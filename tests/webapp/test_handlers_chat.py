@@ -261,6 +261,46 @@ def test_progress_is_reported_while_the_model_runs(make_platform, tmp_path):
     assert outputs[-1]["chat"][-1]["content"] == "answer to: slow?"
 
 
+def test_progress_reported_before_the_page_listens_is_still_shown(make_platform, tmp_path):
+    """The runner can claim a job and report progress before the page subscribes to its notices.
+
+    Those notices reach nobody, so the page must read the job once it listens; otherwise it
+    shows "queued" until the answer is stored.
+    """
+    import threading
+
+    from tests.webapp.conftest import FakePredictor
+
+    reported = threading.Event()
+
+    class ReportsThenWaits(FakePredictor):
+        def ask(self, question, regions=(), history=(), *, progress=None, on_text=None):
+            def progress_then_signal(phase: str, fraction: float) -> None:
+                progress(phase, fraction)  # stored and announced before the signal
+                reported.set()
+
+            return super().ask(
+                question, regions, history, progress=progress_then_signal, on_text=on_text
+            )
+
+    platform = make_platform(predictor=ReportsThenWaits(delay_s=0.9), start_runner=False)
+    web = Web(platform)
+    actor = browser(web, "r" * 32)["actor"]
+    screen = uploaded(web, write_png(tmp_path / "scan.png"))
+
+    def start_and_wait_for_progress() -> None:
+        platform.runner.start()
+        assert reported.wait(10.0)  # the page has not subscribed yet: it resumes after this
+
+    outputs = run_ask(
+        web, "fast?", None, None, screen["view"], actor, on_first=start_and_wait_for_progress
+    )
+    statuses = [out["status"] for out in outputs]
+    assert statuses[0] == "queued (position 1)"
+    assert statuses[1] == "running: decoding (50 %)"
+    assert statuses[-1] == "answered"
+
+
 def test_asked_regions_become_saved_once_and_keep_their_numbers(web, tmp_path):
     actor = browser(web, "k" * 32)["actor"]
     screen = uploaded(web, write_png(tmp_path / "ct.png", 60, 40))

@@ -246,8 +246,9 @@ async def _watch(web: Web, job: JobView, pending: Any) -> AsyncIterator[dict[str
     events = web.platform.events
     shown: tuple[str, str | None] = (_status_of(job), None)
     status = shown[0]
-    seen_state, reread = events.state(job.id), False
-    # Subscribed before the first read: a change between reading and waiting still wakes us.
+    # Notices sent before the subscription below reach nobody (a fast runner can claim the
+    # job and report progress in that gap), so the job is read again once subscribed.
+    seen_state, reread = events.state(job.id), True
     async with events.subscribe(job.id) as changed:
         while True:
             state = events.state(job.id)
