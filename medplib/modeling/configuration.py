@@ -257,6 +257,11 @@ class MoEConfig:
     layers: str | list[int] = "all"
     # DeepSpeed top-1 combine weights multiply the expert output by its router probability.
     scale_by_router_prob: bool = True
+    # With scale_by_router_prob: multiply by p / stop_gradient(p) instead of p, i.e. by exactly
+    # 1 in the forward pass while the router still gets the gradient of the p-scaled output. A
+    # fresh router then starts from the experts' outputs at the scale they were trained at
+    # rather than about halved. Off = DeepSpeed's combine (the published weights).
+    straight_through_router: bool = False
     # Storage dtype of the router weights. "fp32": kept in fp32 in a bf16/fp16 model, as
     # DeepSpeed's gate is built. "model": cast with the rest of the model, as the official
     # evaluation does (it casts the whole model, gate included, to bf16). Either way the
@@ -270,6 +275,11 @@ class MoEConfig:
             raise ValueError(f"only top-1 routing is implemented, got top_k={self.top_k}")
         if isinstance(self.layers, str) and self.layers != "all":
             raise ValueError(f"layers must be 'all' or a list of indices, got {self.layers!r}")
+        if self.straight_through_router and not self.scale_by_router_prob:
+            raise ValueError(
+                "straight_through_router needs scale_by_router_prob: without the scaling "
+                "the router gets no gradient to pass straight through"
+            )
         if self.router_dtype not in ROUTER_DTYPES:
             raise ValueError(
                 f"router_dtype must be one of {list(ROUTER_DTYPES)}, not {self.router_dtype!r}"

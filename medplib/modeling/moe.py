@@ -8,7 +8,8 @@ Behaviour follows DeepSpeed's `MoE` layer as configured by MedPLIB (2 experts, t
 - capacity: ceil(tokens / E × factor), `capacity_factor` in training, `eval_capacity_factor`
   in eval; tokens beyond an expert's capacity (in sequence order) are dropped, i.e. output 0
   so only the residual connection carries them;
-- combine: the chosen expert's output × its router probability (`scale_by_router_prob`).
+- combine: the chosen expert's output × its router probability (`scale_by_router_prob`), or
+  × p / stop_gradient(p) = 1 with the same router gradient (`straight_through_router`).
 
 Each module returns a plain tensor (so it drops into a transformers decoder layer) and keeps
 the routing of its last call in `last_routing`.
@@ -111,6 +112,8 @@ class MoEFeedForward(nn.Module):
         flat = hidden.reshape(b * t, d)  # (N, D)
         probs = self.route(flat).softmax(dim=-1)  # (N, E)
         top_prob, expert_index = probs.max(dim=-1)  # (N,), (N,)
+        if self.moe_config.straight_through_router:
+            top_prob = top_prob / top_prob.detach()  # == 1 exactly; d/dp = 1 / p
         capacity = self.moe_config.capacity(b * t, self.training)
         kept = top1_dispatch(expert_index, self.num_experts, capacity)  # (N,)
         out = torch.zeros_like(flat)

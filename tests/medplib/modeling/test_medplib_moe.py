@@ -50,6 +50,47 @@ def test_forced_routing_and_unscaled_option():
     torch.testing.assert_close(scaled(x), scaled.experts[1](x) * p1)
 
 
+def test_straight_through_router_leaves_outputs_unscaled_but_trains_the_router():
+    x = torch.randn(1, 4, 16)
+    straight = _moe(straight_through_router=True).train()
+    scaled = _moe().train()  # same seed: same router and experts
+    y = straight(x)
+    assert straight.last_routing is not None
+    index = straight.last_routing.expert_index[0]
+    assert index.unique().numel() == 2, "the seed must route to both experts"
+    for n in range(4):
+        e = int(index[n])
+        torch.testing.assert_close(y[0, n], straight.experts[e](x[0, n : n + 1])[0])
+    # The router's gradient is the p-scaled one divided by p: d/dp (p / sg(p)) = 1 / p.
+    probe = torch.randn(1, 4, 16)
+    (y * probe).sum().backward()
+    (scaled(x) * probe).sum().backward()
+    g_straight, g_scaled = straight.router.weight.grad, scaled.router.weight.grad
+    assert g_straight is not None and g_scaled is not None
+    assert float(g_straight.abs().sum()) > 0
+    flat = x.reshape(-1, 16)
+    probs = torch.softmax(flat @ scaled.router.weight.T, dim=-1).detach()
+    top = probs.max(-1).values
+    # Rebuild both gradients by hand from d loss / d p per token.
+    dl_dp = torch.stack(
+        [
+            (straight.experts[int(index[n])](flat[n : n + 1])[0] * probe[0, n]).sum()
+            for n in range(4)
+        ]
+    ).detach()
+    for weight_grad, per_token in ((g_scaled, dl_dp), (g_straight, dl_dp / top)):
+        d_logits = torch.zeros(4, 2)
+        for n in range(4):
+            e = int(index[n])
+            d_logits[n] = per_token[n] * probs[n, e] * (torch.eye(2)[e] - probs[n])
+        torch.testing.assert_close(weight_grad, d_logits.T @ flat)
+
+
+def test_straight_through_router_needs_the_scaled_combine():
+    with pytest.raises(ValueError, match="straight_through_router needs scale_by_router_prob"):
+        MoEConfig(scale_by_router_prob=False, straight_through_router=True)
+
+
 def test_capacity_drops_overflow_tokens_in_training_only():
     block = _moe()
     block.route = lambda flat: torch.tensor([[2.0, 0.0]]).expand(flat.shape[0], 2)  # type: ignore[method-assign]
