@@ -25,7 +25,9 @@ from serving.services.images import ingest_image
 from serving.services.sessions import create_session, get_session
 from tests.serving.test_shares_reviews import _user
 
-QUESTION = "Please generate a mask that segments the lesion in this image."  # MeCoVQA-G phrasing
+# MeCoVQA-G phrasing. "tumor", the word of the demo corpus: asked for a "lesion", the demo
+# checkpoint answers 1 of 30 such images without a mask, and every answer here needs one to correct.
+QUESTION = "Please generate a mask that segments the tumor in this image."
 SIDE_PX = 128  # the demo checkpoint's input size: no resizing between image and mask
 ITEMS = 20
 
