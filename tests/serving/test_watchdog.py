@@ -181,6 +181,7 @@ def test_embedded_watchdog_reruns_a_dead_workers_job_within_twice_the_limit(
         while _job(platform, lost).status is not JobStatus.succeeded:
             assert time.monotonic() - stored < 2 * LIMIT_S, "lost job not run within 2 x the limit"
             time.sleep(0.05)
+        assert runner.wait_idle(timeout=2 * LIMIT_S)
     finally:
         runner.stop()
 
