@@ -38,7 +38,9 @@ clean:
 
 # The shipped demo checkpoint, medplib/assets/tiny-demo/ (fp16, ≈15 MB): builds the demo corpus,
 # then trains align → vl (then vl-readout, vl-mix: two short runs continuing it) → grounding →
-# moe on the CPU (configs/tiny/): 93 min on 2 idle cores of the slower kind (medplib/train/README.md).
+# moe (then moe-continue, a second run at half the learning rate) on the CPU (configs/tiny/):
+# about 90 min on 2 idle cores of an Intel Xeon, 100-110 on the slower AMD EPYC kind
+# (medplib/train/README.md). moe-continue starts from moe's fp16 export, as the shipped one did.
 # Interrupted? Run it again: finished stages are skipped and the running one resumes.
 # On a CPU shared with other jobs, OMP_NUM_THREADS=1 is often faster than two waiting threads.
 DEMO_CORPUS ?= var/demo-corpus
@@ -55,7 +57,8 @@ demo-model: demo-corpus
 	$(VENV)/bin/medplib train --stage vl --config configs/tiny/vl-readout.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/vl-readout --init $(DEMO_RUNS)/vl --resume
 	$(VENV)/bin/medplib train --stage vl --config configs/tiny/vl-mix.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/vl-mix --init $(DEMO_RUNS)/vl-readout --resume
 	$(VENV)/bin/medplib train --stage grounding --config configs/tiny/grounding.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/grounding --init $(DEMO_RUNS)/vl-mix --resume
-	$(VENV)/bin/medplib train --stage moe --config configs/tiny/moe.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/moe --experts $(DEMO_RUNS)/vl-mix $(DEMO_RUNS)/grounding --resume --export $(DEMO_EXPORT)
+	$(VENV)/bin/medplib train --stage moe --config configs/tiny/moe.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/moe --experts $(DEMO_RUNS)/vl-mix $(DEMO_RUNS)/grounding --resume --export $(DEMO_RUNS)/moe-export
+	$(VENV)/bin/medplib train --stage moe --config configs/tiny/moe-continue.yaml --data $(DEMO_CORPUS) --out $(DEMO_RUNS)/moe-continue --init $(DEMO_RUNS)/moe-export --resume --export $(DEMO_EXPORT)
 	du -sh $(DEMO_EXPORT)
 
 # The shipped checkpoint on every val and holdout record (about 4 min each on 2 cores) and on

@@ -160,6 +160,35 @@ class AttentionLabelSection:
 
 
 @dataclass
+class AugmentSection:
+    """Random changes to training images that keep every answer true (`medplib.train.augment`).
+
+    Off by default. Val records are never changed. Mirroring and zooming move structures, so
+    they cannot go with `patch_labels` or `attention_labels`, whose targets are precomputed
+    per image file.
+    """
+
+    probability: float = 0.0  # share of the chosen records changed at all; 0 = off
+    # Record sources changed ("*" = all). Synthetic scenes already vary in how they are drawn;
+    # real sources with a few dozen images are the ones a model memorises.
+    sources: list[str] = field(default_factory=lambda: ["*"])
+    # Gamma drawn log-uniformly in [1/gamma, gamma]: exposure and windows differ by scanner.
+    gamma: float = 1.0
+    # Contrast factor drawn in [1 - contrast, 1 + contrast] about the image mean.
+    contrast: float = 0.0
+    # Chance of inverting a greyscale image: CT and MR show the same tissue at opposite ends.
+    invert_grey: float = 0.0
+    # Chance of a left-right mirror; records whose text says "left" or "right" never mirror.
+    hflip: float = 0.0
+    # Largest shrink about the centre (0.3: scale drawn in [0.7, 1]), half of changed records.
+    zoom_out: float = 0.0
+
+    @property
+    def moves_pixels(self) -> bool:
+        return self.hflip > 0 or self.zoom_out > 0
+
+
+@dataclass
 class TrainConfig:
     """One training stage."""
 
@@ -177,6 +206,7 @@ class TrainConfig:
     align: AlignSection = field(default_factory=AlignSection)
     patch_labels: PatchLabelSection = field(default_factory=PatchLabelSection)
     attention_labels: AttentionLabelSection = field(default_factory=AttentionLabelSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
 
     @property
     def is_7b(self) -> bool:
@@ -189,7 +219,8 @@ class TrainConfig:
         """Hash of the settings that shape the run (a resumed run must match it).
 
         `data.num_workers` is left out: it changes speed, never the batches. `patch_labels`,
-        `attention_labels`, `data.question_kinds` and `data.sources` are left out while off,
+        `attention_labels`, `augment`, `data.question_kinds` and `data.sources` are left out
+        while off,
         so runs made before them keep their fingerprint.
         """
         shaping = self.to_dict()
@@ -198,6 +229,8 @@ class TrainConfig:
             shaping.pop("patch_labels")
         if not self.attention_labels.weight:
             shaping.pop("attention_labels")
+        if not self.augment.probability:
+            shaping.pop("augment")
         if not self.data.question_kinds:
             shaping["data"].pop("question_kinds")
         if not self.data.sources:
@@ -267,6 +300,26 @@ class TrainConfig:
             c.moe_config()
         if c.patch_labels.weight < 0:
             raise UserInputError("patch_labels.weight must be 0 (off) or positive.")
+        g = c.augment
+        if not 0 <= g.probability <= 1 or not 0 <= g.invert_grey <= 1 or not 0 <= g.hflip <= 1:
+            raise UserInputError(
+                "augment.probability, augment.invert_grey and augment.hflip are chances in [0, 1]."
+            )
+        if g.gamma < 1 or not 0 <= g.contrast < 1 or not 0 <= g.zoom_out < 1:
+            raise UserInputError(
+                "augment.gamma must be 1 or more, augment.contrast and augment.zoom_out in [0, 1)."
+            )
+        if not g.sources:
+            raise UserInputError('augment.sources must name some sources, or ["*"] for all.')
+        if (
+            g.probability
+            and g.moves_pixels
+            and (c.patch_labels.weight or c.attention_labels.weight)
+        ):
+            raise UserInputError(
+                "augment.hflip and augment.zoom_out move structures, but patch_labels and "
+                "attention_labels are computed from the unchanged images; turn one side off."
+            )
         a = c.attention_labels
         if a.weight < 0 or a.layer < 0 or a.head < 0:
             raise UserInputError(
@@ -291,6 +344,7 @@ _NESTED: dict[str, type] = {
     "align": AlignSection,
     "patch_labels": PatchLabelSection,
     "attention_labels": AttentionLabelSection,
+    "augment": AugmentSection,
 }
 
 

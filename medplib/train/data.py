@@ -29,6 +29,7 @@ from medplib.modeling.sam_med2d.transforms import (
     resize_longest_side_hw,
 )
 from medplib.train.attention_labels import attention_target, named_columns
+from medplib.train.augment import augment_record
 from medplib.train.patch_labels import PatchLabelIndex
 
 _TAGS = re.compile(r"<image>|<im_start>|<im_end>|<SEG>|<region>|</region>|</s>")
@@ -313,7 +314,9 @@ class BatchStream(torch.utils.data.Dataset):
     with a `patch_labels` index ``"patch_labels"``: (B, N, K) coverage targets of the CLIP
     patches, one row per sample of ``"lm"``; with an `attention_labels` index
     ``"attention_labels"``: (B, N) where the first question's named structures lie
-    (`medplib.train.attention_labels`; zero rows for questions naming none).
+    (`medplib.train.attention_labels`; zero rows for questions naming none). With `augment`
+    (an `AugmentSection`) the language-model records are changed by `augment_record`, each
+    with a generator seeded by (augment_seed, k, rank, position in the batch).
     """
 
     def __init__(
@@ -329,8 +332,11 @@ class BatchStream(torch.utils.data.Dataset):
         world_size: int = 1,
         patch_labels: PatchLabelIndex | None = None,
         attention_labels: PatchLabelIndex | None = None,
+        augment: Any = None,
+        augment_seed: int = 0,
     ) -> None:
         self.lm, self.sam = lm, sam
+        self.augment, self.augment_seed = augment, augment_seed
         self.patch_labels = patch_labels
         self.attention_labels = attention_labels
         self.tokenizer, self.model_config = tokenizer, model_config
@@ -347,7 +353,15 @@ class BatchStream(torch.utils.data.Dataset):
         return spec.order.take(start, spec.batch_size)
 
     def lm_loaded(self, k: int) -> list[LoadedSample]:
-        return [self.lm.datasets[t][i] for t, i in self._entries(self.lm, k)]
+        records = [self.lm.datasets[t][i] for t, i in self._entries(self.lm, k)]
+        if self.augment is None or not self.augment.probability:
+            return records
+        return [
+            augment_record(
+                r, self.augment, np.random.default_rng((self.augment_seed, k, self.rank, j))
+            )
+            for j, r in enumerate(records)
+        ]
 
     def __getitem__(self, k: int) -> dict:
         if not 0 <= k < self.num_micro_batches:

@@ -498,6 +498,8 @@ def _batch_stream(
         world_size=accelerator.num_processes,
         patch_labels=plan.patch_labels,
         attention_labels=plan.attention_labels,
+        augment=cfg.augment,
+        augment_seed=cfg.seed,
     )
 
 

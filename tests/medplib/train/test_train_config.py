@@ -18,7 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 )
 def test_shipped_configs_parse_and_round_trip(path: Path):
     config = load_config(path)
-    # vl-readout.yaml, vl-mix.yaml: further runs of the vl stage, named after it.
+    # vl-readout.yaml, vl-mix.yaml, moe-continue.yaml: further runs of a stage, named after it.
     assert config.stage == path.stem.split("-")[0]
     again = config_from_dict(config.to_dict())
     assert again == config and again.fingerprint() == config.fingerprint()
@@ -28,7 +28,7 @@ def test_shipped_configs_parse_and_round_trip(path: Path):
 
 
 def test_every_stage_has_a_tiny_and_a_7b_config():
-    for scale, extra in (("tiny", {"vl-readout", "vl-mix"}), ("7b", set())):
+    for scale, extra in (("tiny", {"vl-readout", "vl-mix", "moe-continue"}), ("7b", set())):
         assert {p.stem for p in (CONFIGS / scale).glob("*.yaml")} == {
             "align",
             "vl",
