@@ -45,11 +45,15 @@ def test_review_loop_notebook_corrects_exports_finetunes_and_the_arena_prefers_a
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    model_dice = float(re.search(r"16 answers; the model's mean Dice: ([\d.]+)", text).group(1))
+    found = re.search(r"16 answers, (\d+) with a mask; the model's mean Dice: ([\d.]+)", text)
+    assert found is not None
+    masked, model_dice = int(found.group(1)), float(found.group(2))
     assert model_dice < 0.5  # the premise: the demo checkpoint outlines these badly
+    assert masked >= 8  # enough corrected masks to fine-tune on
     assert "versions of the first mask: [(0, 'model'" in text and "(1, 'rita'" in text
-    assert "corrected masks: 16" in text and "reviewers on the card: ['rita']" in text
-    assert "16 valid, 0 skipped | exit status 0" in text  # `medplib data check` on the export
+    # Only answers with a mask were corrected; the others, rated wrong, are not exported.
+    assert f"corrected masks: {masked}\n" in text and "reviewers on the card: ['rita']" in text
+    assert f"{masked} valid, 0 skipped | exit status 0" in text  # `medplib data check`
     assert (work / "after" / "model.safetensors").is_file()
     votes = {k: int(v) for k, v in re.findall(r"'(before|after|tie)': (\d+)", text)}
     assert sum(votes.values()) == 12 and votes["after"] > votes["before"] + 6
