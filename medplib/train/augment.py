@@ -2,7 +2,7 @@
 
 Each change is a pure function of the record and a NumPy generator; `augment_record` picks
 them with the probabilities of an `AugmentSection`. The trainer seeds the generator from
-(seed, micro-batch, position), so a resumed run sees the same changed images.
+(seed, micro-batch, rank, position), so a resumed run sees the same changed images.
 
 What keeps the answers true:
 - intensity (gamma, contrast, inverting a greyscale image) moves no pixel, so masks, sides,
@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from medplib.data.mecovqa import LoadedSample, LoadedTurn
+from medplib.masks import resize_mask_nearest
+
+if TYPE_CHECKING:
+    from medplib.train.config import AugmentSection
 
 _SIDE_WORDS = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
@@ -74,13 +79,8 @@ def zoom_out(record: LoadedSample, scale: float) -> LoadedSample:
 
     def place(a: np.ndarray) -> np.ndarray:
         if a.dtype == bool:
-            small = np.asarray(
-                Image.fromarray(a.astype(np.uint8) * 255).resize(
-                    (new_w, new_h), Image.Resampling.NEAREST
-                )
-            )
             out = np.zeros((h, w), dtype=bool)
-            out[top : top + new_h, left : left + new_w] = small > 127
+            out[top : top + new_h, left : left + new_w] = resize_mask_nearest(a, (new_h, new_w))
             return out
         small = np.asarray(Image.fromarray(a).resize((new_w, new_h), Image.Resampling.BILINEAR))
         out = np.empty_like(a)
@@ -104,8 +104,10 @@ def _map_pixels(record: LoadedSample, fn) -> LoadedSample:
     return dataclasses.replace(record, image=fn(record.image), turns=turns)
 
 
-def augment_record(record: LoadedSample, settings, rng: np.random.Generator) -> LoadedSample:
-    """`record`, or a changed copy of it, drawn with `settings` (an `AugmentSection`).
+def augment_record(
+    record: LoadedSample, settings: AugmentSection, rng: np.random.Generator
+) -> LoadedSample:
+    """`record`, or a changed copy of it, drawn with `settings`.
 
     Seven numbers are drawn whatever applies, so the changes of one record never shift
     those of the next when one generator serves several.

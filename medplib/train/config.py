@@ -220,8 +220,7 @@ class TrainConfig:
 
         `data.num_workers` is left out: it changes speed, never the batches. `patch_labels`,
         `attention_labels`, `augment`, `data.question_kinds` and `data.sources` are left out
-        while off,
-        so runs made before them keep their fingerprint.
+        while off, so runs made before them keep their fingerprint.
         """
         shaping = self.to_dict()
         shaping["data"].pop("num_workers")
@@ -396,11 +395,16 @@ def _section(cls: type, data: Any, where: str) -> Any:
             f"unknown key {where + '.' if where else ''}{unknown[0]} in the config; "
             f"valid keys are {names}."
         )
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key in _NESTED and cls is TrainConfig:
-            kwargs[key] = None if value is None else _section(_NESTED[key], value, path)
+            # Only a section typed optional (lora) may be null; the others are always read.
+            optional = type(None) in typing.get_args(hints[key])
+            if value is None and optional:
+                kwargs[key] = None
+            else:
+                kwargs[key] = _section(_NESTED[key], value, path)
         elif key == "losses" and cls is TrainConfig:
             kwargs[key] = _losses(value, path)
         else:

@@ -30,6 +30,7 @@ from medplib.modeling.sam_med2d.transforms import (
 )
 from medplib.train.attention_labels import attention_target, named_columns
 from medplib.train.augment import augment_record
+from medplib.train.config import AugmentSection
 from medplib.train.patch_labels import PatchLabelIndex
 
 _TAGS = re.compile(r"<image>|<im_start>|<im_end>|<SEG>|<region>|</region>|</s>")
@@ -332,7 +333,7 @@ class BatchStream(torch.utils.data.Dataset):
         world_size: int = 1,
         patch_labels: PatchLabelIndex | None = None,
         attention_labels: PatchLabelIndex | None = None,
-        augment: Any = None,
+        augment: AugmentSection | None = None,
         augment_seed: int = 0,
     ) -> None:
         self.lm, self.sam = lm, sam

@@ -158,6 +158,11 @@ def test_config_validates_augment_and_keeps_old_fingerprints():
     for section, message in bad:
         with pytest.raises(UserInputError, match=message):
             config_from_dict({**stage_dict("moe"), "augment": section})
+    # `augment:` left empty in YAML is null: a clear message, not a crash later on.
+    for key in ("augment", "patch_labels"):
+        with pytest.raises(UserInputError, match=f"{key} must be a mapping"):
+            config_from_dict({**stage_dict("moe"), key: None})
+    assert config_from_dict({**stage_dict("moe"), "lora": None}).lora is None  # optional
     with_labels = {**stage_dict("vl"), "patch_labels": {"weight": 1.0}}
     with pytest.raises(UserInputError, match="move structures"):
         config_from_dict({**with_labels, "augment": {"probability": 0.5, "hflip": 0.5}})
