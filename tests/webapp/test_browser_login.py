@@ -127,9 +127,12 @@ def test_login_survives_a_reload_and_logout_clears_it(open_page, tmp_path):
     assert "before-login.png" in sessions_text(page)
 
     page.get_by_role("tab", name="Account").click()
-    page.get_by_role("button", name="Log out").click()
+    # Logout answers on the page first, then clears the cookie and reloads: wait for that
+    # reload, or the checks below race it.
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log out").click()
+    ready(page)
     account(page, "anonymously")
-    page.wait_for_load_state()
     assert login_cookie(page) is None
     page.reload()
     ready(page)
