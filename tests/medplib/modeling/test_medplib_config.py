@@ -139,3 +139,29 @@ def test_finer_sam_patches_give_a_finer_grid_and_finer_masks():
         with_sam_patch_size(base, 5)
     with pytest.raises(UserInputError, match="must be even"):
         with_sam_patch_size(base, 128)  # a 1 x 1 grid cannot pass the adapter
+
+
+@pytest.mark.parametrize(
+    "clip",
+    [
+        {},  # every size from transformers' CLIPVisionConfig defaults
+        {"image_size": 128, "patch_size": 8, "hidden_size": 64, "num_attention_heads": 4},
+        {"image_size": [96, 96], "patch_size": [16, 16]},  # (h, w) pairs, square
+    ],
+)
+def test_vision_sizes_read_from_the_dict_match_the_built_clip_config(clip):
+    from medplib.modeling.configuration import VisionTowerConfig, _square_side
+
+    vision = VisionTowerConfig(clip=clip)
+    built = vision.clip_config()
+    assert vision.image_size == _square_side(built.image_size, "image_size")
+    assert vision.patch_size == _square_side(built.patch_size, "patch_size")
+    assert vision.hidden_size == built.hidden_size
+    assert vision.grid_size == vision.image_size // vision.patch_size
+
+
+def test_non_square_clip_size_is_refused():
+    from medplib.modeling.configuration import VisionTowerConfig
+
+    with pytest.raises(ValueError, match="must be square"):
+        VisionTowerConfig(clip={"image_size": [96, 64]}).image_size  # noqa: B018
