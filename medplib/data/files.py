@@ -110,15 +110,6 @@ def load_mask(path: str | Path, threshold: float = 0) -> np.ndarray:
     return read_mask(path, threshold).mask
 
 
-def resize_mask_nearest(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a bool (H, W) mask to `size_hw`."""
-    if mask.shape == tuple(size_hw):
-        return mask
-    image = Image.fromarray(mask.astype(np.uint8) * 255)
-    out = image.resize((size_hw[1], size_hw[0]), Image.Resampling.NEAREST)
-    return np.asarray(out) > 127
-
-
 def png_bytes(array: np.ndarray) -> bytes:
     """PNG bytes of a uint8 (H, W) or (H, W, 3) array, or a bool mask (written as 0/255)."""
     if array.dtype == bool:

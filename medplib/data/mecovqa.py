@@ -34,10 +34,10 @@ from medplib.data.files import (
     load_image_rgb,
     load_mask,
     read_mask,
-    resize_mask_nearest,
     resolve,
 )
 from medplib.errors import UserInputError
+from medplib.masks import resize_mask_nearest
 
 __all__ = [
     "Problem",

@@ -21,9 +21,9 @@ from medplib.data.files import (
     image_size_hw,
     png_bytes,
     read_mask,
-    resize_mask_nearest,
 )
 from medplib.errors import UserInputError
+from medplib.masks import resize_mask_nearest
 
 INSTANCE_NAME = re.compile(r"^(?P<stem>.+)--(?P<cls>\d{4})_(?P<inst>\d{3})\.png$")
 

@@ -15,6 +15,7 @@ from medplib.cli import main
 from medplib.data import MeCoVQADataset, load_image_rgb, load_mask, read_mecovqa
 from medplib.data.mecovqa import parse_record
 from medplib.errors import UserInputError
+from medplib.masks import resize_mask_nearest
 
 STEM = "ct_00--AMOS--amos_0004--z_0075"
 IMAGE = f"images/{STEM}.png"
@@ -226,6 +227,9 @@ def test_dataset_resizes_masks_to_the_image(root: Path, tmp_path: Path):
     assert mask.shape == (512, 512)
     liver = load_mask(root / _mask("liver"))
     assert (mask & liver).sum() / (mask | liver).sum() > 0.9
+    # The same pixels the evaluator's resize gives: training and scoring see one target.
+    small = load_mask(root / "masks/liver_small.png")
+    assert np.array_equal(mask, resize_mask_nearest(small, (512, 512)))
     ds[0]
     assert len(ds.notes) == 1  # noted once per sample, not once per access
 
