@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -91,7 +92,7 @@ def zoom_out(record: LoadedSample, scale: float) -> LoadedSample:
     return _map_pixels(record, place)
 
 
-def _map_pixels(record: LoadedSample, fn) -> LoadedSample:
+def _map_pixels(record: LoadedSample, fn: Callable[[np.ndarray], np.ndarray]) -> LoadedSample:
     turns = tuple(
         LoadedTurn(
             question=t.question,

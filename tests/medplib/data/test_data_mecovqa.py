@@ -234,6 +234,18 @@ def test_dataset_resizes_masks_to_the_image(root: Path, tmp_path: Path):
     assert len(ds.notes) == 1  # noted once per sample, not once per access
 
 
+def test_mask_resize_ties_follow_the_evaluators_pixel_centre_rule(root: Path, tmp_path: Path):
+    # 2 -> 7 px puts output centres exactly on input pixel borders: the rule
+    # floor((i + 0.5) * 2 / 7) gives rows and columns 0..2 to input pixel 0 (PIL gave 0..3).
+    write_png(root / "images/tiny.png", np.full((7, 7, 3), 90, np.uint8))
+    write_png(root / "masks/tiny.png", np.array([[255, 0], [0, 0]], np.uint8))
+    rec = record("images/tiny.png", "<image>\nSegment it.", "<SEG><mask>masks/tiny.png</mask>")
+    (mask,) = MeCoVQADataset(write_json(tmp_path / "t.json", [rec]), root)[0].target_masks
+    expected = np.zeros((7, 7), bool)
+    expected[:3, :3] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
 def test_dataset_replaces_a_sample_that_breaks_at_access_time(root: Path, tmp_path: Path):
     other = root / "images" / "ct_00--TotalSegmentator--s0114--z_0111.png"
     records = [GOOD[0], record(str(other.relative_to(root)), "<image>\nHi?", "Hello."), GOOD[2]]
