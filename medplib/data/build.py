@@ -8,10 +8,10 @@ Layout (SA-Med2D-style names, so every reader of the real corpus reads this one 
     DIR/classes.json, DIR/data_card.json, DIR/data_card.md
 
 Synthetic images go to train / val / holdout by a seeded shuffle. Real images keep the split
-``splits.csv`` gives them: ``train`` items go to train or val (a whole volume to one side),
-``holdout`` items only to holdout.json, ``zero-shot`` items only to zeroshot.json. Every item
-draws its randomness from its own seed, so the same seed gives the same bytes, however many
-worker processes build it.
+``splits.csv`` gives them: ``train`` items go to train or val (a whole volume, or one patient
+of an HDF5 patch file, to one side), ``holdout`` items only to holdout.json, ``zero-shot``
+items only to zeroshot.json. Every item draws its randomness from its own seed, so the same
+seed gives the same bytes, however many worker processes build it.
 """
 
 from __future__ import annotations
@@ -214,8 +214,9 @@ def _real_records(config: BuildConfig, classes: ClassTable, notes: list[str]) ->
             continue
         taken[key] = taken.get(key, 0) + 1
         split = _REAL_SPLIT[item.split]
-        if split == "train" and _unit(config.seed, "val", item.origin) < config.val_fraction:
-            split = "val"  # decided per source file: slices of one volume stay together
+        unit = item.group or item.origin
+        if split == "train" and _unit(config.seed, "val", unit) < config.val_fraction:
+            split = "val"  # per source file (or patient): slices of one volume stay together
         stem = f"{item.scene.modality}_00--{item.source}--{item.case}--{item.slice}"
         class_id = {o.name: classes.id(o.name) for o in item.scene.objects}
         rng = np.random.default_rng([config.seed, int(_unit(item.source, item.case) * 2**62)])

@@ -15,7 +15,8 @@ SPLIT_ORDER = ("train", "val", "holdout", "zeroshot")
 SPLIT_RULES = (
     "Synthetic images are split train/val/holdout by a seeded shuffle (no zero-shot synthetic). "
     "Real images keep the split of their source file in realdata/splits.csv: `train` items go to "
-    "train or val (one source file, e.g. a whole volume, to one side), `holdout` items only to "
+    "train or val (one source file, e.g. a whole volume, or one patient of a patch file, to one "
+    "side), `holdout` items only to "
     "holdout.json and `zero-shot` items only to zeroshot.json. Never train, tune or select "
     "checkpoints on holdout or zeroshot files."
 )

@@ -98,8 +98,11 @@ class RealItem:
     source: str  # realdata subfolder
     origin: str  # "{source}/{file}": the image or volume this came from
     origin_sha256: str  # of that file's bytes
-    case: str  # file-name-safe id of the source file, unique within the source
+    case: str  # file-name-safe id of the source file (or patient), unique within the source
     slice: str = "2d_none"  # SA-Med2D slice tag: "2d_none", or "z_0012" for an axial slice
+    # What must stay on one side of the train / val carve when one file holds several
+    # patients (HDF5 patch files); empty: the source file, `origin`, is that unit.
+    group: str = ""
 
 
 def label_text(raw: str) -> str:
@@ -386,7 +389,13 @@ def _iter_nrrd(root: Path, splits, notes, max_side, slices) -> Iterator[RealItem
         )  # fmt: skip
 
 
-def _iter_msd(root: Path, splits, notes, max_side, patches: int) -> Iterator[RealItem]:
+# Each MSD Task06 patch file holds 13 patients, 10 consecutive patches each (the tumour sizes
+# come in blocks of ten); a patient's patches are near-copies of one another, so they go to
+# train or val together.
+_MSD_PATCHES_PER_PATIENT = 10
+
+
+def _iter_msd(root: Path, splits, notes, max_side, patches: int | None) -> Iterator[RealItem]:
     source, folder = "msd-task06-lung-patches", root / "msd-task06-lung-patches"
     entries = sorted((img, split) for (src, img), split in splits.items() if src == source)
     if not entries:
@@ -407,25 +416,22 @@ def _iter_msd(root: Path, splits, notes, max_side, patches: int) -> Iterator[Rea
             notes.append(f"{source}/{file_name}: skipped, {exc}")
             continue
         with_tumor = np.flatnonzero(labels.sum(axis=(1, 2)) >= 16)
-        chosen = (
-            with_tumor[
-                np.linspace(0, with_tumor.size - 1, min(patches, with_tumor.size))
-                .round()
-                .astype(int)
-            ]
-            if with_tumor.size
-            else []
-        )
+        if patches is not None and with_tumor.size > patches:
+            picks = np.linspace(0, with_tumor.size - 1, patches).round().astype(int)
+            with_tumor = with_tumor[picks]
         sha = _sha256(path)
-        for k in sorted({int(i) for i in chosen}):
+        stem = _safe(file_name.split(".")[0])
+        for k in sorted({int(i) for i in with_tumor}):
+            patient = k // _MSD_PATCHES_PER_PATIENT
             rgb = _window(images[k], 0.0, 1.0)
             where = f"{source}/{file_name} patch {k}"
             scene = _scene(rgb, {"tumor": labels[k]}, "ct", "lung", max_side, notes, where)
             if scene is not None:
-                case = _safe(file_name.split(".")[0])
                 yield RealItem(
-                    scene, split, source, f"{source}/{file_name}", sha, case, f"p_{k:04d}"
-                )
+                    scene, split, source, f"{source}/{file_name}", sha,
+                    f"{stem}-pt{patient:02d}", f"p_{k:04d}",
+                    group=f"{source}/{file_name}#patient{patient:02d}",
+                )  # fmt: skip
 
 
 def _iter_stardist(root: Path, splits, notes, max_side) -> Iterator[RealItem]:
@@ -454,9 +460,13 @@ def _iter_stardist(root: Path, splits, notes, max_side) -> Iterator[RealItem]:
 
 def iter_realdata(
     root: Path, notes: list[str], *, max_side: int = 256, slices_per_volume: int = 6,
-    patches_per_file: int = 24,
+    patches_per_file: int | None = None,
 ) -> Iterator[RealItem]:  # fmt: skip
-    """Every usable item of the realdata folder, in a fixed order; what is skipped goes to `notes`."""
+    """Every usable item of the realdata folder, in a fixed order; what is skipped goes to `notes`.
+
+    `patches_per_file` caps the HDF5 patches read per file (evenly spaced); None reads every
+    patch with at least 16 tumour pixels.
+    """
     splits = read_splits(root)
     known = {src for src, _ in splits}
     for source in sorted(known):

@@ -174,7 +174,9 @@ def test_no_holdout_or_zero_shot_item_reaches_train_or_val(real_corpus):
         "wbc-segmentation", "ph2-dermoscopy", "kvasir-seg-extra",
     }  # fmt: skip
     holdout_sources = {r["source"] for r in records if r["split"] == "holdout"}
-    assert {"dsb2018-nuclei", "hc18-fetal-head", "bus-bra-breast-ultrasound"} <= holdout_sources
+    assert {
+        "dsb2018-nuclei", "hc18-fetal-head", "bus-bra-breast-ultrasound", "msd-task06-lung-patches"
+    } <= holdout_sources  # fmt: skip
     assert result.records["grounding"]["holdout"] > 500
 
 
@@ -210,6 +212,7 @@ def test_card_lists_each_source_with_licence_and_counts_per_split(real_corpus):
     sources = card["sources"]
     assert sources["hc18-fetal-head"]["licence"] == "CC BY 4.0"
     assert sources["ph2-dermoscopy"]["licence"] == "research use only"
+    assert sources["msd-task06-lung-patches"]["licence"] == "CC BY-SA 4.0"
     for source, row in sources.items():
         images = {s: len({r["image"] for r in records if r["source"] == source and r["split"] == s})
                   for s in CORPUS_SPLITS}  # fmt: skip
@@ -235,8 +238,28 @@ def test_volume_slices_stay_on_one_side_of_train_and_val(tmp_path: Path):
     sides: dict[str, set[str]] = {}
     for r in _records(out):
         if r["split"] in ("train", "val"):
-            sides.setdefault(r["origin"], set()).add(r["split"])
+            sides.setdefault(_case(r), set()).add(r["split"])
     assert all(len(s) == 1 for s in sides.values())
+    assert {next(iter(s)) for s in sides.values()} == {"train", "val"}
+
+
+def _case(record: dict) -> str:
+    """The source file and case of a record: a volume, or one patient of an HDF5 patch file."""
+    return record["origin"] + "#" + Path(record["image"]).stem.split("--")[2]
+
+
+def test_patients_of_one_patch_file_are_split_between_train_and_val(real_corpus):
+    out, _ = real_corpus
+    msd = [
+        r for r in _records(out)
+        if r["origin"] == "msd-task06-lung-patches/val_patches.h5" and r["task"] == "grounding"
+    ]  # fmt: skip
+    sides: dict[str, set[str]] = {}
+    for r in msd:
+        sides.setdefault(_case(r), set()).add(r["split"])
+    # Thirteen patients, each wholly on one side, and both sides get some: the file is
+    # not carved as one unit, and no patient's neighbouring slices straddle the carve.
+    assert len(sides) == 13 and all(len(s) == 1 for s in sides.values())
     assert {next(iter(s)) for s in sides.values()} == {"train", "val"}
 
 

@@ -121,12 +121,14 @@ def test_hdf5_patches_are_skipped_with_a_note_only_without_h5py(real_items):
     assert (bool(msd), noted) == (has_h5py, not has_h5py)
 
 
-def test_hdf5_patches_are_read_when_h5py_is_present(monkeypatch):
+def test_hdf5_patches_are_read_per_patient_when_h5py_is_present(monkeypatch):
     needs_realdata()
     rng = np.random.default_rng(0)
-    labels = np.zeros((5, 1, 48, 48))
-    labels[1:4, 0, 10:30, 12:28] = 1
-    data = {"images": rng.random((5, 1, 48, 48)).astype(np.float32), "labels": labels}
+    labels = np.zeros((25, 1, 48, 48))
+    tumour = [1, 2, 3, 12, 21]  # patients 0, 0, 0, 1 and 2: ten patches each
+    labels[tumour, 0, 10:30, 12:28] = 1
+    labels[5, 0, 10:13, 10:13] = 1  # 9 pixels: too small to ask about
+    data = {"images": rng.random((25, 1, 48, 48)).astype(np.float32), "labels": labels}
 
     class FakeFile(dict):
         def __init__(self, path, mode):
@@ -141,14 +143,27 @@ def test_hdf5_patches_are_read_when_h5py_is_present(monkeypatch):
     monkeypatch.setitem(sys.modules, "h5py", types.SimpleNamespace(File=FakeFile))
     monkeypatch.setattr(realdata.importlib.util, "find_spec", lambda name: object())
     splits = realdata.read_splits(REALDATA)
-    items = list(realdata._iter_msd(REALDATA, splits, [], 256, patches=2))
-    assert {(i.split, i.case, i.slice) for i in items} == {
-        ("train", "val-patches", "p_0001"), ("train", "val-patches", "p_0003"),
-        ("holdout", "test-patches", "p_0001"), ("holdout", "test-patches", "p_0003"),
-    }  # fmt: skip
+    items = list(realdata._iter_msd(REALDATA, splits, [], 256, patches=None))
+    train = [(i.case, i.slice, i.group) for i in items if i.split == "train"]
+    assert train == [
+        ("val-patches-pt00", "p_0001", "msd-task06-lung-patches/val_patches.h5#patient00"),
+        ("val-patches-pt00", "p_0002", "msd-task06-lung-patches/val_patches.h5#patient00"),
+        ("val-patches-pt00", "p_0003", "msd-task06-lung-patches/val_patches.h5#patient00"),
+        ("val-patches-pt01", "p_0012", "msd-task06-lung-patches/val_patches.h5#patient01"),
+        ("val-patches-pt02", "p_0021", "msd-task06-lung-patches/val_patches.h5#patient02"),
+    ]
+    holdout = [i for i in items if i.split == "holdout"]
+    assert [i.case for i in holdout] == ["test-patches-pt00"] * 3 + [
+        "test-patches-pt01",
+        "test-patches-pt02",
+    ]
+    assert all(i.origin == "msd-task06-lung-patches/test_patches.h5" for i in holdout)
     assert all(
         i.scene.objects[0].name == "tumor" and i.scene.image.shape == (48, 48, 3) for i in items
     )
+    # A cap takes evenly spaced patches: the first, middle and last of the five.
+    capped = list(realdata._iter_msd(REALDATA, splits, [], 256, patches=3))
+    assert [i.slice for i in capped if i.split == "train"] == ["p_0001", "p_0003", "p_0021"]
 
 
 def test_files_missing_from_splits_csv_are_never_used(tmp_path: Path):
