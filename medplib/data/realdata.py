@@ -421,7 +421,7 @@ def _iter_msd(root: Path, splits, notes, max_side, patches: int | None) -> Itera
             with_tumor = with_tumor[picks]
         sha = _sha256(path)
         stem = _safe(file_name.split(".")[0])
-        for k in sorted({int(i) for i in with_tumor}):
+        for k in with_tumor.tolist():  # ascending and distinct: flatnonzero, even picks
             patient = k // _MSD_PATCHES_PER_PATIENT
             rgb = _window(images[k], 0.0, 1.0)
             where = f"{source}/{file_name} patch {k}"
