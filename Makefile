@@ -39,9 +39,9 @@ clean:
 # The shipped demo checkpoint, medplib/assets/tiny-demo/ (fp16, ≈15 MB): builds the demo corpus,
 # then trains align → vl (then vl-readout, vl-mix: two short runs continuing it) → grounding →
 # moe (then moe-continue, a second run at half the learning rate) on the CPU (configs/tiny/):
-# 78 min measured on 2 cores of a newer AMD EPYC, about 85 on an Intel Xeon, 105-110 on the
-# slower AMD EPYC kind (medplib/train/README.md). moe-continue starts from moe's fp16 export, as
-# the shipped one did. The shipped one predates the MSD Task06 patches in the corpus (its card).
+# 78 min measured on 2 cores of a newer AMD EPYC, 92 on the Intel Xeon that made the shipped one,
+# 105-110 on the slower AMD EPYC kind (medplib/train/README.md). moe-continue starts from moe's
+# fp16 export, as the shipped one did.
 # Interrupted? Run it again: finished stages are skipped and the running one resumes.
 # On a CPU shared with other jobs, OMP_NUM_THREADS=1 is often faster than two waiting threads.
 DEMO_CORPUS ?= var/demo-corpus
