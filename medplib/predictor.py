@@ -31,7 +31,8 @@ from medplib.conversation import count_region_tags, encode_conversation, normali
 from medplib.errors import UserInputError
 from medplib.generation import GenerationResult, fit_to_context, generate
 from medplib.masks import mask_bbox_xyxy_px
-from medplib.modeling.batching import clip_and_sam_inputs
+from medplib.mirror_tta import merge_mirrored
+from medplib.modeling.batching import clip_and_sam_inputs, sam_input
 from medplib.modeling.image_processing import ImageGeometry, region_grid_weights, to_rgb_uint8
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.outputs import LayerRouting
@@ -58,6 +59,9 @@ class PredictedMask:
     seg_index: int  # 0-based index of the `<SEG>` among the answer's `<SEG>` tokens
     # The same mask binarised at other thresholds, when `ask(extra_thresholds=...)` asked.
     at_thresholds: dict[float, np.ndarray] = field(default_factory=dict)
+    # Dice between the masks decoded on the image and on its mirror, flipped back (None: the
+    # config's mirror TTA is off); the two were averaged when it reached the config's gate.
+    mirror_agreement: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly summary (the pixel array is left out; encode it with medplib.masks)."""
@@ -67,6 +71,7 @@ class PredictedMask:
             "area_px": self.area_px,
             "bbox_xyxy_px": list(self.bbox_xyxy_px) if self.bbox_xyxy_px else None,
             "seg_index": self.seg_index,
+            "mirror_agreement": self.mirror_agreement,
             "height_px": int(self.mask.shape[0]),
             "width_px": int(self.mask.shape[1]),
         }
@@ -138,6 +143,8 @@ class _EncodedImage:
     sam_embedding: torch.Tensor  # (1, C', h, w)
     sam_input_hw: tuple[int, int]
     encode_s: float
+    # (1, C', h, w) of the left-right mirrored image, when the config asks for mirror TTA.
+    sam_embedding_mirrored: torch.Tensor | None = None
 
 
 def clean_answer(text: str) -> str:
@@ -251,10 +258,26 @@ class MedPLIBPredictor:
         clip = torch.stack([p[0] for p in prepared])  # (B, 3, S, S)
         sam = torch.stack([p[2] for p in prepared])  # (B, 3, S', S')
         patches, visual = self.model.encode_clip(clip.to(self.device))  # (B, N, C), (B, N, D)
-        sam_emb = self.model.encode_sam(sam.to(self.device))  # (B, C', h, w)
+        mirror = self.config.flip_tta_min_agreement is not None
+        if mirror:  # one encoder pass over the images and their mirrors
+            mirrored = [
+                sam_input(np.ascontiguousarray(rgb[:, ::-1]), self.config)[0] for rgb in rgbs
+            ]
+            sam = torch.cat([sam, torch.stack(mirrored)])  # (2B, 3, S', S')
+        sam_emb = self.model.encode_sam(sam.to(self.device))  # (B or 2B, C', h, w)
         per = (time.perf_counter() - t0) / len(rgbs)
+        n = len(rgbs)
         return [
-            _EncodedImage(rgb.shape[:2], p[1], patches[b], visual[b], sam_emb[b : b + 1], p[3], per)
+            _EncodedImage(
+                rgb.shape[:2],
+                p[1],
+                patches[b],
+                visual[b],
+                sam_emb[b : b + 1],
+                p[3],
+                per,
+                sam_emb[n + b : n + b + 1] if mirror else None,
+            )
             for b, (rgb, p) in enumerate(zip(rgbs, prepared, strict=True))
         ]
 
@@ -571,23 +594,33 @@ class MedPLIBPredictor:
         seg_steps = [k for k, t in enumerate(tokens) if t == self.special.seg]
         out: list[PredictedMask] = []
         threshold = self.config.mask_threshold
+        gate = self.config.flip_tta_min_agreement
+        mirrored = enc.sam_embedding_mirrored if gate is not None else None
+        embeddings = (
+            enc.sam_embedding if mirrored is None else torch.cat([enc.sam_embedding, mirrored])
+        )
+        views = embeddings.shape[0]  # 1, or 2 with the mirror
         for n, k in enumerate(seg_steps):
             logits, iou = self.model.decode_masks(
-                result.predicting_hidden[k : k + 1],
-                enc.sam_embedding,
-                torch.zeros(1, dtype=torch.long),
-                [enc.sam_input_hw],
-                [enc.original_hw],
+                result.predicting_hidden[k : k + 1].expand(views, -1),
+                embeddings,
+                torch.arange(views),
+                [enc.sam_input_hw] * views,
+                [enc.original_hw] * views,
             )
             prob = logits[0].float().sigmoid()  # (H, W)
+            agreement = None
+            if views == 2 and gate is not None:
+                prob, agreement, _ = merge_mirrored(
+                    prob, logits[1].float().sigmoid(), min_agreement=gate
+                )
             binary = prob > threshold
             area = int(binary.sum())
             score = float(prob[binary].mean()) if area else 0.0
             mask = binary.cpu().numpy()
             extra = {float(t): (prob > t).cpu().numpy() for t in extra_thresholds}
-            out.append(
-                PredictedMask(mask, score, float(iou[0]), area, mask_bbox_xyxy_px(mask), n, extra)
-            )
+            bbox = mask_bbox_xyxy_px(mask)
+            out.append(PredictedMask(mask, score, float(iou[0]), area, bbox, n, extra, agreement))
             report("masks", (n + 1) / len(seg_steps))
         return out
 

@@ -38,6 +38,11 @@ def register(bsub: Any) -> None:
         "--checkpoint", help="checkpoint folder (default: the one `make demo` serves)"
     )
     pred.add_argument("--questions", type=int, help="questions timed (default 50)")
+    pred.add_argument(
+        "--no-mirror-tta",
+        action="store_true",
+        help="plain mask decode even where the checkpoint's config turns mirror TTA on",
+    )
     pred.set_defaults(func=_run_predict)
 
 

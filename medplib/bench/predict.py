@@ -31,6 +31,9 @@ class PredictBenchSettings:
     max_new_tokens: int = 64  # the demo's answers are one sentence
     threads: int = 2
     seed: int = 0
+    # False times the plain mask decode of a checkpoint whose config turns mirror TTA on
+    # (what it costs: one more SAM encoding per image, one more decode per <SEG>).
+    mirror_tta: bool = True
 
 
 QUICK = PredictBenchSettings(questions=2, warmup=0, image_size_px=64, max_new_tokens=8)
@@ -70,6 +73,8 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
     predictor = MedPLIBPredictor.from_pretrained(settings.checkpoint)
+    if not settings.mirror_tta:
+        predictor.config.flip_tta_min_agreement = None
     load_s = time.perf_counter() - started
     rows: list[dict[str, Any]] = []
     for i, (image, question, kind) in enumerate(questions(settings)):
@@ -97,6 +102,7 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
         "benchmark": "predict",
         "settings": asdict(settings),
         "checkpoint_id": predictor.checkpoint_id,
+        "flip_tta_min_agreement": predictor.config.flip_tta_min_agreement,
         "load_s": load_s,
         "per_question": _summary([r["total_s"] for r in rows]),
         "encode": _summary([r["encode_s"] for r in rows]),
@@ -119,6 +125,7 @@ def settings_from_args(args: argparse.Namespace) -> PredictBenchSettings:
         max_new_tokens=args.new_tokens or base.max_new_tokens,
         threads=args.threads,
         seed=base.seed,
+        mirror_tta=not args.no_mirror_tta,
     )
 
 

@@ -279,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
                     "score": m.score,
                     "iou_prediction": m.iou_prediction,
                     "seg_index": m.seg_index,
+                    "mirror_agreement": m.mirror_agreement,
                     "height_px": int(m.mask.shape[0]),
                     "width_px": int(m.mask.shape[1]),
                 }

@@ -215,6 +215,8 @@ def evaluate_model(
         "mode": "model",
         "checkpoint_id": getattr(predictor, "checkpoint_id", None),
         "checkpoint_trained": trained,
+        # Changes the masks but not the checkpoint id (a config setting, not a weight).
+        "flip_tta_min_agreement": getattr(predictor.config, "flip_tta_min_agreement", None),
         "data": str(data_path),
         "images": str(image_root),
         "limit": config.limit,

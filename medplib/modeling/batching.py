@@ -96,6 +96,12 @@ def clip_and_sam_inputs(image_rgb: np.ndarray, config: MedPLIBConfig):
     """(H, W, 3) uint8 → (clip (3, S, S), clip geometry, sam (3, S', S'), sam resized hw)."""
     v = config.vision
     clip, geo = preprocess_clip(image_rgb, v.image_size, v.image_mean, v.image_std, v.pad_color)
+    sam, hw = sam_input(image_rgb, config)
+    return clip, geo, sam, hw
+
+
+def sam_input(image_rgb: np.ndarray, config: MedPLIBConfig) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(H, W, 3) uint8 → (SAM encoder input (3, S', S'), resized (h, w) before padding)."""
     sam_cfg = SamMed2DConfig.from_dict(config.sam)
     size = sam_cfg.image_encoder.img_size
     hw = resize_longest_side_hw(image_rgb.shape[:2], size)
@@ -109,7 +115,7 @@ def clip_and_sam_inputs(image_rgb: np.ndarray, config: MedPLIBConfig):
     sam = preprocess_image(
         small, target_px=size, pixel_mean=sam_cfg.pixel_mean, pixel_std=sam_cfg.pixel_std
     )
-    return clip, geo, sam, hw
+    return sam, hw
 
 
 def collate(

@@ -394,6 +394,11 @@ class MedPLIBConfig:
     seg_token_id: int | None = None
     # Official binarisation threshold on sigmoid(logits); 0.5 is the other common choice.
     mask_threshold: float = 0.1
+    # Mirror test-time augmentation (not in the official model, so off by default): each <SEG>
+    # is also decoded on the left-right mirrored image, and the two probability maps are
+    # averaged where their masks (cut at sigmoid 0.5) agree with Dice >= this value. Mirroring swaps left and right,
+    # so a "left kidney" answer disagrees with its mirror and keeps the plain mask. None: off.
+    flip_tta_min_agreement: float | None = None
     # Image tokens are wrapped as <im_start><image><im_end> (LLaVA `use_mm_start_end`).
     use_im_start_end: bool = True
     format_version: int = 1  # bump when the checkpoint layout changes
@@ -413,6 +418,7 @@ class MedPLIBConfig:
             "seg_token": self.seg_token,
             "seg_token_id": self.seg_token_id,
             "mask_threshold": self.mask_threshold,
+            "flip_tta_min_agreement": self.flip_tta_min_agreement,
             "use_im_start_end": self.use_im_start_end,
             "format_version": self.format_version,
         }
@@ -471,3 +477,8 @@ class MedPLIBConfig:
             )
         if not 0.0 < self.mask_threshold < 1.0:
             raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
+        gate = self.flip_tta_min_agreement
+        if gate is not None and (
+            isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0.0 <= gate <= 1.0
+        ):
+            raise ValueError(f"flip_tta_min_agreement must be in [0, 1] or null, got {gate!r}")

@@ -50,6 +50,12 @@ class ModelSection:
     sam_patch_size: int | None = None
     # moe: MoEConfig fields for the assembled model (official: 2 experts, top-1, factor 1.5).
     moe: dict[str, Any] = field(default_factory=dict)
+    # Inference settings written into the output checkpoint's config; training ignores them.
+    # None keeps the input checkpoint's. The mask binarisation threshold on sigmoid(logits)
+    # (MedPLIBConfig.mask_threshold, 0.1 in the official model):
+    mask_threshold: float | None = None
+    # and the mirror test-time augmentation gate (MedPLIBConfig.flip_tta_min_agreement).
+    flip_tta_min_agreement: float | None = None
 
 
 @dataclass
@@ -254,6 +260,16 @@ class TrainConfig:
             )
         if c.model.sam_patch_size is not None and c.model.sam_patch_size < 1:
             raise UserInputError("model.sam_patch_size must be a positive number of pixels.")
+        cut = c.model.mask_threshold
+        if cut is not None and (isinstance(cut, bool) or not 0 < cut < 1):
+            raise UserInputError(f"model.mask_threshold must be a number in (0, 1), not {cut!r}.")
+        gate = c.model.flip_tta_min_agreement
+        if gate is not None and (
+            isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0 <= gate <= 1
+        ):
+            raise UserInputError(
+                f"model.flip_tta_min_agreement must be a number in [0, 1] or null, not {gate!r}."
+            )
         if c.model.vocab_size < 259:
             raise UserInputError("model.vocab_size must be at least 259 (256 bytes + 3 specials).")
         unknown = sorted(set(c.data.tasks) - set(TASKS))

@@ -68,6 +68,10 @@ def build_stage_model(
             setattr(model.config.moe, key, value)
     model.config.losses = config.losses
     model.config.name = config.model.name or f"{config.model.preset}-{config.stage}"
+    if config.model.mask_threshold is not None:
+        model.config.mask_threshold = config.model.mask_threshold
+    if config.model.flip_tta_min_agreement is not None:
+        model.config.flip_tta_min_agreement = config.model.flip_tta_min_agreement
     return model.train(), tokenizer
 
 

@@ -256,3 +256,107 @@ def test_answer_streams_as_growing_text_that_ends_in_the_answer(predictor):
     assert all(pred.answer.startswith(t.rstrip(".")) for t in streamed)
     assert [len(t) for t in streamed] == sorted(len(t) for t in streamed)
     assert len(set(streamed)) >= 3  # the words arrive over several calls
+
+
+def _halves_decoder(predictor, plain_cols: str, mirror_cols: str, plain_p=0.6, mirror_p=0.8):
+    """Mask decoder stub: view 0 (the image) lights `plain_cols` ("left"/"right" half) at
+    probability `plain_p`, view 1 (the mirror, in its own columns) `mirror_cols` at `mirror_p`."""
+    lr = predictor.model.sam.img_size // 4
+    calls = []
+
+    def half(which: str, p: float) -> torch.Tensor:
+        out = torch.full((lr, lr), -20.0)
+        cols = slice(0, lr // 2) if which == "left" else slice(lr // 2, lr)
+        out[:, cols] = float(np.log(p / (1 - p)))
+        return out
+
+    def decode(e, t, i, multimask_output=False):
+        calls.append(i.tolist())
+        maps = [half(plain_cols, plain_p) if v == 0 else half(mirror_cols, mirror_p) for v in i]
+        return SamDecoderOutput(torch.stack(maps)[:, None], torch.full((t.shape[0], 1), 0.8))
+
+    predictor.model.sam.decode_text_prompts = decode
+    return calls
+
+
+def test_mirror_tta_averages_a_mask_that_its_mirror_confirms(predictor):
+    predictor.config.flip_tta_min_agreement = 0.7
+    predictor.config.mask_threshold = 0.5
+    predictor.set_image(_image(64, 64))
+    calls = _halves_decoder(predictor, "left", "right")  # the mirror's right is the left
+    _script(predictor, "<SEG>")
+    m = predictor.ask("segment").masks[0]
+    assert calls == [[0, 1]]
+    assert m.mask[:, :24].all() and not m.mask[:, 40:].any()
+    assert m.score == pytest.approx(0.7, abs=0.02)  # (0.6 + 0.8) / 2 inside, not 0.6
+    assert m.mirror_agreement == pytest.approx(1.0, abs=0.05)
+    assert m.to_dict()["mirror_agreement"] == m.mirror_agreement
+    predictor.config.flip_tta_min_agreement = None
+    predictor.set_image(_image(64, 64))
+    calls = _halves_decoder(predictor, "left", "right")
+    _script(predictor, "<SEG>")
+    m = predictor.ask("segment").masks[0]
+    assert calls == [[0]] and m.score == pytest.approx(0.6, abs=0.02)
+    assert m.mirror_agreement is None
+
+
+def test_mirror_tta_keeps_the_plain_mask_when_the_mirror_points_to_the_other_side(predictor):
+    predictor.config.flip_tta_min_agreement = 0.7
+    predictor.config.mask_threshold = 0.5
+    predictor.set_image(_image(64, 64))
+    _halves_decoder(predictor, "left", "left")  # "the left kidney" on a mirrored body
+    _script(predictor, "<SEG>")
+    m = predictor.ask("segment the left kidney").masks[0]
+    assert m.mask[:, :24].all() and not m.mask[:, 40:].any()
+    assert m.score == pytest.approx(0.6, abs=0.02)
+    assert m.mirror_agreement == pytest.approx(0.0, abs=0.05)
+
+
+def test_mirror_tta_decodes_on_the_mirrored_image(predictor):
+    """The second view is the same <SEG> decoded on the mirrored image's own SAM encoding; with
+    the gate at 0 every mask is the average of the two views, the mirror flipped back."""
+    image = _image(48, 72)
+    original = predictor.model.decode_masks
+    calls = []
+
+    def spy(*args):
+        out = original(*args)
+        calls.append((args, out))
+        return out
+
+    predictor.model.decode_masks = spy
+    predictor.config.flip_tta_min_agreement = 0.0
+    predictor.config.mask_threshold = 0.5  # the untrained maps lie near 0.5: half in, half out
+    predictor.set_image(image)
+    _script(predictor, "<SEG>")
+    merged = predictor.ask("segment").masks[0]
+    (hidden, embeddings, index, input_hw, output_hw), (logits, _) = calls[0]
+    assert index.tolist() == [0, 1] and len(logits) == 2
+
+    predictor.config.flip_tta_min_agreement = None
+    plain_emb = predictor._encode([image])[0].sam_embedding
+    mirror_emb = predictor._encode([np.ascontiguousarray(image[:, ::-1])])[0].sam_embedding
+    assert torch.allclose(embeddings[0:1], plain_emb, atol=1e-4)
+    assert torch.allclose(embeddings[1:2], mirror_emb, atol=1e-4)
+    one = torch.zeros(1, dtype=torch.long)
+    (ref_mirror,), _ = original(hidden[:1], mirror_emb, one, input_hw[:1], output_hw[:1])
+    assert torch.allclose(logits[1], ref_mirror, atol=1e-3)
+
+    plain, back = logits[0].float().sigmoid(), logits[1].float().sigmoid().flip(-1)
+    assert not torch.allclose(plain, back, atol=1e-3)  # the views differ, so the test can fail
+    expected = ((plain + back) / 2 > 0.5).numpy()
+    assert 0.05 < expected.mean() < 0.95 and not np.array_equal(expected, (plain > 0.5).numpy())
+    assert np.array_equal(merged.mask, expected)
+
+
+def test_turning_mirror_tta_on_after_set_image_keeps_the_plain_decode(predictor):
+    """The mirror is encoded with the image; an image encoded without it answers plainly."""
+    predictor.set_image(_image(64, 64))
+    predictor.config.flip_tta_min_agreement = 0.7
+    calls = _halves_decoder(predictor, "left", "right")
+    _script(predictor, "<SEG>")
+    m = predictor.ask("segment").masks[0]
+    assert calls == [[0]] and m.mirror_agreement is None
+    predictor.set_image(_image(64, 64))
+    _script(predictor, "<SEG>")
+    assert predictor.ask("segment").masks[0].mirror_agreement == pytest.approx(1.0, abs=0.05)

@@ -103,6 +103,10 @@ def test_predict_quick_times_every_question_of_the_demo_checkpoint(capsys):
     asked = questions(QUICK.__class__(questions=4, warmup=0, image_size_px=64))
     assert [q for _, q, _ in asked][0].startswith("Please generate a mask that segments the ")
     assert doc["machine"]["torch_threads"] == 1
+    # the shipped config averages each mask with its mirror's; the flag times the plain decode
+    assert doc["flip_tta_min_agreement"] == 0.7 and doc["settings"]["mirror_tta"] is True
+    plain = _bench(capsys, "predict", "--json", "--quick", "--questions", "2", "--no-mirror-tta")
+    assert plain["flip_tta_min_agreement"] is None and plain["settings"]["mirror_tta"] is False
 
 
 def test_predict_refuses_zero_questions(capsys):

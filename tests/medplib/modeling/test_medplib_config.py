@@ -54,6 +54,24 @@ def test_config_without_parity_options_keeps_todays_behaviour():
     assert config.region.pooling == "area"
     assert config.vision.pad_color == "mean"
     assert config.moe.router_dtype == "fp32"
+    assert "flip_tta_min_agreement" not in data and config.flip_tta_min_agreement is None
+
+
+@pytest.mark.parametrize("gate", [-0.1, 1.5, "0.7", True])
+def test_mirror_tta_gate_is_validated(gate):
+    config = build_config("tiny")
+    config.flip_tta_min_agreement = gate
+    with pytest.raises(ValueError, match="flip_tta_min_agreement must be in"):
+        config.validate()
+
+
+@pytest.mark.parametrize("gate", [None, 0.0, 0.7, 1])
+def test_mirror_tta_gate_round_trips(gate):
+    config = build_config("tiny")
+    config.flip_tta_min_agreement = gate
+    config.validate()
+    again = MedPLIBConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again.flip_tta_min_agreement == gate
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,9 @@ def stages(
         progress=False,
     )
     run_stage(
-        config_from_dict(stage_dict("moe")),
+        config_from_dict(
+            stage_dict("moe", model={"mask_threshold": 0.5, "flip_tta_min_agreement": 0.7})
+        ),
         corpus,
         out["moe"],
         experts=(out["vl"], out["grounding"]),

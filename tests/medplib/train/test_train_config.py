@@ -101,6 +101,12 @@ def _base(**changes):
         ({"train_modules": []}, "nothing would train"),
         ({"model": {"preset": "huge"}}, "model.preset 'huge' is unknown"),
         ({"model": {"sam_patch_size": 0}}, "model.sam_patch_size must be a positive"),
+        ({"model": {"flip_tta_min_agreement": 1.2}}, "model.flip_tta_min_agreement must be"),
+        ({"model": {"mask_threshold": 1.0}}, "model.mask_threshold must be a number in"),
+        (
+            {"model": {"flip_tta_min_agreement": "high"}},
+            "model.flip_tta_min_agreement has the wrong",
+        ),
     ],
 )
 def test_bad_configs_are_refused_with_the_reason(changes, message):

@@ -1,0 +1,57 @@
+"""Mirror test-time augmentation for `<SEG>` masks, as pure functions on probability maps.
+
+The same `<SEG>` embedding is decoded twice: on the image and on its left-right mirror. Where
+the two masks agree, their averaged probabilities are steadier than either alone (on the demo
+checkpoint's real val images mean Dice rises by about 0.01). Where they disagree the mirror is
+not a plausible view of the question: "the left kidney" decoded on a mirrored body outlines the
+other kidney. The agreement gate keeps the plain mask then, which is why mirrored averaging is
+never applied unconditionally (unconditional averaging loses about 0.17 synthetic mDice, 0.66 on
+questions that name a side).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Masks are compared where the logit changes sign, whatever threshold they are later cut at:
+# evaluation cuts the same maps at 0.1 and 0.5 and must see the same views averaged.
+AGREEMENT_THRESHOLD = 0.5
+
+
+def unmirror(prob_on_mirror: torch.Tensor) -> torch.Tensor:
+    """A map predicted on the left-right mirrored image, back in the image's own columns."""
+    return prob_on_mirror.flip(-1)  # (H, W): column x of the mirror is column W-1-x
+
+
+def mask_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Dice of two bool (H, W) masks; two empty masks agree fully (1.0)."""
+    total = int(a.sum()) + int(b.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int((a & b).sum()) / total
+
+
+def merge_mirrored(
+    prob: torch.Tensor,
+    prob_on_mirror: torch.Tensor,
+    *,
+    min_agreement: float,
+    threshold: float = AGREEMENT_THRESHOLD,
+) -> tuple[torch.Tensor, float, bool]:
+    """(probabilities to binarise, agreement, merged?) for one `<SEG>`.
+
+    prob: (H, W) sigmoid of the mask decoded on the image.
+    prob_on_mirror: (H, W) sigmoid of the same `<SEG>` decoded on the mirrored image, in the
+      mirror's columns (`unmirror` is applied here).
+    min_agreement: the two are averaged when the Dice of their masks is at least this.
+    threshold: the probability the two masks are cut at to compare them.
+    """
+    if prob.shape != prob_on_mirror.shape:
+        raise ValueError(
+            f"maps differ in shape: {tuple(prob.shape)} vs {tuple(prob_on_mirror.shape)}"
+        )
+    back = unmirror(prob_on_mirror)
+    agreement = mask_agreement(prob > threshold, back > threshold)
+    if agreement >= min_agreement:
+        return (prob + back) / 2, agreement, True
+    return prob, agreement, False

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from medplib.mirror_tta import mask_agreement, merge_mirrored, unmirror
+
+
+def _cols(width: int, cols: slice, p: float, h: int = 4) -> torch.Tensor:
+    out = torch.zeros(h, width)
+    out[:, cols] = p
+    return out
+
+
+def test_unmirror_puts_mirror_column_x_back_at_w_minus_1_minus_x():
+    m = torch.arange(6.0).reshape(1, 6)
+    assert unmirror(m).tolist() == [[5.0, 4.0, 3.0, 2.0, 1.0, 0.0]]
+    assert torch.equal(unmirror(unmirror(m)), m)
+
+
+def test_mask_agreement_is_dice_and_two_empty_masks_agree():
+    a = torch.tensor([[1, 1, 0, 0]], dtype=torch.bool)
+    b = torch.tensor([[0, 1, 1, 0]], dtype=torch.bool)
+    assert mask_agreement(a, b) == pytest.approx(0.5)  # 2 * 1 / (2 + 2)
+    assert mask_agreement(a, a) == 1.0
+    empty = torch.zeros(1, 4, dtype=torch.bool)
+    assert mask_agreement(empty, empty) == 1.0
+    assert mask_agreement(a, empty) == 0.0
+
+
+def test_a_mirror_that_confirms_the_mask_is_averaged_in():
+    prob = _cols(8, slice(0, 3), 0.6)  # columns 0-2
+    on_mirror = _cols(8, slice(5, 8), 0.9)  # columns 5-7 of the mirror are columns 2-0
+    merged, agreement, used = merge_mirrored(prob, on_mirror, threshold=0.5, min_agreement=0.7)
+    assert used and agreement == 1.0
+    assert torch.allclose(merged[:, :3], torch.full((4, 3), 0.75))
+    assert torch.equal(merged[:, 3:], torch.zeros(4, 5))
+
+
+def test_a_mirror_that_points_to_the_other_side_leaves_the_mask_alone():
+    prob = _cols(8, slice(0, 3), 0.6)
+    on_mirror = _cols(8, slice(0, 3), 0.9)  # the same columns on the mirror: the other side
+    merged, agreement, used = merge_mirrored(prob, on_mirror, threshold=0.5, min_agreement=0.7)
+    assert not used and agreement == 0.0
+    assert merged is prob
+
+
+def test_agreement_is_measured_at_the_given_threshold_against_the_gate():
+    prob = _cols(10, slice(0, 4), 0.6)
+    on_mirror = _cols(10, slice(7, 10), 0.9) + _cols(10, slice(6, 7), 0.3)
+    # at 0.5 the mirror covers 3 of the 4 columns: Dice 6 / 7
+    _, agreement, used = merge_mirrored(prob, on_mirror, threshold=0.5, min_agreement=0.86)
+    assert agreement == pytest.approx(6 / 7) and not used
+    # at 0.2 it covers all 4
+    _, agreement, used = merge_mirrored(prob, on_mirror, threshold=0.2, min_agreement=0.86)
+    assert agreement == 1.0 and used
+
+
+def test_by_default_masks_are_compared_where_the_logit_changes_sign():
+    prob = _cols(10, slice(0, 4), 0.6)
+    on_mirror = _cols(10, slice(6, 10), 0.4)  # the same place, but under 0.5
+    _, agreement, used = merge_mirrored(prob, on_mirror, min_agreement=0.5)
+    assert agreement == 0.0 and not used
+
+
+def test_maps_of_different_shapes_are_refused():
+    with pytest.raises(ValueError, match="shape"):
+        merge_mirrored(torch.zeros(4, 5), torch.zeros(4, 6), threshold=0.5, min_agreement=0.5)
