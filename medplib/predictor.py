@@ -260,9 +260,7 @@ class MedPLIBPredictor:
         patches, visual = self.model.encode_clip(clip.to(self.device))  # (B, N, C), (B, N, D)
         mirror = self.config.flip_tta_min_agreement is not None
         if mirror:  # one encoder pass over the images and their mirrors
-            mirrored = [
-                sam_input(np.ascontiguousarray(rgb[:, ::-1]), self.config)[0] for rgb in rgbs
-            ]
+            mirrored = [sam_input(rgb, self.config, mirrored=True)[0] for rgb in rgbs]
             sam = torch.cat([sam, torch.stack(mirrored)])  # (2B, 3, S', S')
         sam_emb = self.model.encode_sam(sam.to(self.device))  # (B or 2B, C', h, w)
         per = (time.perf_counter() - t0) / len(rgbs)

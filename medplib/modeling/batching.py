@@ -100,8 +100,14 @@ def clip_and_sam_inputs(image_rgb: np.ndarray, config: MedPLIBConfig):
     return clip, geo, sam, hw
 
 
-def sam_input(image_rgb: np.ndarray, config: MedPLIBConfig) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(H, W, 3) uint8 → (SAM encoder input (3, S', S'), resized (h, w) before padding)."""
+def sam_input(
+    image_rgb: np.ndarray, config: MedPLIBConfig, *, mirrored: bool = False
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(H, W, 3) uint8 → (SAM encoder input (3, S', S'), resized (h, w) before padding).
+
+    `mirrored`: of the left-right mirrored image. The mirror is taken after the resize, which
+    gives the same pixels (the filter is symmetric) without a copy of a large original.
+    """
     sam_cfg = SamMed2DConfig.from_dict(config.sam)
     size = sam_cfg.image_encoder.img_size
     hw = resize_longest_side_hw(image_rgb.shape[:2], size)
@@ -112,6 +118,8 @@ def sam_input(image_rgb: np.ndarray, config: MedPLIBConfig) -> tuple[torch.Tenso
         small = np.array(
             Image.fromarray(image_rgb).resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
         )
+    if mirrored:
+        small = np.ascontiguousarray(small[:, ::-1])
     sam = preprocess_image(
         small, target_px=size, pixel_mean=sam_cfg.pixel_mean, pixel_std=sam_cfg.pixel_std
     )

@@ -1,7 +1,10 @@
+import numpy as np
 import pytest
 import torch
 
 from medplib.mirror_tta import mask_agreement, merge_mirrored, unmirror
+from medplib.modeling import build_config
+from medplib.modeling.batching import sam_input
 
 
 def _cols(width: int, cols: slice, p: float, h: int = 4) -> torch.Tensor:
@@ -64,3 +67,16 @@ def test_by_default_masks_are_compared_where_the_logit_changes_sign():
 def test_maps_of_different_shapes_are_refused():
     with pytest.raises(ValueError, match="shape"):
         merge_mirrored(torch.zeros(4, 5), torch.zeros(4, 6), threshold=0.5, min_agreement=0.5)
+
+
+@pytest.mark.parametrize("hw", [(300, 500), (90, 40), (64, 64)])
+def test_the_mirrored_sam_input_is_that_of_the_mirrored_image(hw):
+    """Mirrored after the resize, so a large upload is never copied at full size, yet the same
+    pixels as resizing the mirrored image; the padding stays bottom-right."""
+    config = build_config("tiny")
+    image = np.random.default_rng(1).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    got, got_hw = sam_input(image, config, mirrored=True)
+    want, want_hw = sam_input(np.ascontiguousarray(image[:, ::-1]), config)
+    plain, _ = sam_input(image, config)
+    assert got_hw == want_hw and torch.equal(got, want)
+    assert not torch.equal(got, plain)
