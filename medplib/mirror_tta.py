@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from medplib.metrics import dice
+
 # Masks are compared where the logit changes sign, whatever threshold they are later cut at:
 # evaluation cuts the same maps at 0.1 and 0.5 and must see the same views averaged.
 AGREEMENT_THRESHOLD = 0.5
@@ -24,11 +26,8 @@ def unmirror(prob_on_mirror: torch.Tensor) -> torch.Tensor:
 
 
 def mask_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Dice of two bool (H, W) masks; two empty masks agree fully (1.0)."""
-    total = int(a.sum()) + int(b.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int((a & b).sum()) / total
+    """Dice of two bool (H, W) masks, by the metrics' rule: two empty masks agree fully (1.0)."""
+    return dice(a.cpu().numpy(), b.cpu().numpy())
 
 
 def merge_mirrored(

@@ -396,8 +396,9 @@ class MedPLIBConfig:
     mask_threshold: float = 0.1
     # Mirror test-time augmentation (not in the official model, so off by default): each <SEG>
     # is also decoded on the left-right mirrored image, and the two probability maps are
-    # averaged where their masks (cut at sigmoid 0.5) agree with Dice >= this value. Mirroring swaps left and right,
-    # so a "left kidney" answer disagrees with its mirror and keeps the plain mask. None: off.
+    # averaged where their masks (cut at sigmoid 0.5) agree with Dice >= this value. Mirroring
+    # swaps left and right, so a "left kidney" answer disagrees with its mirror and keeps the
+    # plain mask. None: off.
     flip_tta_min_agreement: float | None = None
     # Image tokens are wrapped as <im_start><image><im_end> (LLaVA `use_mm_start_end`).
     use_im_start_end: bool = True
@@ -475,10 +476,21 @@ class MedPLIBConfig:
             raise ValueError(
                 f"vision.select_feature must be 'patch', got {self.vision.select_feature!r}"
             )
-        if not 0.0 < self.mask_threshold < 1.0:
-            raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
-        gate = self.flip_tta_min_agreement
-        if gate is not None and (
-            isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0.0 <= gate <= 1.0
-        ):
-            raise ValueError(f"flip_tta_min_agreement must be in [0, 1] or null, got {gate!r}")
+        check_mask_threshold(self.mask_threshold)
+        check_flip_tta_min_agreement(self.flip_tta_min_agreement)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_mask_threshold(value: Any) -> None:
+    """ValueError unless `value` is a sigmoid cut in (0, 1)."""
+    if not (_is_number(value) and 0.0 < value < 1.0):
+        raise ValueError(f"mask_threshold must be a number in (0, 1), got {value!r}")
+
+
+def check_flip_tta_min_agreement(value: Any) -> None:
+    """ValueError unless `value` is None (mirror TTA off) or a Dice gate in [0, 1]."""
+    if value is not None and not (_is_number(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"flip_tta_min_agreement must be in [0, 1] or null, got {value!r}")

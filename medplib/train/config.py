@@ -26,7 +26,12 @@ from typing import Any
 import yaml
 
 from medplib.errors import UserInputError
-from medplib.modeling.configuration import LossConfig, MoEConfig
+from medplib.modeling.configuration import (
+    LossConfig,
+    MoEConfig,
+    check_flip_tta_min_agreement,
+    check_mask_threshold,
+)
 from medplib.modeling.presets import PRESETS
 
 STAGES = ("align", "vl", "grounding", "moe")
@@ -260,16 +265,12 @@ class TrainConfig:
             )
         if c.model.sam_patch_size is not None and c.model.sam_patch_size < 1:
             raise UserInputError("model.sam_patch_size must be a positive number of pixels.")
-        cut = c.model.mask_threshold
-        if cut is not None and (isinstance(cut, bool) or not 0 < cut < 1):
-            raise UserInputError(f"model.mask_threshold must be a number in (0, 1), not {cut!r}.")
-        gate = c.model.flip_tta_min_agreement
-        if gate is not None and (
-            isinstance(gate, bool) or not isinstance(gate, (int, float)) or not 0 <= gate <= 1
-        ):
-            raise UserInputError(
-                f"model.flip_tta_min_agreement must be a number in [0, 1] or null, not {gate!r}."
-            )
+        try:  # unset (None) keeps the input checkpoint's value
+            if c.model.mask_threshold is not None:
+                check_mask_threshold(c.model.mask_threshold)
+            check_flip_tta_min_agreement(c.model.flip_tta_min_agreement)
+        except ValueError as exc:
+            raise UserInputError(f"model.{exc}.") from None
         if c.model.vocab_size < 259:
             raise UserInputError("model.vocab_size must be at least 259 (256 bytes + 3 specials).")
         unknown = sorted(set(c.data.tasks) - set(TASKS))
