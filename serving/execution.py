@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import socket
 import threading
@@ -29,7 +30,7 @@ from medplib.masks import encode_rle, mask_area, mask_bbox_xyxy_px, mask_to_png_
 from serving.db import transaction
 from serving.job_events import JobEvents, Publisher, Throttled
 from serving.models import Job, JobStatus, Mask, Turn, utcnow
-from serving.predictors import PredictionResult, PredictorHolder
+from serving.predictors import MaskResult, PredictionResult, PredictorHolder
 from serving.reconcile import poison_message, timed_out_message
 from serving.services.images import load_display
 from serving.settings import DEFAULT_CHECKPOINT
@@ -319,6 +320,15 @@ def _fail(job_id: str, message: str, *, ctx: JobContext) -> JobStatus:
         return job.status
 
 
+def _mirror_agreement(mask: MaskResult) -> float | None:
+    # Optional on the protocol: a predictor without a mirror check has no such attribute.
+    value = getattr(mask, "mirror_agreement", None)
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 def _store(
     job_id: str, claim: _Claim, prediction: PredictionResult, seconds: float, *, ctx: JobContext
 ) -> JobStatus:
@@ -335,6 +345,7 @@ def _store(
                 area_px=int(mask_area(binary)),
                 bbox_xyxy_px=list(bbox) if bbox else None,
                 score=None if mask.score is None else float(mask.score),
+                mirror_agreement=_mirror_agreement(mask),
             )
         )
     routing = prediction.routing.to_dict() if prediction.routing is not None else None

@@ -243,6 +243,10 @@ class Mask(Base):
     area_px: Mapped[int] = mapped_column(Integer)
     bbox_xyxy_px: Mapped[list[int] | None] = mapped_column(JSON)
     score: Mapped[float | None] = mapped_column(Float)
+    # Dice between the masks decoded on the image and on its mirror, flipped back: how far the
+    # answer survives a left-right flip. NULL where the checkpoint's mirror check is off, the
+    # predictor does not report it, or the answer came before it was stored.
+    mirror_agreement: Mapped[float | None] = mapped_column(Float)
 
     turn: Mapped[Turn] = relationship(back_populates="masks")
     # The model's mask above is version 0 and never changes; corrections are versions 1, 2, ...

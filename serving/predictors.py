@@ -16,7 +16,12 @@ TextSink = Callable[[str], None]
 
 
 class MaskResult(Protocol):
-    """One returned mask: (H, W) at the original image size, and the model's confidence."""
+    """One returned mask: (H, W) at the original image size, and the model's confidence.
+
+    A mask may also carry ``mirror_agreement`` (float or None, as `medplib.predictor.PredictedMask`
+    does); it is stored when present. It is not a member here, so a predictor written before it
+    still conforms.
+    """
 
     @property
     def mask(self) -> np.ndarray: ...
@@ -71,6 +76,7 @@ class Predictor(Protocol):
 class EchoMask:
     mask: np.ndarray
     score: float | None = None
+    mirror_agreement: float | None = None
 
 
 @dataclass

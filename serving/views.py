@@ -22,6 +22,7 @@ class MaskData:
     area_px: int
     bbox_xyxy_px: list[int] | None
     score: float | None
+    mirror_agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ def turn_data(turn: Turn) -> TurnData:
                 area_px=m.area_px,
                 bbox_xyxy_px=list(m.bbox_xyxy_px) if m.bbox_xyxy_px else None,
                 score=m.score,
+                mirror_agreement=m.mirror_agreement,
             )
             for m in turn.masks
         ],

@@ -207,6 +207,7 @@ def _fork(db: Session, *, actor: Actor, token: str) -> ChatSession:
                     area_px=mask.area_px,
                     bbox_xyxy_px=mask.bbox_xyxy_px,
                     score=mask.score,
+                    mirror_agreement=mask.mirror_agreement,
                 )
             )
     db.flush()

@@ -100,7 +100,8 @@ class FakePredictor:
                 time.sleep(self.delay_s / len(words))
             if on_text is not None:
                 on_text(" ".join(words[:n]))
-        masks = [EchoMask(mask=self.mask_fn(*self.shape), score=0.75)]
+        # The model's mask passed a mirror check; echoed regions have none.
+        masks = [EchoMask(mask=self.mask_fn(*self.shape), score=0.75, mirror_agreement=0.92)]
         masks += [EchoMask(mask=np.asarray(r, dtype=bool)) for r in regions]
         return Prediction(
             answer=answer,

@@ -59,6 +59,7 @@ def test_upload_ask_and_poll(server, tmp_path):
     assert turn["question"] == "What is in <region>?" and turn["untrained"] is True
     assert turn["regions"] == [{**box[0], "label": 1}]
     echoed = decode_rle(turn["masks"][1]["rle"])
+    assert [m["mirror_agreement"] for m in turn["masks"]] == [0.92, None]
     assert echoed.shape == (40, 60) and echoed[8:24, 10:30].all() and echoed.sum() == 320
     queued = alice.predict(made["session_id"], "And then?", "", False, api_name="/ask")
     assert queued["status"] in ("queued", "running", "succeeded")

@@ -9,6 +9,7 @@ picture).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +68,9 @@ def test_the_shipped_model_grounds_the_structure_asked_for(chromium, demo_server
         answer = page.inner_text("#medplib-chat")
         assert name in answer.split("Please segment")[-1]  # the answer names the target
         assert "untrained" not in page.inner_text("#medplib-badge")
+        # The shipped config checks each mask against its mirror; the legend gives the Dice.
+        agreement = re.search(r"mirror agreement (\d\.\d\d)", page.inner_text("#medplib-legend"))
+        assert agreement is not None and 0.0 <= float(agreement.group(1)) <= 1.0
 
         original = np.asarray(Image.open(png).convert("RGB"), dtype=int)
         overlay = fetch_image(page.locator("#medplib-overlay img").first.get_attribute("src"))

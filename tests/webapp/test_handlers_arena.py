@@ -143,6 +143,7 @@ def test_the_api_plays_a_match_and_refuses_a_second_vote(web, tmp_path):
     )
     assert match["finished"] and match["checkpoints"] is None
     assert sorted(len(side["masks"]) for side in match["sides"]) == [1, 1]
+    assert [side["masks"][0]["mirror_agreement"] for side in match["sides"]] == [0.92, 0.92]
     voted = api.arena_vote(web, match["match_id"], "both_bad", state, "h")
     assert voted["vote"] == "both_bad" and sorted(voted["checkpoints"]) == ["bad", "good"]
     with pytest.raises(gr.Error, match="already voted"):

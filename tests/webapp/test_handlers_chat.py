@@ -10,12 +10,13 @@ from sqlalchemy import func, select
 
 from medplib.masks import decode_rle, png_bytes_to_mask
 from serving.models import ChatSession, Image, Turn
+from serving.views import MaskData
 from tests.webapp.conftest import write_png
 from tests.webapp.helpers import ask_box, browser, run_ask, settled, uploaded
 from webapp import render
 from webapp.handlers import chat, sessions
 from webapp.handlers.common import Web
-from webapp.handlers.screen import canvas_values
+from webapp.handlers.screen import MIRROR_NOTE, canvas_values, masks_legend
 
 
 def _count(web: Web, model) -> int:
@@ -92,6 +93,9 @@ def test_ask_streams_status_then_shows_answer_overlay_and_downloads(make_platfor
     # Two masks: the predictor's quarter and the echoed box; each in its palette colour.
     legend = final["legend"]
     assert "mask 1" in legend and "mask 2" in legend and "score 0.75" in legend
+    # Only the model's mask had a mirror check, and the legend says so for it alone.
+    assert legend.count("mirror agreement") == 1 and "mirror agreement 0.92" in legend
+    assert "flipped left to right" in legend  # what the number means, once
     overlay = final["overlay"]
     assert overlay.shape == (40, 60, 3)
     assert tuple(overlay[0, 0]) == render.PALETTE[0]  # outline of the quarter mask
@@ -108,6 +112,36 @@ def test_ask_streams_status_then_shows_answer_overlay_and_downloads(make_platfor
     assert box.shape == (40, 60) and box[8:24, 10:30].all() and box.sum() == 20 * 16
     doc = json.load(open(files[3]))
     assert np.array_equal(decode_rle(doc["rle"]), box) and doc["area_px"] == 320
+    assert doc["mirror_agreement"] is None
+    assert json.load(open(files[1]))["mirror_agreement"] == 0.92
+
+
+def _mask(index: int, *, score: float | None, mirror_agreement: float | None) -> MaskData:
+    return MaskData(
+        index=index,
+        rle={},
+        png_key="k",
+        area_px=1234,
+        bbox_xyxy_px=None,
+        score=score,
+        mirror_agreement=mirror_agreement,
+    )
+
+
+def test_legend_explains_the_mirror_number_only_where_one_is_shown():
+    checked = masks_legend(
+        [
+            _mask(0, score=0.91, mirror_agreement=0.0),
+            _mask(1, score=None, mirror_agreement=None),
+        ]
+    )
+    # A side-named structure's mirror lands on the other side: 0.00 is shown as it is.
+    assert "mask 1</b> 1,234 px, score 0.91, mirror agreement 0.00" in checked
+    assert "mask 2</b> 1,234 px</li>" in checked
+    assert checked.count("left to right") == 1 and MIRROR_NOTE.split(":")[0] in checked
+    plain = masks_legend([_mask(0, score=0.5, mirror_agreement=None)])
+    assert "mirror" not in plain.lower() and "score 0.50" in plain
+    assert "did not ask for one" in masks_legend([])
 
 
 def test_question_over_the_limit_is_refused_and_nothing_is_stored(make_platform, tmp_path):

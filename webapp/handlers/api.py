@@ -102,6 +102,7 @@ def turn_json(turn: TurnData) -> dict[str, Any]:
                 "area_px": m.area_px,
                 "bbox_xyxy_px": m.bbox_xyxy_px,
                 "score": m.score,
+                "mirror_agreement": m.mirror_agreement,
             }
             for m in turn.masks
         ],
@@ -407,7 +408,13 @@ def match_json(match: MatchView) -> dict[str, Any]:
                 "answer": side.answer,
                 "error": side.error,
                 "masks": [
-                    {"index": m.index, "rle": m.rle, "area_px": m.area_px, "score": m.score}
+                    {
+                        "index": m.index,
+                        "rle": m.rle,
+                        "area_px": m.area_px,
+                        "score": m.score,
+                        "mirror_agreement": m.mirror_agreement,
+                    }
                     for m in side.masks
                 ],
             }

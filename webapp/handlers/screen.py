@@ -6,13 +6,14 @@ Every function returns ``{output name: value}``; the UI maps names to components
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
 from medplib.masks import decode_rle, resize_mask_nearest
-from serving.views import ImageData, SessionData, TurnData
+from serving.views import ImageData, MaskData, SessionData, TurnData
 from webapp import render
 from webapp.handlers.common import Web, empty_view
 from webapp.regions import describe_region, question_for_display
@@ -200,16 +201,7 @@ def turn_details(
         shown = web.shown_image(image.display_key, image.width_px, image.height_px)
     size_hw = (shown.shape[0], shown.shape[1])
     masks = [resize_mask_nearest(decode_rle(m.rle), size_hw) for m in turn.masks]
-    entries = [
-        render.LegendEntry(
-            label=f"mask {m.index + 1}",
-            detail=f"{m.area_px:,} px" + (f", score {m.score:.2f}" if m.score is not None else ""),
-        )
-        for m in turn.masks
-    ]
-    legend = render.legend_html(entries)
-    if not turn.masks:
-        legend = "<p>No mask for this answer: the model did not ask for one (no &lt;SEG&gt;).</p>"
+    legend = masks_legend(turn.masks)
     if turn.warnings:
         legend += "".join(f"<p>⚠ {render.escape_text(w)}</p>" for w in turn.warnings)
     return {
@@ -219,6 +211,38 @@ def turn_details(
         "routing": render.routing_chart(turn.routing, title=f"Answer {turn.index + 1}"),
         "downloads": mask_downloads(web, session, turn) or None,
     }
+
+
+# Read beside a legend line such as "mirror agreement 0.00", which alone looks like a failure.
+MIRROR_NOTE = (
+    "Mirror agreement: Dice between the mask and the one the model finds on the image flipped "
+    "left to right (1 = the same). The two are averaged only when they agree. A structure "
+    "named by its side, such as the left lung, changes side in the mirror and scores low by "
+    "design."
+)
+
+
+def masks_legend(masks: Sequence[MaskData]) -> str:
+    """The colour key of an answer's masks, with what the mirror number means when one is shown."""
+    if not masks:
+        return "<p>No mask for this answer: the model did not ask for one (no &lt;SEG&gt;).</p>"
+    entries = [
+        render.LegendEntry(label=f"mask {m.index + 1}", detail=mask_detail(m)) for m in masks
+    ]
+    legend = render.legend_html(entries)
+    if any(m.mirror_agreement is not None for m in masks):
+        legend += f"<p>{render.escape_text(MIRROR_NOTE)}</p>"
+    return legend
+
+
+def mask_detail(mask: MaskData) -> str:
+    """The legend's line for one mask: its size, the model's confidence, the mirror check."""
+    parts = [f"{mask.area_px:,} px"]
+    if mask.score is not None:
+        parts.append(f"score {mask.score:.2f}")
+    if mask.mirror_agreement is not None:
+        parts.append(f"mirror agreement {mask.mirror_agreement:.2f}")
+    return ", ".join(parts)
 
 
 def mask_downloads(web: Web, session: SessionData, turn: TurnData) -> list[str]:
@@ -236,6 +260,7 @@ def mask_downloads(web: Web, session: SessionData, turn: TurnData) -> list[str]:
             "area_px": mask.area_px,
             "bbox_xyxy_px": mask.bbox_xyxy_px,
             "score": mask.score,
+            "mirror_agreement": mask.mirror_agreement,
         }
         data = json.dumps(doc, indent=1).encode()
         paths.append(web.download_path(f"{stem}-mask{mask.index + 1}.rle.json", data))
