@@ -119,7 +119,9 @@ def sam_input(
             Image.fromarray(image_rgb).resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
         )
     if mirrored:
-        small = np.ascontiguousarray(small[:, ::-1])
+        # A copy, not np.ascontiguousarray: for a one-column image numpy calls the reversed
+        # view contiguous and returns it, negative stride and all, which torch refuses.
+        small = small[:, ::-1].copy()
     sam = preprocess_image(
         small, target_px=size, pixel_mean=sam_cfg.pixel_mean, pixel_std=sam_cfg.pixel_std
     )

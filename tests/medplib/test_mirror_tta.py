@@ -80,3 +80,15 @@ def test_the_mirrored_sam_input_is_that_of_the_mirrored_image(hw):
     plain, _ = sam_input(image, config)
     assert got_hw == want_hw and torch.equal(got, want)
     assert not torch.equal(got, plain)
+
+
+@pytest.mark.parametrize("hw", [(300, 2), (600, 4), (2000, 1)])
+def test_an_image_one_column_wide_after_the_resize_is_its_own_mirror(hw):
+    """A 300 x 2 upload shrinks to one column; its reversed view has a negative stride that
+    numpy still calls contiguous, and torch refuses such an array."""
+    config = build_config("tiny")
+    image = np.random.default_rng(2).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    got, got_hw = sam_input(image, config, mirrored=True)
+    plain, plain_hw = sam_input(image, config)
+    assert got_hw == plain_hw and got_hw[1] == 1
+    assert torch.equal(got, plain)
