@@ -109,6 +109,10 @@ def run_model(
                         "checkpoint_id": pred.checkpoint_id,
                         "finish_reason": pred.finish_reason,
                         "seconds": pred.timings.get("total"),
+                        # Per mask, in `masks` order: the model's own confidence signals, kept
+                        # so they can be read against the Dice they turned out to have.
+                        "mask_scores": [m.score for m in pred.masks],
+                        "mirror_agreement": [m.mirror_agreement for m in pred.masks],
                     },
                 )
             )

@@ -217,8 +217,8 @@ def turn_details(
 MIRROR_NOTE = (
     "Mirror agreement: Dice between the mask and the one the model finds on the image flipped "
     "left to right (1 = the same). The two are averaged only when they agree. A structure "
-    "named by its side, such as the left lung, changes side in the mirror and scores low by "
-    "design."
+    "named by its side (the left lung) or lying on one side (the liver, the heart) changes "
+    "side in the mirror, so its mask can be right with a low agreement."
 )
 
 

@@ -149,3 +149,39 @@ def test_seg_answers_are_scored_at_both_thresholds_and_rescore_identically(
             == (report["grounding"]["by_threshold"]["0.5"][key])
         )
     assert again["thresholds"]["primary"] == 0.1
+
+
+@pytest.mark.parametrize("gate", [None, 0.0])
+def test_each_masks_confidence_signals_are_kept_beside_it(fixture: Path, capsys, monkeypatch, gate):
+    """Score and mirror agreement per mask, in mask order, so they can be read against Dice."""
+    real_loader = eval_cli.load_predictor
+    seen = []
+
+    def scripted(checkpoint, device):
+        predictor = real_loader(checkpoint, device)
+        predictor.config.flip_tta_min_agreement = gate
+        tok = predictor.tokenizer
+        seg = tok.convert_tokens_to_ids("<SEG>")
+        script = [*tok("liver ", add_special_tokens=False)["input_ids"], seg, seg, tok.eos_token_id]
+        predictor.model.language_model.lm_head = CyclicHead(script, len(tok))
+        real_ask = predictor.ask
+
+        def ask(*args, **kwargs):
+            seen.append(real_ask(*args, **kwargs))
+            return seen[-1]
+
+        predictor.ask = ask
+        return predictor
+
+    monkeypatch.setattr(eval_cli, "load_predictor", scripted)
+    assert main(_argv(fixture, "--limit", "1")) == 0, capsys.readouterr().err
+    (record,), _ = read_predictions(fixture / "out" / "report.predictions.jsonl")
+    (pred,) = seen
+    assert record.extra["mask_scores"] == [m.score for m in pred.masks]
+    assert len(record.extra["mask_scores"]) == 2
+    agreements = record.extra["mirror_agreement"]
+    if gate is None:
+        assert agreements == [None, None]
+    else:
+        assert agreements == [m.mirror_agreement for m in pred.masks]
+        assert all(0.0 <= a <= 1.0 for a in agreements)
