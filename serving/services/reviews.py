@@ -167,6 +167,7 @@ class ReviewStatistics:
     agreement: dict[str, Any]  # see `agreement_report`
     checkpoints: list[dict[str, Any]]  # see `checkpoint_table`
     masks: dict[str, Any]  # see `serving.services.corrections.correction_agreement`
+    signals: list[dict[str, Any]]  # see `verdict_signals`
 
 
 def review_statistics(db: Session, *, actor: Actor) -> ReviewStatistics:
@@ -177,7 +178,47 @@ def review_statistics(db: Session, *, actor: Actor) -> ReviewStatistics:
         agreement=agreement_report(db),
         checkpoints=checkpoint_table(db),
         masks=correction_agreement(db),
+        signals=verdict_signals(db),
     )
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def verdict_signals(db: Session) -> list[dict[str, Any]]:
+    """Per mask verdict: the model's own numbers for the masks reviewers gave it.
+
+    Does the model know when its mask is wrong? Each (rating, mask) pair counts once, so a
+    mask rated by two reviewers counts under both verdicts. The mirror agreement is averaged
+    over the masks that have one (a checkpoint with its mirror check on, answers since it was
+    stored).
+    """
+    ratings = db.scalars(select(Rating).options(selectinload(Rating.turn).selectinload(Turn.masks)))
+    scores: dict[str, list[float]] = defaultdict(list)
+    agreements: dict[str, list[float]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    for rating in ratings:
+        by_index = {m.index: m for m in rating.turn.masks}
+        for index, verdict in enumerate(rating.mask_verdicts):
+            mask = by_index.get(index)
+            if mask is None:
+                continue
+            counts[verdict] += 1
+            if mask.score is not None:
+                scores[verdict].append(mask.score)
+            if mask.mirror_agreement is not None:
+                agreements[verdict].append(mask.mirror_agreement)
+    return [
+        {
+            "verdict": v.value,
+            "masks_rated": counts[v.value],
+            "mean_score": _mean(scores[v.value]),
+            "masks_checked": len(agreements[v.value]),
+            "mean_mirror_agreement": _mean(agreements[v.value]),
+        }
+        for v in MaskVerdict
+    ]
 
 
 def agreement_report(db: Session) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 from alembic import command
 from sqlalchemy import inspect, select, text
 
@@ -13,8 +14,9 @@ from serving.db import make_engine
 from serving.execution import run_job
 from serving.invariants import check_invariants
 from serving.migrate import alembic_config
-from serving.models import LinkRole, Mask
+from serving.models import LinkRole, Mask, Role
 from serving.services.corrections import correct_mask
+from serving.services.reviews import rate_turn, review_statistics, verdict_signals
 from serving.services.sessions import get_session
 from serving.services.shares import create_share_link, fork_session
 from tests.serving.test_jobs import _setup
@@ -134,3 +136,47 @@ def test_down_to_0007_and_back_keeps_every_mask_and_correction(database_url, mak
     assert stored == [None, None, None]  # the number was dropped with the column, never guessed
     assert platform.call(lambda db: check_invariants(db, store=platform.store)) == []
     engine.dispose()
+
+
+def test_reviewers_verdicts_are_set_against_the_models_own_numbers(sqlite_url, make_platform):
+    platform = make_platform(sqlite_url, predictor=_Checked())
+    owner, session_id = _answer(platform)
+    (turn,) = platform.call(get_session, actor=owner, session_id=session_id).turns
+    rita, ravi = _user(platform, "rita", Role.reviewer), _user(platform, "ravi", Role.reviewer)
+    # Masks: 0 (score 0.8, agreement 0.83), 1 (0.6, none), 2 (0.7, none).
+    for who, verdicts in ((rita, ["good", "wrong", "wrong"]), (ravi, ["partly", "wrong", "good"])):
+        platform.call(
+            rate_turn,
+            actor=who,
+            turn_id=turn.id,
+            text_score=3,
+            text_correct=None,
+            mask_verdicts=verdicts,
+        )
+    rows = {row["verdict"]: row for row in platform.call(verdict_signals)}
+    assert list(rows) == ["good", "partly", "wrong"]
+    good, partly, wrong = rows["good"], rows["partly"], rows["wrong"]
+    assert (good["masks_rated"], good["masks_checked"]) == (2, 1)  # mask 0 by rita, 2 by ravi
+    assert good["mean_score"] == pytest.approx(0.75)
+    assert good["mean_mirror_agreement"] == pytest.approx(0.83)
+    assert (partly["masks_rated"], partly["masks_checked"]) == (1, 1)
+    assert partly["mean_mirror_agreement"] == pytest.approx(0.83)
+    assert (wrong["masks_rated"], wrong["masks_checked"]) == (3, 0)
+    assert wrong["mean_score"] == pytest.approx((0.6 + 0.7 + 0.6) / 3)
+    assert wrong["mean_mirror_agreement"] is None  # no wrong mask had a mirror check
+    assert platform.call(review_statistics, actor=rita).signals == list(rows.values())
+
+
+def test_with_no_ratings_every_verdict_has_nothing_to_average(sqlite_url, make_platform):
+    platform = make_platform(sqlite_url, predictor=_Checked())
+    _answer(platform)
+    assert platform.call(verdict_signals) == [
+        {
+            "verdict": v,
+            "masks_rated": 0,
+            "mean_score": None,
+            "masks_checked": 0,
+            "mean_mirror_agreement": None,
+        }
+        for v in ("good", "partly", "wrong")
+    ]

@@ -190,6 +190,12 @@ def test_a_reviewer_corrects_a_mask_reads_agreement_and_exports_a_corpus(server,
     assert stats["masks"]["corrected_masks"] >= 1 and "ratings" in stats
 
     reviewer.predict(turn_id, 5, "yes", '["wrong"]', "", api_name="/rate")
+    # The wrong verdict is set beside the model's own numbers for that mask.
+    signals = reviewer.predict(api_name="/review_stats")["mask_signals"]
+    assert [s["verdict"] for s in signals] == ["good", "partly", "wrong"]
+    wrong = signals[2]
+    assert wrong["masks_rated"] >= 1 and wrong["masks_checked"] == wrong["masks_rated"]
+    assert (wrong["mean_score"], wrong["mean_mirror_agreement"]) == (0.75, 0.92)
     path, summary = reviewer.predict("", "", 0, api_name="/export_dataset")
     assert summary["corrected"] >= 1 and summary["by_task"]["grounding"] >= 1
     with zipfile.ZipFile(path) as archive:

@@ -132,3 +132,8 @@ def test_two_reviewers_correct_a_mask_and_their_agreement_shows(open_page, serve
     at = cells.index("rita & rob")
     # After the pair's name: masks corrected by both, mean Dice, mean IoU.
     assert cells[at + 1 : at + 4] == ["1", f"{expected:.2f}", f"{expected / (2 - expected):.2f}"]
+    # Beside it, the verdicts against the model's own numbers: one row per verdict, none yet.
+    signals = [t.strip() for t in rob.inner_text("#medplib-verdict-signals").splitlines()]
+    signals = [t for t in signals if t]
+    for verdict in ("good", "partly", "wrong"):
+        assert signals[signals.index(verdict) + 1] == "0"

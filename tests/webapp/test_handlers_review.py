@@ -108,6 +108,13 @@ def test_queue_rate_statistics_and_export(web, answered):
     assert pair[0] in ("rita & ravi (Cohen)", "ravi & rita (Cohen)") and pair[1] == 1
     (row,) = stats["checkpoint_table"]
     assert row[0] == "tiny-untrained-test" and row[1] == 2 and row[2] == 3.0
+    # Mask 1 is the model's (score 0.75, mirror agreement 0.92); mask 2 echoes the drawn box
+    # and has neither. rita: good, partly; ravi: wrong, partly.
+    assert stats["verdict_signals"] == [
+        ["good", 1, "0.75", 1, "0.92"],
+        ["partly", 2, "n/a", 0, "n/a"],
+        ["wrong", 1, "0.75", 1, "0.92"],
+    ]
     exported = review.export(web, "csv", rita)
     rows = list(csv.DictReader(io.StringIO(open(exported["export_file"]).read())))
     assert sorted(r["reviewer"] for r in rows) == ["ravi", "rita"]

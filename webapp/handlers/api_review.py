@@ -85,7 +85,12 @@ def statistics(web: Web, state: Any) -> dict[str, Any]:
     if actor is None:
         raise gr.Error("Review statistics need a reviewer account; call /login first.")
     stats = _call(web, review_statistics, actor=actor)
-    return {"ratings": stats.agreement, "masks": stats.masks, "checkpoints": stats.checkpoints}
+    return {
+        "ratings": stats.agreement,
+        "masks": stats.masks,
+        "checkpoints": stats.checkpoints,
+        "mask_signals": stats.signals,
+    }
 
 
 def export_dataset(

@@ -34,6 +34,13 @@ CORRECT_CHOICES = ["yes", "no", "unsure"]
 FRESH_FORM: dict[str, Any] = {"review_score": 3, "review_correct": "unsure", "review_comment": ""}
 AGREEMENT_HEADERS = ["reviewers", "answers rated by all of them", "κ text score", "κ correct"]
 MASK_AGREEMENT_HEADERS = ["reviewers", "masks corrected by both", "mean Dice", "mean IoU"]
+VERDICT_SIGNAL_HEADERS = [
+    "verdict",
+    "masks rated",
+    "model's mean score",
+    "masks with a mirror check",
+    "mean mirror agreement",
+]
 CORRECTION_MODES = ["add to the mask", "remove from the mask", "replace the mask"]
 CHECKPOINT_HEADERS = [
     "checkpoint",
@@ -151,6 +158,7 @@ def statistics(web: Web, actor_state: ActorState | None) -> dict[str, Any]:
     return {
         "agreement": agreement_rows(stats.agreement),
         "mask_agreement": mask_agreement_rows(stats.masks),
+        "verdict_signals": verdict_signal_rows(stats.signals),
         "checkpoint_table": rows,
     }
 
@@ -200,6 +208,20 @@ def mask_agreement_rows(report: dict[str, Any]) -> list[list[Any]]:
             [" & ".join(pair["names"]), pair["items"], score(pair["dice"]), score(pair["iou"])]
         )
     return rows
+
+
+def verdict_signal_rows(signals: list[dict[str, Any]]) -> list[list[Any]]:
+    """Per verdict: masks rated, then the model's mean score and mirror agreement for them."""
+    return [
+        [
+            row["verdict"],
+            row["masks_rated"],
+            _two_places(row["mean_score"]),
+            row["masks_checked"],
+            _two_places(row["mean_mirror_agreement"]),
+        ]
+        for row in signals
+    ]
 
 
 def _versions_markdown(versions: list[MaskVersionData]) -> str:

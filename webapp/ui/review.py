@@ -91,6 +91,12 @@ def build(c: dict[str, Any]) -> None:
             label="Corrected masks: agreement between reviewers (latest versions; 1 = identical)",
             elem_id="medplib-mask-agreement",
         )
+        c["verdict_signals"] = gr.Dataframe(
+            headers=handlers.VERDICT_SIGNAL_HEADERS,
+            interactive=False,
+            label="Mask verdicts against the model's own numbers (does it know when it is wrong?)",
+            elem_id="medplib-verdict-signals",
+        )
         c["checkpoint_table"] = gr.Dataframe(
             headers=handlers.CHECKPOINT_HEADERS, interactive=False, label="Per checkpoint"
         )
@@ -162,7 +168,9 @@ def wire(c: dict[str, Any], web: Web) -> None:
     c["review_stats"].click(
         stats,
         [c["actor"]],
-        outs(c, "agreement", "mask_agreement", "checkpoint_table", "review_status"),
+        outs(
+            c, "agreement", "mask_agreement", "verdict_signals", "checkpoint_table", "review_status"
+        ),
         api_visibility="private",
     )
 
