@@ -320,13 +320,24 @@ def _fail(job_id: str, message: str, *, ctx: JobContext) -> JobStatus:
         return job.status
 
 
-def _mirror_agreement(mask: MaskResult) -> float | None:
-    # Optional on the protocol: a predictor without a mirror check has no such attribute.
+def mirror_agreement_of(mask: MaskResult) -> float | None:
+    """The mask's mirror agreement as stored: a Dice in [0, 1], else None.
+
+    Optional on the protocol: a predictor without a mirror check has no such attribute. A value
+    that is no Dice (NaN, negative, over 1, not a number) is a predictor's bug; the answer is
+    kept without it rather than failed or shown a number that means nothing.
+    """
     value = getattr(mask, "mirror_agreement", None)
     if value is None:
         return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0:  # NaN fails this too
+        log.warning("mirror agreement %r is not a Dice in [0, 1]; stored without it", value)
+        return None
+    return number
 
 
 def _store(
@@ -345,7 +356,7 @@ def _store(
                 area_px=int(mask_area(binary)),
                 bbox_xyxy_px=list(bbox) if bbox else None,
                 score=None if mask.score is None else float(mask.score),
-                mirror_agreement=_mirror_agreement(mask),
+                mirror_agreement=mirror_agreement_of(mask),
             )
         )
     routing = prediction.routing.to_dict() if prediction.routing is not None else None

@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select, text
 
 from medplib.masks import encode_rle
 from serving.db import make_engine
-from serving.execution import run_job
+from serving.execution import mirror_agreement_of, run_job
 from serving.invariants import check_invariants
 from serving.migrate import alembic_config
 from serving.models import LinkRole, Mask, Role
@@ -180,3 +180,26 @@ def test_with_no_ratings_every_verdict_has_nothing_to_average(sqlite_url, make_p
         }
         for v in ("good", "partly", "wrong")
     ]
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        (0.0, 0.0),
+        (1, 1.0),
+        (np.float32(0.5), 0.5),
+        (None, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        (-0.1, None),
+        (1.01, None),
+        ("high", None),
+        ([0.5], None),
+    ],
+)
+def test_only_a_dice_is_stored(given, stored):
+    assert mirror_agreement_of(_CheckedMask(np.ones((2, 2), bool), 0.5, given)) == stored
+
+
+def test_a_mask_type_without_the_attribute_stores_none():
+    assert mirror_agreement_of(_OlderMask(np.ones((2, 2), bool), 0.5)) is None
