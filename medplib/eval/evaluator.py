@@ -266,6 +266,8 @@ def build_overlays(result: EvalResult, per_modality: int = 2) -> list[Overlay]:
                 answer=r.record.get("answer") or "",
                 dice=float(r.record["dice"]),
                 image_uri=png_base64(overlay_rgb(image, target, prediction)),
+                mask_scores=tuple(r.record.get("mask_scores") or ()),
+                mirror_agreement=tuple(r.record.get("mirror_agreement") or ()),
             )
         )
     return overlays

@@ -56,6 +56,9 @@ class Overlay:
     answer: str
     dice: float
     image_uri: str  # data:image/png;base64,...
+    # Per mask, when the run recorded them: the model's score and mirror agreement.
+    mask_scores: tuple[float | None, ...] = ()
+    mirror_agreement: tuple[float | None, ...] = ()
 
 
 def _e(value: Any) -> str:
@@ -137,6 +140,23 @@ def _text(t: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def mask_signals_text(overlay: Overlay) -> str:
+    """ "score 0.91, mirror agreement 0.95" per mask (masks joined by "; "); "" when none."""
+    count = max(len(overlay.mask_scores), len(overlay.mirror_agreement))
+    per_mask = []
+    for i in range(count):
+        parts = []
+        score = overlay.mask_scores[i] if i < len(overlay.mask_scores) else None
+        agreement = overlay.mirror_agreement[i] if i < len(overlay.mirror_agreement) else None
+        if score is not None:
+            parts.append(f"score {score:.2f}")
+        if agreement is not None:
+            parts.append(f"mirror agreement {agreement:.2f}")
+        if parts:
+            per_mask.append(", ".join(parts))
+    return "; ".join(per_mask)
+
+
 def _cases(overlays: Sequence[Overlay]) -> str:
     if not overlays:
         return ""
@@ -148,10 +168,12 @@ def _cases(overlays: Sequence[Overlay]) -> str:
     for modality in modalities:
         parts.append(f"<h3>{_e(modality)}</h3><div class='cases'>")
         for o in (o for o in overlays if o.modality == modality):
+            signals = mask_signals_text(o)
             parts.append(
                 f'<figure><img src="{_e(o.image_uri)}" alt="{_e(o.id)}" width="192">'
                 f"<figcaption><b>{_e(o.kind)}</b> · Dice {o.dice:.3f}<br>{_e(o.id)}<br>"
-                f"Q: {_e(o.question)}<br>A: {_e(o.answer)}</figcaption></figure>"
+                + (f"Model: {_e(signals)}<br>" if signals else "")
+                + f"Q: {_e(o.question)}<br>A: {_e(o.answer)}</figcaption></figure>"
             )
         parts.append("</div>")
     return "".join(parts)

@@ -11,7 +11,10 @@ One object per line::
   or uncompressed); an empty list means the model produced no `<SEG>`;
 - optional ``masks_by_threshold``: ``{"0.5": [...], ...}``, the same masks binarised at other
   thresholds, each scored as its own block; optional ``threshold``: the probability threshold
-  that produced ``masks``. Other keys are kept but not scored.
+  that produced ``masks``;
+- optional ``mask_scores`` and ``mirror_agreement``: one number (or null) per mask, the model's
+  own confidence; copied into the report's sample and shown beside its case, not scored.
+Other keys are kept but not scored.
 """
 
 from __future__ import annotations

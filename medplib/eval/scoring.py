@@ -17,6 +17,7 @@ F1 (all items), grouped per task, modality, source and answer kind.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
@@ -198,6 +199,28 @@ def _question_ignoring(rows: list[tuple[EvalItem, float, float]]) -> dict[str, A
     return out
 
 
+# Per-mask numbers a model run writes beside its masks (`runner.run_model`); copied into the
+# grounding sample so a report shows each case's confidence beside the Dice it got.
+MASK_SIGNALS = ("mask_scores", "mirror_agreement")
+
+
+def mask_signal(value: Any, num_masks: int) -> list[float | None]:
+    """One number (or None) per mask, checked: a list as long as the masks, finite numbers."""
+    if not isinstance(value, list):
+        raise ValueError(f"a {type(value).__name__}, not a list")
+    if len(value) != num_masks:
+        raise ValueError(f"{len(value)} values for {num_masks} mask(s)")
+    out: list[float | None] = []
+    for v in value:
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out.append(float(v))
+        else:
+            raise ValueError(f"{v!r} is not a finite number")
+    return out
+
+
 # ----------------------------------------------------------------------------- scoring
 def score(
     eval_set: EvalSet, predictions: Mapping[str, PredictionRecord], *, primary_label: str
@@ -275,6 +298,13 @@ def score(
             "target_area": record["target_area"],
             "other_target_dice": other,
         }
+        for name in MASK_SIGNALS:
+            if name not in pred.extra:
+                continue
+            try:
+                sample[name] = mask_signal(pred.extra[name], len(predicted))
+            except ValueError as exc:
+                notes.append(f"id {item.id}: {name} not shown ({exc})")
         for label, entries in sorted(pred.masks_by_threshold.items()):
             if label == primary_label:
                 continue

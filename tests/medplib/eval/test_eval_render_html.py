@@ -21,6 +21,7 @@ from medplib.eval import (
     union_masks,
     write_report,
 )
+from medplib.eval.html import Overlay, mask_signals_text
 from medplib.eval.render import PREDICTION_ALPHA, PREDICTION_RGB, TARGET_RGB, display_scale
 
 
@@ -91,3 +92,41 @@ def test_html_is_self_contained_and_escaped(tmp_path: Path):
     shown = Image.open(io.BytesIO(base64.b64decode(uris[0].split(",", 1)[1])))
     assert shown.size == (14 * 13, 10 * 13)  # 14 px wide scaled by 192 // 14
     assert (np.asarray(shown) == TARGET_RGB).all(axis=2).any()  # the contour is drawn
+
+
+def test_a_cases_caption_gives_the_models_own_numbers_when_the_run_kept_them(tmp_path: Path):
+    root = tmp_path / "corpus"
+    image = write_image(root, "ct_00--src--case--2d", (10, 14))
+    target = write_png(root, "masks/t.png", rect((10, 14), (2, 6, 2, 9)))
+    records = [grounding(rid, image, target) for rid in ("exact", "missed")]
+    lines = [
+        {
+            "id": "exact",
+            "answer": "here",
+            "masks": [write_png(root, "p0.png", rect((10, 14), (2, 6, 2, 9)))],
+            "mask_scores": [0.974],
+            "mirror_agreement": [0.881],
+        },
+        {"id": "missed", "answer": "there", "masks": [write_png(root, "p1.png", rect((10, 14)))]},
+    ]
+    write_json(tmp_path / "data.json", records)
+    write_jsonl(tmp_path / "pred.jsonl", lines)
+    result = evaluate_predictions(tmp_path / "pred.jsonl", tmp_path / "data.json", root)
+    written = write_report(
+        result, tmp_path / "r.json", html_path=tmp_path / "r.html", cases_per_modality=1
+    )
+    page = written["html"].read_text()
+    assert page.count("Model: ") == 1  # the worst case came without numbers
+    assert "Model: score 0.97, mirror agreement 0.88<br>" in page
+
+
+def test_mask_signals_text_per_mask():
+    def case(scores=(), agreements=()):
+        return Overlay("ct", "best", "i", "q", "a", 1.0, "", tuple(scores), tuple(agreements))
+
+    assert mask_signals_text(case()) == ""
+    assert mask_signals_text(case([0.5])) == "score 0.50"
+    assert mask_signals_text(case([None], [0.25])) == "mirror agreement 0.25"
+    two = case([0.9, 0.1], [None, 0.333])
+    assert mask_signals_text(two) == "score 0.90; score 0.10, mirror agreement 0.33"
+    assert mask_signals_text(case([None, None], [None, None])) == ""

@@ -352,3 +352,33 @@ def test_file_level_errors_exit_2(corpus: Path, capsys, change, message):
     err = capsys.readouterr().err
     assert "medplib eval: error:" in err and message in err
     assert "Traceback" not in err
+
+
+def test_each_cases_mask_signals_reach_the_report_checked(corpus: Path, capsys):
+    lines = [json.loads(line) for line in (corpus / "pred.jsonl").read_text().splitlines()]
+    signals = {
+        "g1": {"mask_scores": [0.9, 0.4], "mirror_agreement": [0.95, None]},  # two masks
+        "g2": {"mask_scores": [0.5, 0.5]},  # two numbers for one mask
+        "g3": {"mirror_agreement": "high"},
+        "g4": {"mask_scores": [float("nan")]},
+        "g5": {"mask_scores": [], "mirror_agreement": []},  # no <SEG>: nothing to give
+    }
+    for line in lines:
+        line.update(signals.get(line["id"], {}))
+    (corpus / "signals.jsonl").write_text(
+        "".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8"
+    )
+    code, report = _eval(corpus, "data.json", "signals.jsonl")
+    assert code == 0, capsys.readouterr().err
+    samples = {s["id"]: s for s in report["samples"]}
+    assert samples["g1"]["mask_scores"] == [0.9, 0.4]
+    assert samples["g1"]["mirror_agreement"] == [0.95, None]
+    assert (samples["g5"]["mask_scores"], samples["g5"]["mirror_agreement"]) == ([], [])
+    for rid in ("g2", "g3", "g4", "g6"):  # refused, or never given
+        assert "mask_scores" not in samples[rid] and "mirror_agreement" not in samples[rid], rid
+    # A bad value is named, and the case is still scored.
+    notes = report["notes"]
+    assert "id g2: mask_scores not shown (2 values for 1 mask(s))" in notes
+    assert "id g3: mirror_agreement not shown (a str, not a list)" in notes
+    assert "id g4: mask_scores not shown (nan is not a finite number)" in notes
+    assert samples["g2"]["dice"] == 1.0
