@@ -2,13 +2,13 @@
 
 The web app shows two numbers beside each mask: ``score`` (mean sigmoid probability inside the
 mask) and, where the checkpoint checks its masks against the mirrored image, ``mirror
-agreement`` (Dice between the masks decoded on the image and on its mirror). This reads what
-`python -m medplib.eval.corpus` wrote for one split and measures each number against the Dice
-the mask turned out to have: rank correlation, the area under the ROC curve for telling a
+agreement`` (Dice between the masks decoded on the image and on its mirror). Evaluation
+reports keep both per case; this reads the grounding report `python -m medplib.eval.corpus`
+wrote for one split and measures each number against the Dice the mask turned out to have: rank correlation, the area under the ROC curve for telling a
 usable mask (Dice >= 0.5) from an unusable one, and mean Dice per agreement band.
 
     python benchmarks/mask_confidence.py --eval var/demo-eval/val-holdout --split val \\
-        --out benchmarks/results/mask-confidence-val.json
+        --out var/demo-eval/mask-confidence-val.json
 
 Only answers with exactly one mask are read (the evaluator scores several as their union, and
 no single number then belongs to it). Prints a Markdown table; writes JSON.
@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from medplib.eval.predictions import read_predictions
 
 # Mean Dice is reported per band of mirror agreement; 0.7 is the demo's averaging gate.
 AGREEMENT_BANDS = ((0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.0))
@@ -89,17 +87,14 @@ def band_means(
     return rows
 
 
-def single_mask_rows(
-    samples: Sequence[Mapping[str, Any]], extras: Mapping[str, Mapping[str, Any]], dice_key: str
-) -> list[dict[str, Any]]:
+def single_mask_rows(samples: Sequence[Mapping[str, Any]], dice_key: str) -> list[dict[str, Any]]:
     """(source, Dice, score, agreement) of each grounding answer with exactly one mask."""
     rows = []
     for s in samples:
         if s.get("task", "grounding") != "grounding" or s.get("num_masks") != 1:
             continue
-        extra = extras.get(str(s["id"]), {})
-        scores, agreements = extra.get("mask_scores") or [], extra.get("mirror_agreement") or []
-        if len(scores) != 1 or s.get(dice_key) is None:
+        scores, agreements = s.get("mask_scores") or [], s.get("mirror_agreement") or []
+        if len(scores) != 1 or scores[0] is None or s.get(dice_key) is None:
             continue
         rows.append(
             {
@@ -175,11 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="the JSON to write")
     args = p.parse_args(argv)
     report_path = args.eval / f"{args.split}-grounding.json"
-    predictions_path = args.eval / f"{args.split}-grounding.predictions.jsonl"
-    for path in (report_path, predictions_path):
-        if not path.is_file():
-            print(f"error: {path} does not exist; run `make demo-eval` first.", file=sys.stderr)
-            return 2
+    if not report_path.is_file():
+        print(f"error: {report_path} does not exist; run `make demo-eval` first.", file=sys.stderr)
+        return 2
     report = json.loads(report_path.read_text())
     grounding = report.get("grounding") or {}
     if str(grounding.get("threshold")) == args.threshold:
@@ -189,16 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"error: the report has no Dice at threshold {args.threshold}.", file=sys.stderr)
         return 2
-    records, _ = read_predictions(predictions_path)
-    extras = {r.id: r.extra for r in records}
-    if not any("mask_scores" in e for e in extras.values()):
+    if not any("mask_scores" in s for s in report["samples"]):
         print(
-            f"error: {predictions_path} has no per-mask scores; it was written before they "
-            "were recorded. Run the evaluation again.",
+            f"error: {report_path} has no per-mask scores; it was written before they were "
+            "recorded. Run the evaluation again.",
             file=sys.stderr,
         )
         return 2
-    rows = single_mask_rows(report["samples"], extras, key)
+    rows = single_mask_rows(report["samples"], key)
     if not rows:
         print("error: no grounding answer with exactly one mask.", file=sys.stderr)
         return 2
