@@ -382,3 +382,67 @@ def rouge_l(pred: str, ref: str) -> dict[str, float]:
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall),
     }
+
+
+# ----------------------------------------------------------------------------- uncertainty
+def _image_means(
+    values: Sequence[float], images: Sequence[str], draws: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(draws,) means of `values` over images drawn with replacement, each with all its values."""
+    if len(values) != len(images):
+        raise ValueError(f"{len(values)} values for {len(images)} image names")
+    index: dict[str, int] = {}
+    group = np.array([index.setdefault(name, len(index)) for name in images])
+    sums = np.bincount(group, weights=np.asarray(values, dtype=float))  # (G,)
+    counts = np.bincount(group).astype(float)  # (G,)
+    picks = rng.integers(0, len(counts), size=(draws, len(counts)))  # (R, G)
+    return sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+
+
+def _interval(means: np.ndarray, level: float) -> tuple[float, float]:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def image_bootstrap_ci(
+    values: Sequence[float],
+    images: Sequence[str],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of `values`, resampling whole images.
+
+    Masks of one image are not independent (one bad image spoils all of its questions), so
+    images are drawn with replacement and each brings all of its values; the interval is then
+    as wide as the number of images, not of masks, warrants. None for no values; a single image
+    gives a zero-width interval, which says nothing about the spread: read it with its n.
+    """
+    if len(values) != len(images):
+        raise ValueError(f"{len(values)} values for {len(images)} image names")
+    if not values:
+        return None
+    rng = np.random.default_rng(seed)
+    return _interval(_image_means(values, images, resamples, rng), level)
+
+
+def mean_of_groups_ci(
+    groups: Mapping[str, tuple[Sequence[float], Sequence[str]]],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Bootstrap interval of the unweighted mean of per-group means (e.g. the mean over
+    sources), each group resampled by image on its own. `groups`: name → (values, images);
+    empty groups are left out, None when all are."""
+    kept = {name: g for name, g in sorted(groups.items()) if len(g[0])}
+    if not kept:
+        return None
+    rng = np.random.default_rng(seed)
+    means = [_image_means(values, images, resamples, rng) for values, images in kept.values()]
+    return _interval(np.mean(means, axis=0), level)

@@ -7,7 +7,8 @@ A corpus holds ``TASK/SPLIT.json`` (tasks grounding, vqa, region; splits val, ho
 zeroshot). Each pair gets a full `medplib eval` report (``OUT/SPLIT-TASK.json`` and its
 predictions); ``OUT/summary.json`` and ``OUT/summary.md`` hold one row per split and source:
 
-  grounding mDice   masks at sigmoid > 0.1 (the MedPLIB rule) and > 0.5
+  grounding mDice   masks at sigmoid > 0.1 (the MedPLIB rule) and > 0.5, with a 95 % interval
+                    for > 0.5 that resamples whole images (`metrics.image_bootstrap_ci`)
   closed accuracy   VQA questions with a closed (yes/no or choice) answer
   region accuracy   region questions answered right: closed ones by their answer, open ones
                     by the first structure named (``classes.json`` names), which must be the
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medplib.errors import UserInputError
-from medplib.metrics import first_structure
+from medplib.metrics import first_structure, image_bootstrap_ci, mean_of_groups_ci
 
 T = TypeVar("T")
 
@@ -93,6 +94,41 @@ def structure_names(corpus: Path) -> list[str]:
     return [str(v) for v in json.loads(path.read_text()).values()]
 
 
+REAL_MEAN = "mean of real sources"  # the summary row the real-data targets are read on
+
+
+def _strict_dice_by_source(
+    samples: Sequence[dict[str, Any]], key: str
+) -> dict[str, tuple[list[float], list[str]]]:
+    """Per source: (Dice at > 0.5, image) of each grounding sample; `key` names the Dice."""
+    by_source: dict[str, tuple[list[float], list[str]]] = {}
+    for s in samples:
+        if s.get("task", "grounding") != "grounding" or s.get(key) is None:
+            continue
+        values, images = by_source.setdefault(str(s.get("source")), ([], []))
+        values.append(float(s[key]))
+        images.append(str(s.get("image") or s.get("id")))
+    return by_source
+
+
+def strict_dice_intervals(
+    samples: Sequence[dict[str, Any]], key: str
+) -> dict[str, list[float] | None]:
+    """Per source: the 95 % interval of its mDice at > 0.5, resampling images (a report's
+    grounding `samples`; `key` names their Dice at > 0.5). The real sources together, when
+    there are two or more, under `REAL_MEAN`: the interval of the mean over them."""
+    by_source = _strict_dice_by_source(samples, key)
+    out: dict[str, list[float] | None] = {}
+    for source, (values, images) in by_source.items():
+        ci = image_bootstrap_ci(values, images)
+        out[source] = list(ci) if ci is not None else None
+    real = {s: g for s, g in by_source.items() if s != "synthetic"}
+    if len(real) >= 2:
+        ci = mean_of_groups_ci(real)
+        out[REAL_MEAN] = list(ci) if ci is not None else None
+    return out
+
+
 def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (split, source) from the reports of one checkpoint, keyed (split, task)."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -109,6 +145,19 @@ def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[st
                 r["grounding_n"] = block.get("count")
                 r["mDice"] = block.get("mDice")
                 r["mDice_0.5"] = (strict.get("per_source") or {}).get(source, {}).get("mDice")
+            key = "dice" if str(g.get("threshold")) == "0.5" else "dice@0.5"
+            intervals = strict_dice_intervals(report.get("samples") or [], key)
+            for source, ci in intervals.items():
+                if source != REAL_MEAN:
+                    row(split, source)["mDice_0.5_ci95"] = ci
+            real = [rows[(split, s)] for s in (g.get("per_source") or {}) if s != "synthetic"]
+            if len(real) >= 2:
+                r = row(split, REAL_MEAN)
+                r["grounding_n"] = sum(x.get("grounding_n") or 0 for x in real)
+                for name in ("mDice", "mDice_0.5"):
+                    got = [x[name] for x in real if x.get(name) is not None]
+                    r[name] = sum(got) / len(got) if len(got) == len(real) else None
+                r["mDice_0.5_ci95"] = intervals.get(REAL_MEAN)
         else:
             text = (report.get("text") or {}).get("per_source") or {}
             if task == "vqa":
@@ -125,9 +174,10 @@ def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[st
                     r["region_n"] = block.get("count")
                     r["region_accuracy"] = block.get("accuracy")
     order = {s: i for i, s in enumerate(SPLITS)}
+    place = {"synthetic": 0, REAL_MEAN: 2}  # each split: synthetic, its sources, their mean
     return sorted(
         rows.values(),
-        key=lambda r: (order.get(r["split"], 99), r["source"] != "synthetic", r["source"]),
+        key=lambda r: (order.get(r["split"], 99), place.get(r["source"], 1), r["source"]),
     )
 
 
@@ -175,15 +225,19 @@ def markdown(rows: Sequence[dict[str, Any]], per_source: int | None) -> str:
     def n(value: Any) -> str:
         return "–" if value is None else str(value)
 
+    def interval(value: Any) -> str:
+        return "–" if value is None else f"{value[0]:.2f}–{value[1]:.2f}"
+
     lines = [
-        "| split | source | grounding n | mDice (>0.1) | mDice (>0.5) | closed n | "
-        "closed acc. | region n | region acc. |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| split | source | grounding n | mDice (>0.1) | mDice (>0.5) | 95 % CI (>0.5) | "
+        "closed n | closed acc. | region n | region acc. |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['split']} | {r['source']} | {n(r.get('grounding_n'))} | {f(r.get('mDice'))} | "
-            f"{f(r.get('mDice_0.5'))} | {n(r.get('closed_n'))} | "
+            f"{f(r.get('mDice_0.5'))} | {interval(r.get('mDice_0.5_ci95'))} | "
+            f"{n(r.get('closed_n'))} | "
             f"{f(r.get('closed_accuracy'))} | {n(r.get('region_n'))} | "
             f"{f(r.get('region_accuracy'))} |"
         )

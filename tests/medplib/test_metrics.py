@@ -217,3 +217,35 @@ def test_rouge_l():
     assert reversed_scores == pytest.approx({"precision": 1 / 3, "recall": 1 / 3, "f1": 1 / 3})
     assert rouge_l("", "") == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert rouge_l("liver", "spleen")["f1"] == 0.0
+
+
+def test_image_bootstrap_interval():
+    from medplib.metrics import image_bootstrap_ci
+
+    assert image_bootstrap_ci([], []) is None
+    assert image_bootstrap_ci([0.4, 0.4, 0.4], ["a", "b", "c"]) == pytest.approx((0.4, 0.4))
+    # Many images of values 0 and 1: the interval brackets the mean and narrows with n.
+    values = [float(k % 2) for k in range(400)]
+    wide = image_bootstrap_ci(values[:40], [str(k) for k in range(40)], seed=1)
+    narrow = image_bootstrap_ci(values, [str(k) for k in range(400)], seed=1)
+    assert wide[0] < narrow[0] < 0.5 < narrow[1] < wide[1]
+    assert image_bootstrap_ci(values, [str(k) for k in range(400)], seed=1) == narrow
+    # The same 400 values on two images only: the interval spans what two images can say.
+    two = image_bootstrap_ci(values, ["even" if k % 2 == 0 else "odd" for k in range(400)])
+    assert two == (0.0, 1.0)
+    with pytest.raises(ValueError, match="image names"):
+        image_bootstrap_ci([1.0], [])
+    with pytest.raises(ValueError, match="level"):
+        image_bootstrap_ci([1.0], ["a"], level=1.0)
+
+
+def test_mean_of_groups_interval_resamples_each_group_on_its_own():
+    from medplib.metrics import mean_of_groups_ci
+
+    assert mean_of_groups_ci({}) is None
+    assert mean_of_groups_ci({"a": ([], [])}) is None
+    steady = mean_of_groups_ci({"a": ([0.2], ["x"]), "b": ([0.6, 0.6], ["y", "z"])})
+    assert steady == pytest.approx((0.4, 0.4))  # the mean of the two means, not of 3 values
+    # Group a: two images, 0 and 1 (draw means 0, 0.5, 1); b: always 0.5. Overall (a + b) / 2.
+    split = mean_of_groups_ci({"a": ([0.0, 1.0], ["p", "q"]), "b": ([0.5], ["r"]), "c": ([], [])})
+    assert split == pytest.approx((0.25, 0.75))

@@ -111,7 +111,69 @@ def test_summary_has_one_row_per_split_and_source_synthetic_first():
     assert holdout["closed_accuracy"] == 0.75 and holdout["closed_n"] == 4
     assert rows[2]["mDice_0.5"] is None and rows[0]["region_accuracy"] == 1.0
     table = markdown(rows, per_source=None)
-    assert "| holdout | synthetic | 9 | 0.900 | 0.850 | 4 | 0.750 | – | – |" in table
+    assert "| holdout | synthetic | 9 | 0.900 | 0.850 | – | 4 | 0.750 | – | – |" in table
+
+
+def test_the_strict_mdice_interval_resamples_images_per_source():
+    def sample(source, image, dice):
+        return {"task": "grounding", "source": source, "image": image, "dice@0.5": dice}
+
+    samples = [
+        sample("a", "one.png", 1.0),
+        sample("a", "one.png", 1.0),  # one image, two questions: drawn together
+        sample("a", "two.png", 0.0),
+        sample("b", "only.png", 0.7),
+        {"task": "vqa", "source": "a", "image": "one.png"},
+    ]
+    report = {
+        "grounding": {
+            "threshold": "0.1",
+            "per_source": {"a": {"count": 3, "mDice": 0.6}, "b": {"count": 1, "mDice": 0.7}},
+            "by_threshold": {"0.5": {"per_source": {"a": {"mDice": 2 / 3}, "b": {"mDice": 0.7}}}},
+        },
+        "samples": samples,
+    }
+    rows = {r["source"]: r for r in summary_rows({("holdout", "grounding"): report})}
+    # Two images drawn with replacement: means 1, 2/3 or 0, with the extremes a quarter each.
+    assert rows["a"]["mDice_0.5_ci95"] == [0.0, 1.0]
+    assert rows["b"]["mDice_0.5_ci95"] == [0.7, 0.7]
+    table = markdown(list(rows.values()), per_source=None)
+    assert "| holdout | a | 3 | 0.600 | 0.667 | 0.00–1.00 | – |" in table
+
+
+def test_two_or_more_real_sources_get_a_mean_row_last_with_its_interval():
+    def sample(source, image, dice):
+        return {"task": "grounding", "source": source, "image": image, "dice@0.5": dice}
+
+    report = {
+        "grounding": {
+            "threshold": "0.1",
+            "per_source": {
+                "a": {"count": 2, "mDice": 0.4},
+                "b": {"count": 1, "mDice": 0.5},
+                "synthetic": {"count": 1, "mDice": 0.9},
+            },
+            "by_threshold": {
+                "0.5": {"per_source": {"a": {"mDice": 0.5}, "b": {"mDice": 0.5}}},
+            },
+        },
+        "samples": [
+            sample("a", "p.png", 0.0),
+            sample("a", "q.png", 1.0),
+            sample("b", "r.png", 0.5),
+            sample("synthetic", "s.png", 0.9),
+        ],
+    }
+    rows = summary_rows({("holdout", "grounding"): report})
+    assert [r["source"] for r in rows] == ["synthetic", "a", "b", "mean of real sources"]
+    mean = rows[-1]
+    assert mean["grounding_n"] == 3
+    assert mean["mDice"] == pytest.approx(0.45) and mean["mDice_0.5"] == pytest.approx(0.5)
+    # a's draws average 0, 0.5 or 1 and b is always 0.5: the mean of the two, 0.25 to 0.75.
+    assert mean["mDice_0.5_ci95"] == pytest.approx([0.25, 0.75])
+    assert "| holdout | mean of real sources | 3 | 0.450 | 0.500 | 0.25–0.75 | – |" in markdown(
+        rows, per_source=None
+    )
 
 
 def test_closed_accuracy_per_question_kind_skips_open_kinds():
