@@ -27,21 +27,11 @@ from medplib.data.files import load_image_rgb
 from medplib.eval.dataset import EvalSet, load_eval_set
 from medplib.eval.predictions import decode_mask_entry, read_predictions
 from medplib.eval.render import contours_rgb, union_masks
+from medplib.eval.scoring import dice_key
 
 RANKS = ("best", "median", "worst")
 LABEL_PX = 14  # a text line under each tile
 PAD_PX = 4
-
-
-def dice_key(report: Mapping[str, Any], threshold: str) -> str:
-    """The sample field holding Dice at `threshold` ("dice" for the report's primary one)."""
-    grounding = report.get("grounding") or {}
-    if str(grounding.get("threshold")) == threshold:
-        return "dice"
-    if threshold in (grounding.get("by_threshold") or {}):
-        return f"dice@{threshold}"
-    known = [str(grounding.get("threshold")), *(grounding.get("by_threshold") or {})]
-    raise ValueError(f"The report has no Dice at threshold {threshold}; it has {known}.")
 
 
 def pick_cases(

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from medplib.eval.scoring import dice_key
+
 # Mean Dice is reported per band of mirror agreement; 0.7 is the demo's averaging gate.
 AGREEMENT_BANDS = ((0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.0))
 USABLE_DICE = 0.5  # a mask a teacher would accept as outlining the structure, roughly
@@ -174,13 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {report_path} does not exist; run `make demo-eval` first.", file=sys.stderr)
         return 2
     report = json.loads(report_path.read_text())
-    grounding = report.get("grounding") or {}
-    if str(grounding.get("threshold")) == args.threshold:
-        key = "dice"
-    elif args.threshold in (grounding.get("by_threshold") or {}):
-        key = f"dice@{args.threshold}"
-    else:
-        print(f"error: the report has no Dice at threshold {args.threshold}.", file=sys.stderr)
+    try:
+        key = dice_key(report, args.threshold)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if not any("mask_scores" in s for s in report["samples"]):
         print(

@@ -389,8 +389,6 @@ def _image_means(
     values: Sequence[float], images: Sequence[str], draws: int, rng: np.random.Generator
 ) -> np.ndarray:
     """(draws,) means of `values` over images drawn with replacement, each with all its values."""
-    if len(values) != len(images):
-        raise ValueError(f"{len(values)} values for {len(images)} image names")
     index: dict[str, int] = {}
     group = np.array([index.setdefault(name, len(index)) for name in images])
     sums = np.bincount(group, weights=np.asarray(values, dtype=float))  # (G,)
@@ -422,12 +420,7 @@ def image_bootstrap_ci(
     as wide as the number of images, not of masks, warrants. None for no values; a single image
     gives a zero-width interval, which says nothing about the spread: read it with its n.
     """
-    if len(values) != len(images):
-        raise ValueError(f"{len(values)} values for {len(images)} image names")
-    if not values:
-        return None
-    rng = np.random.default_rng(seed)
-    return _interval(_image_means(values, images, resamples, rng), level)
+    return mean_of_groups_ci({"all": (values, images)}, resamples=resamples, level=level, seed=seed)
 
 
 def mean_of_groups_ci(
@@ -440,6 +433,9 @@ def mean_of_groups_ci(
     """Bootstrap interval of the unweighted mean of per-group means (e.g. the mean over
     sources), each group resampled by image on its own. `groups`: name → (values, images);
     empty groups are left out, None when all are."""
+    for values, images in groups.values():
+        if len(values) != len(images):
+            raise ValueError(f"{len(values)} values for {len(images)} image names")
     kept = {name: g for name, g in sorted(groups.items()) if len(g[0])}
     if not kept:
         return None

@@ -14,10 +14,26 @@ from __future__ import annotations
 import torch
 
 from medplib.metrics import dice
+from medplib.modeling.sam_med2d.transforms import centred_pad_offsets
 
 # Masks are compared where the logit changes sign, whatever threshold they are later cut at:
 # evaluation cuts the same maps at 0.1 and 0.5 and must see the same views averaged.
 AGREEMENT_THRESHOLD = 0.5
+
+
+def mirror_sam_input(sam: torch.Tensor, resized_hw: tuple[int, int]) -> torch.Tensor:
+    """The SAM encoder input of the left-right mirrored image, from the image's own.
+
+    sam: (3, S, S) from `preprocess_image`: the image resized to `resized_hw`, normalised per
+      pixel and centred in zero padding. Flipping the image region in place is therefore exactly
+      what preprocessing the mirrored image gives, without resizing the upload a second time (a
+      whole-tensor flip would move an odd padding by a pixel).
+    """
+    h, w = resized_hw
+    top, left = centred_pad_offsets(resized_hw, sam.shape[-1])
+    out = sam.clone()
+    out[:, top : top + h, left : left + w] = sam[:, top : top + h, left : left + w].flip(-1)
+    return out  # (3, S, S)
 
 
 def unmirror(prob_on_mirror: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,8 @@ from medplib.conversation import count_region_tags, encode_conversation, normali
 from medplib.errors import UserInputError
 from medplib.generation import GenerationResult, fit_to_context, generate
 from medplib.masks import mask_bbox_xyxy_px
-from medplib.mirror_tta import merge_mirrored
-from medplib.modeling.batching import clip_and_sam_inputs, sam_input
+from medplib.mirror_tta import merge_mirrored, mirror_sam_input
+from medplib.modeling.batching import clip_and_sam_inputs
 from medplib.modeling.image_processing import ImageGeometry, region_grid_weights, to_rgb_uint8
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.outputs import LayerRouting
@@ -260,7 +260,7 @@ class MedPLIBPredictor:
         patches, visual = self.model.encode_clip(clip.to(self.device))  # (B, N, C), (B, N, D)
         mirror = self.config.flip_tta_min_agreement is not None
         if mirror:  # one encoder pass over the images and their mirrors
-            mirrored = [sam_input(rgb, self.config, mirrored=True)[0] for rgb in rgbs]
+            mirrored = [mirror_sam_input(p[2], p[3]) for p in prepared]
             sam = torch.cat([sam, torch.stack(mirrored)])  # (2B, 3, S', S')
         sam_emb = self.model.encode_sam(sam.to(self.device))  # (B or 2B, C', h, w)
         per = (time.perf_counter() - t0) / len(rgbs)

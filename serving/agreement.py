@@ -80,16 +80,16 @@ def mask_agreement(
         "by_pair": {
             pair: {
                 "items": len(rs),
-                "dice": _mean(r["dice"] for r in rs),
-                "iou": _mean(r["iou"] for r in rs),
+                "dice": mean_or_none(r["dice"] for r in rs),
+                "iou": mean_or_none(r["iou"] for r in rs),
             }
             for pair, rs in pairs.items()
         },
         "overall": {
             "items": len({r["item"] for r in rows}),
             "pairs": len(rows),
-            "dice": _mean(r["dice"] for r in rows),
-            "iou": _mean(r["iou"] for r in rows),
+            "dice": mean_or_none(r["dice"] for r in rows),
+            "iou": mean_or_none(r["iou"] for r in rows),
         },
     }
 
@@ -111,6 +111,7 @@ def _iou_or_one(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else inter / union
 
 
-def _mean(values: Iterable[float]) -> float | None:
+def mean_or_none(values: Iterable[float]) -> float | None:
+    """The mean, or None for no values (a table cell with nothing to average)."""
     items = list(values)
     return sum(items) / len(items) if items else None

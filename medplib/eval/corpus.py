@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medplib.errors import UserInputError
+from medplib.eval.scoring import dice_key
 from medplib.metrics import first_structure, image_bootstrap_ci, mean_of_groups_ci
 
 T = TypeVar("T")
@@ -145,8 +146,12 @@ def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[st
                 r["grounding_n"] = block.get("count")
                 r["mDice"] = block.get("mDice")
                 r["mDice_0.5"] = (strict.get("per_source") or {}).get(source, {}).get("mDice")
-            key = "dice" if str(g.get("threshold")) == "0.5" else "dice@0.5"
-            intervals = strict_dice_intervals(report.get("samples") or [], key)
+            try:
+                key = dice_key(report, "0.5")
+            except ValueError:  # no masks at > 0.5 in this report: nothing to resample
+                intervals = {}
+            else:
+                intervals = strict_dice_intervals(report.get("samples") or [], key)
             for source, ci in intervals.items():
                 if source != REAL_MEAN:
                     row(split, source)["mDice_0.5_ci95"] = ci

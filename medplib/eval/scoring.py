@@ -199,6 +199,18 @@ def _question_ignoring(rows: list[tuple[EvalItem, float, float]]) -> dict[str, A
     return out
 
 
+def dice_key(report: Mapping[str, Any], threshold: str) -> str:
+    """The field of a report's grounding samples holding Dice at `threshold`: "dice" for the
+    report's primary threshold, "dice@T" for an extra one; ValueError when it has neither."""
+    grounding = report.get("grounding") or {}
+    if str(grounding.get("threshold")) == threshold:
+        return "dice"
+    if threshold in (grounding.get("by_threshold") or {}):
+        return f"dice@{threshold}"
+    known = [str(grounding.get("threshold")), *(grounding.get("by_threshold") or {})]
+    raise ValueError(f"The report has no Dice at threshold {threshold}; it has {known}.")
+
+
 # Per-mask numbers a model run writes beside its masks (`runner.run_model`); copied into the
 # grounding sample so a report shows each case's confidence beside the Dice it got.
 MASK_SIGNALS = ("mask_scores", "mirror_agreement")

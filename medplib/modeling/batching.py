@@ -96,18 +96,6 @@ def clip_and_sam_inputs(image_rgb: np.ndarray, config: MedPLIBConfig):
     """(H, W, 3) uint8 → (clip (3, S, S), clip geometry, sam (3, S', S'), sam resized hw)."""
     v = config.vision
     clip, geo = preprocess_clip(image_rgb, v.image_size, v.image_mean, v.image_std, v.pad_color)
-    sam, hw = sam_input(image_rgb, config)
-    return clip, geo, sam, hw
-
-
-def sam_input(
-    image_rgb: np.ndarray, config: MedPLIBConfig, *, mirrored: bool = False
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """(H, W, 3) uint8 → (SAM encoder input (3, S', S'), resized (h, w) before padding).
-
-    `mirrored`: of the left-right mirrored image. The mirror is taken after the resize, which
-    gives the same pixels (the filter is symmetric) without a copy of a large original.
-    """
     sam_cfg = SamMed2DConfig.from_dict(config.sam)
     size = sam_cfg.image_encoder.img_size
     hw = resize_longest_side_hw(image_rgb.shape[:2], size)
@@ -118,14 +106,10 @@ def sam_input(
         small = np.array(
             Image.fromarray(image_rgb).resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
         )
-    if mirrored:
-        # A copy, not np.ascontiguousarray: for a one-column image numpy calls the reversed
-        # view contiguous and returns it, negative stride and all, which torch refuses.
-        small = small[:, ::-1].copy()
     sam = preprocess_image(
         small, target_px=size, pixel_mean=sam_cfg.pixel_mean, pixel_std=sam_cfg.pixel_std
     )
-    return sam, hw
+    return clip, geo, sam, hw
 
 
 def collate(

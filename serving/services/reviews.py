@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from serving.agreement import cohen_kappa, fleiss_kappa
+from serving.agreement import cohen_kappa, fleiss_kappa, mean_or_none
 from serving.models import ChatSession, MaskVerdict, Rating, Role, Turn, User
 from serving.services.accounts import Actor, require
 from serving.services.arena import ARENA_USERNAME
@@ -182,10 +182,6 @@ def review_statistics(db: Session, *, actor: Actor) -> ReviewStatistics:
     )
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 def verdict_signals(db: Session) -> list[dict[str, Any]]:
     """Per mask verdict: the model's own numbers for the masks reviewers gave it.
 
@@ -213,9 +209,9 @@ def verdict_signals(db: Session) -> list[dict[str, Any]]:
         {
             "verdict": v.value,
             "masks_rated": counts[v.value],
-            "mean_score": _mean(scores[v.value]),
+            "mean_score": mean_or_none(scores[v.value]),
             "masks_checked": len(agreements[v.value]),
-            "mean_mirror_agreement": _mean(agreements[v.value]),
+            "mean_mirror_agreement": mean_or_none(agreements[v.value]),
         }
         for v in MaskVerdict
     ]

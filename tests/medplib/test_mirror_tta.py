@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from medplib.mirror_tta import mask_agreement, merge_mirrored, unmirror
+from medplib.mirror_tta import mask_agreement, merge_mirrored, mirror_sam_input, unmirror
 from medplib.modeling import build_config
-from medplib.modeling.batching import sam_input
+from medplib.modeling.batching import clip_and_sam_inputs
 
 
 def _cols(width: int, cols: slice, p: float, h: int = 4) -> torch.Tensor:
@@ -69,26 +69,31 @@ def test_maps_of_different_shapes_are_refused():
         merge_mirrored(torch.zeros(4, 5), torch.zeros(4, 6), threshold=0.5, min_agreement=0.5)
 
 
+def _sam_input(image: np.ndarray, config) -> tuple[torch.Tensor, tuple[int, int]]:
+    _, _, sam, resized_hw = clip_and_sam_inputs(image, config)
+    return sam, resized_hw
+
+
 @pytest.mark.parametrize("hw", [(300, 500), (90, 40), (64, 64)])
 def test_the_mirrored_sam_input_is_that_of_the_mirrored_image(hw):
-    """Mirrored after the resize, so a large upload is never copied at full size, yet the same
-    pixels as resizing the mirrored image; the padding stays bottom-right."""
+    """Mirrored from the preprocessed input, so an upload is resized once, yet the same pixels
+    as preprocessing the mirrored image; the centred padding (odd for 90 x 40) stays put."""
     config = build_config("tiny")
     image = np.random.default_rng(1).integers(0, 256, (*hw, 3), dtype=np.uint8)
-    got, got_hw = sam_input(image, config, mirrored=True)
-    want, want_hw = sam_input(np.ascontiguousarray(image[:, ::-1]), config)
-    plain, _ = sam_input(image, config)
+    plain, plain_hw = _sam_input(image, config)
+    got, got_hw = mirror_sam_input(plain, plain_hw), plain_hw
+    want, want_hw = _sam_input(np.ascontiguousarray(image[:, ::-1]), config)
     assert got_hw == want_hw and torch.equal(got, want)
     assert not torch.equal(got, plain)
 
 
 @pytest.mark.parametrize("hw", [(300, 2), (600, 4), (2000, 1)])
 def test_an_image_one_column_wide_after_the_resize_is_its_own_mirror(hw):
-    """A 300 x 2 upload shrinks to one column; its reversed view has a negative stride that
-    numpy still calls contiguous, and torch refuses such an array."""
+    """A 300 x 2 upload shrinks to one column (a reversed numpy view of it has a negative
+    stride that numpy still calls contiguous and torch refuses; the tensor is flipped instead)."""
     config = build_config("tiny")
     image = np.random.default_rng(2).integers(0, 256, (*hw, 3), dtype=np.uint8)
-    got, got_hw = sam_input(image, config, mirrored=True)
-    plain, plain_hw = sam_input(image, config)
+    plain, plain_hw = _sam_input(image, config)
+    got, got_hw = mirror_sam_input(plain, plain_hw), plain_hw
     assert got_hw == plain_hw and got_hw[1] == 1
     assert torch.equal(got, plain)

@@ -9,16 +9,15 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, select, text
 
-from medplib.masks import encode_rle
 from serving.db import make_engine
 from serving.execution import mirror_agreement_of, run_job
 from serving.invariants import check_invariants
 from serving.migrate import alembic_config
 from serving.models import LinkRole, Mask, Role
-from serving.services.corrections import correct_mask
 from serving.services.reviews import rate_turn, review_statistics, verdict_signals
 from serving.services.sessions import get_session
 from serving.services.shares import create_share_link, fork_session
+from tests.serving.test_corrections import _correct
 from tests.serving.test_jobs import _setup
 from tests.serving.test_shares_reviews import _user
 
@@ -105,14 +104,7 @@ def test_down_to_0007_and_back_keeps_every_mask_and_correction(database_url, mak
     turn_id = platform.call(lambda db: db.scalars(select(Mask.turn_id)).first())
     corrected = np.zeros((30, 40), bool)
     corrected[2:9, 3:12] = True
-    platform.call(
-        correct_mask,
-        actor=owner,
-        store=platform.store,
-        turn_id=turn_id,
-        mask_index=0,
-        mask_rle=encode_rle(corrected),
-    )
+    _correct(platform, owner, turn_id, corrected)
     engine = make_engine(database_url)
 
     def counts() -> list[int]:

@@ -64,3 +64,31 @@ def write_json(path: Path, data) -> Path:
 def write_jsonl(path: Path, lines: list) -> Path:
     path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
     return path
+
+
+def write_scored_split(
+    tmp_path: Path, split: str, target: np.ndarray, answers: dict[str, tuple[str, dict]]
+) -> tuple[Path, Path]:
+    """What `python -m medplib.eval.corpus` leaves for one split's grounding file, made from
+    given answers: (corpus, eval folder).
+
+    Each answer gets its own CT image whose reference is `target`; `answers` maps an id to
+    (source, its predictions line without the id).
+    """
+    from medplib.eval.evaluator import evaluate_predictions, write_report
+
+    corpus, out = tmp_path / "corpus", tmp_path / "eval"
+    reference = write_png(corpus, "masks/t.png", target)
+    records = [
+        grounding(rid, write_image(corpus, f"ct_{k:02d}--{source}--{rid}--2d", target.shape, k),
+                  reference, source=source, modality="ct")
+        for k, (rid, (source, _)) in enumerate(answers.items())
+    ]  # fmt: skip
+    (corpus / "grounding").mkdir()
+    data = write_json(corpus / "grounding" / f"{split}.json", records)
+    out.mkdir()
+    lines = [{"id": rid, **line} for rid, (_, line) in answers.items()]
+    predictions = write_jsonl(out / f"{split}-grounding.predictions.jsonl", lines)
+    result = evaluate_predictions(predictions, data, corpus)
+    write_report(result, out / f"{split}-grounding.json", predictions_path=predictions)
+    return corpus, out

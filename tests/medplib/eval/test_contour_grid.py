@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from eval_helpers import grounding, rect, write_image, write_json, write_jsonl, write_png
+from eval_helpers import rect, write_scored_split
 from PIL import Image
 from script_helpers import load_benchmark
 
-from medplib.eval.evaluator import evaluate_predictions, write_report
 from medplib.eval.render import PREDICTION_RGB, TARGET_RGB
 from medplib.masks import encode_rle
 
@@ -26,32 +25,17 @@ PREDICTED_05 = {
 
 
 def _eval_folder(tmp_path: Path) -> tuple[Path, Path]:
-    corpus, out = tmp_path / "corpus", tmp_path / "eval"
-    target = write_png(corpus, "masks/t.png", TARGET)
-    records = [
-        grounding(rid, write_image(corpus, f"ct_0{k}--srcA--case{k}--2d", HW, seed=k), target,
-                  source="srcA", modality="ct")
-        for k, rid in enumerate(PREDICTED_05)
-    ]  # fmt: skip
-    synthetic_image = write_image(corpus, "ct_09--synthetic--s--2d", HW, seed=9)
-    records.append(grounding("s0", synthetic_image, target, source="synthetic", modality="ct"))
-    (corpus / "grounding").mkdir()
-    data = write_json(corpus / "grounding" / "holdout.json", records)
-    lines = [
-        {
-            "id": rid,
+    def answer(mask: np.ndarray) -> dict:
+        return {
             "answer": "It is <SEG>.",
             "masks": [encode_rle(TARGET)],  # at > 0.1 every answer is perfect
             "masks_by_threshold": {"0.5": [encode_rle(mask)]},
             "threshold": 0.1,
         }
-        for rid, mask in [*PREDICTED_05.items(), ("s0", TARGET)]
-    ]
-    out.mkdir()
-    predictions = write_jsonl(out / "holdout-grounding.predictions.jsonl", lines)
-    result = evaluate_predictions(predictions, data, corpus)
-    write_report(result, out / "holdout-grounding.json", predictions_path=predictions)
-    return corpus, out
+
+    answers = {rid: ("srcA", answer(mask)) for rid, mask in PREDICTED_05.items()}
+    answers["s0"] = ("synthetic", answer(TARGET))
+    return write_scored_split(tmp_path, "holdout", TARGET, answers)
 
 
 def test_grid_shows_best_median_and_worst_by_dice_at_the_threshold(tmp_path: Path, capsys):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from eval_helpers import grounding, rect, write_image, write_json, write_jsonl, write_png
+from eval_helpers import rect, write_scored_split
 from script_helpers import load_benchmark
 
-from medplib.eval.evaluator import evaluate_predictions, write_report
 from medplib.masks import encode_rle
 
 conf = load_benchmark("mask_confidence")
@@ -55,50 +55,25 @@ def test_bands_are_half_open_and_the_last_holds_one():
 
 
 def _eval_folder(tmp_path: Path, *, with_extras: bool = True) -> Path:
-    corpus, out = tmp_path / "corpus", tmp_path / "eval"
-    target = write_png(corpus, "masks/t.png", TARGET)
-    records = [
-        grounding(rid, write_image(corpus, f"ct_0{k}--srcA--case{k}--2d", HW, seed=k), target,
-                  source="srcA", modality="ct")
-        for k, rid in enumerate(CASES)
-    ]  # fmt: skip
-    two = write_image(corpus, "ct_08--srcA--two--2d", HW, seed=8)
-    records.append(grounding("two", two, target, source="srcA", modality="ct"))
-    synthetic_image = write_image(corpus, "ct_09--synthetic--s--2d", HW, seed=9)
-    records.append(grounding("s0", synthetic_image, target, source="synthetic", modality="ct"))
-    (corpus / "grounding").mkdir()
-    data = write_json(corpus / "grounding" / "val.json", records)
-    answers = {**CASES, "s0": (TARGET, 0.99, None)}
-    lines = []
-    for rid, (mask, score, agreement) in answers.items():
+    def answer(masks_05: list[np.ndarray], scores: list, agreements: list) -> dict:
         line = {
-            "id": rid,
-            "answer": "It is <SEG>.",
-            "masks": [encode_rle(TARGET)],
-            "masks_by_threshold": {"0.5": [encode_rle(mask)]},
+            "answer": " ".join(["<SEG>"] * len(masks_05)),
+            "masks": [encode_rle(TARGET)] * len(masks_05),
+            "masks_by_threshold": {"0.5": [encode_rle(m) for m in masks_05]},
             "threshold": 0.1,
         }
         if with_extras:
-            line |= {"mask_scores": [score], "mirror_agreement": [agreement]}
-        lines.append(line)
-    # Two masks: the evaluator scores their union, so no one number is read for it.
-    two_masks = {
-        "id": "two",
-        "answer": "<SEG> <SEG>",
-        "masks": [encode_rle(TARGET)] * 2,
-        "masks_by_threshold": {"0.5": [encode_rle(TARGET)] * 2},
+            line |= {"mask_scores": scores, "mirror_agreement": agreements}
+        return line
+
+    answers = {
+        rid: ("srcA", answer([mask], [score], [agreement]))
+        for rid, (mask, score, agreement) in CASES.items()
     }
-    if with_extras:
-        two_masks |= {"mask_scores": [0.1, 0.1], "mirror_agreement": [0.0, 0.0]}
-    lines.append(two_masks)
-    out.mkdir()
-    predictions = write_jsonl(out / "val-grounding.predictions.jsonl", lines)
-    write_report(
-        evaluate_predictions(predictions, data, corpus),
-        out / "val-grounding.json",
-        predictions_path=predictions,
-    )
-    return out
+    # Two masks: the evaluator scores their union, so no one number is read for it.
+    answers["two"] = ("srcA", answer([TARGET, TARGET], [0.1, 0.1], [0.0, 0.0]))
+    answers["s0"] = ("synthetic", answer([TARGET], [0.99], [None]))
+    return write_scored_split(tmp_path, "val", TARGET, answers)[1]
 
 
 def test_a_split_is_read_against_dice_at_the_threshold(tmp_path: Path, capsys):
