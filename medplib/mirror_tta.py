@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from medplib.metrics import dice
+from medplib.modeling.image_processing import ImageGeometry
 from medplib.modeling.sam_med2d.transforms import centred_pad_offsets
 
 # Masks are compared where the logit changes sign, whatever threshold they are later cut at:
@@ -33,6 +34,19 @@ def mirror_sam_input(sam: torch.Tensor, resized_hw: tuple[int, int]) -> torch.Te
     top, left = centred_pad_offsets(resized_hw, sam.shape[-1])
     out = sam.clone()
     out[:, top : top + h, left : left + w] = sam[:, top : top + h, left : left + w].flip(-1)
+    return out  # (3, S, S)
+
+
+def mirror_clip_input(clip: torch.Tensor, geometry: ImageGeometry) -> torch.Tensor:
+    """The CLIP input of the left-right mirrored image, from the image's own.
+
+    clip: (3, S, S) from `preprocess_clip`, whose geometry is `geometry`: as for SAM, the image
+      region is flipped in place and the padding, a constant colour, stays where it is.
+    """
+    h, w = geometry.resized_hw
+    top, left = geometry.offset_yx
+    out = clip.clone()
+    out[:, top : top + h, left : left + w] = clip[:, top : top + h, left : left + w].flip(-1)
     return out  # (3, S, S)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,12 @@ from medplib.conversation import count_region_tags, encode_conversation, normali
 from medplib.errors import UserInputError
 from medplib.generation import GenerationResult, fit_to_context, generate
 from medplib.masks import mask_bbox_xyxy_px
-from medplib.mirror_tta import merge_mirrored, mirror_sam_input
+from medplib.mirror_tta import merge_mirrored, mirror_clip_input, mirror_sam_input
 from medplib.modeling.batching import clip_and_sam_inputs
 from medplib.modeling.image_processing import ImageGeometry, region_grid_weights, to_rgb_uint8
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.outputs import LayerRouting
+from medplib.side_tta import SideVote, asks_for_a_side, other_side, side_vote
 from medplib.tokenization import IMAGE_SENTINEL, REGION_END, REGION_START, SpecialTokenIds
 
 Progress = Callable[[str, float], None]
@@ -119,6 +120,8 @@ class Prediction:
     finish_reason: str = "stop"  # "stop", "stop_string" or "length"
     num_prompt_tokens: int = 0  # LLM positions in the prompt (visual tokens included)
     answer_token_ids: list[int] = field(default_factory=list)
+    # How a left/right answer was checked on the mirrored image (None: not checked).
+    side_vote: SideVote | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +134,7 @@ class Prediction:
             "checkpoint_id": self.checkpoint_id,
             "finish_reason": self.finish_reason,
             "num_prompt_tokens": self.num_prompt_tokens,
+            "side_vote": self.side_vote.to_dict() if self.side_vote is not None else None,
         }
 
 
@@ -145,6 +149,8 @@ class _EncodedImage:
     encode_s: float
     # (1, C', h, w) of the left-right mirrored image, when the config asks for mirror TTA.
     sam_embedding_mirrored: torch.Tensor | None = None
+    # (3, S, S) CLIP input, kept when left/right answers are checked on the mirrored image.
+    clip_pixels: torch.Tensor | None = None
 
 
 def clean_answer(text: str) -> str:
@@ -275,6 +281,7 @@ class MedPLIBPredictor:
                 p[3],
                 per,
                 sam_emb[n + b : n + b + 1] if mirror else None,
+                clip[b] if self.config.side_tta_max_margin is not None else None,
             )
             for b, (rgb, p) in enumerate(zip(rgbs, prepared, strict=True))
         ]
@@ -438,6 +445,19 @@ class MedPLIBPredictor:
         embeds, token_ids = self._embed(enc, ids, masks)  # (1, L, D), (1, L)
         result = self._generate(embeds, options, max_new, report, on_text)
         tokens, raw, readable = self._answer_text(result, options.stop_strings)
+        vote = None
+        # A region or an earlier turn would have to be mirrored with the image; a sampled
+        # answer is meant to vary.
+        plain_greedy = not regions and not history and options.temperature == 0
+        if plain_greedy and self._checks_side(enc, question, result, readable):
+            vote = self._side_vote(enc, turns, readable)
+            if vote.answer != vote.plain:
+                tokens = self._answer_ids(turns, vote.answer)
+                raw = readable = vote.answer
+                notes.append(
+                    f"The model leaned to {vote.plain!r}; weighed with the left-right mirrored "
+                    f"image, where the sides swap, the answer is {vote.answer!r}."
+                )
         t_masks = time.perf_counter()
         report("masks", 0.0)
         pred_masks = self._masks(enc, tokens, result, report, extra_thresholds)
@@ -463,6 +483,77 @@ class MedPLIBPredictor:
             finish_reason=result.finish_reason,
             num_prompt_tokens=int(embeds.shape[1]),
             answer_token_ids=tokens,
+            side_vote=vote,
+        )
+
+    def _checks_side(
+        self, enc: _EncodedImage, question: str, result: GenerationResult, readable: str
+    ) -> bool:
+        """Whether a greedy answer to a single question without regions gets the left/right
+        mirror check (`medplib.side_tta`): a finished, bare side word to a question offering
+        both sides, on an image encoded with the check on."""
+        return (
+            self.config.side_tta_max_margin is not None
+            and enc.clip_pixels is not None
+            and result.finish_reason == "stop"
+            and asks_for_a_side(question)
+            and other_side(clean_answer(readable)) is not None
+        )
+
+    @torch.no_grad()
+    def _side_vote(
+        self, enc: _EncodedImage, turns: list[tuple[str, str | None]], readable: str
+    ) -> SideVote:
+        """Weigh the decoded side and the other one on the image and on its mirror."""
+        assert enc.clip_pixels is not None and self.config.side_tta_max_margin is not None
+        plain = clean_answer(readable)
+        other = other_side(plain)
+        assert other is not None
+        flipped = mirror_clip_input(enc.clip_pixels, enc.clip_geometry)
+        patches, visual = self.model.encode_clip(flipped[None].to(self.device))  # (1, N, ·)
+        mirrored = replace(enc, patches=patches[0], visual_tokens=visual[0])
+        margins = [
+            self._answer_logprob(view, turns, plain) - self._answer_logprob(view, turns, other)
+            for view in (enc, mirrored)
+        ]
+        return side_vote(
+            plain,
+            other,
+            margin=margins[0],
+            mirror_margin=margins[1],
+            max_margin=self.config.side_tta_max_margin,
+        )
+
+    def _answer_logprob(
+        self, enc: _EncodedImage, turns: list[tuple[str, str | None]], answer: str
+    ) -> float:
+        """log p(answer and its </s> | prompt), teacher-forced on the encoded image."""
+        ids, labels = self._conversation(turns, answer)
+        embeds, _ = self._embed(enc, ids, [])  # (1, L, D)
+        lm = self.model.language_model
+        hidden = lm.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]  # (L, D)
+        logp = lm.lm_head(hidden).float().log_softmax(-1)  # (L, V)
+        # The answer ends the sequence, so text position i sits at expanded L - (len(ids) - i),
+        # and is predicted from the position before it.
+        length = embeds.shape[1]
+        return sum(
+            float(logp[length - (len(ids) - i) - 1, t])
+            for i, (t, lab) in enumerate(zip(ids, labels, strict=True))
+            if lab >= 0
+        )
+
+    def _answer_ids(self, turns: list[tuple[str, str | None]], answer: str) -> list[int]:
+        """The ids of `answer` as the model would decode it, without the final </s>."""
+        ids, labels = self._conversation(turns, answer)
+        supervised = [t for t, lab in zip(ids, labels, strict=True) if lab >= 0]
+        return supervised[:-1] if supervised and supervised[-1] == self.special.eos else supervised
+
+    def _conversation(
+        self, turns: list[tuple[str, str | None]], answer: str
+    ) -> tuple[list[int], list[int]]:
+        done = [*turns[:-1], (turns[-1][0], answer)]
+        return encode_conversation(
+            self.tokenizer, done, use_im_start_end=self.config.use_im_start_end
         )
 
     def _fit(

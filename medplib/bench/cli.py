@@ -41,7 +41,13 @@ def register(bsub: Any) -> None:
     pred.add_argument(
         "--no-mirror-tta",
         action="store_true",
-        help="plain mask decode even where the checkpoint's config turns mirror TTA on",
+        help="plain decode (masks and left/right answers) even where the checkpoint's config "
+        "turns the mirror on",
+    )
+    pred.add_argument(
+        "--side-questions",
+        action="store_true",
+        help="ask on which side a structure lies instead of whether it is there",
     )
     pred.set_defaults(func=_run_predict)
 

@@ -3,7 +3,9 @@
 Each question comes with a new synthetic image (a different modality each time), so every
 one pays for the image encoding, as the first question on an upload does; the encoding and
 the answer are timed apart. Questions alternate between the official MeCoVQA-G grounding
-phrasing (answers with a mask) and a closed presence question (text only).
+phrasing (answers with a mask) and a closed presence question (text only); with
+`side_questions` the closed ones ask on which side a structure lies, so every left/right answer
+the checkpoint's config has checked on the mirrored image pays for that check.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ class PredictBenchSettings:
     max_new_tokens: int = 64  # the demo's answers are one sentence
     threads: int = 2
     seed: int = 0
-    # False times the plain mask decode of a checkpoint whose config turns mirror TTA on
-    # (what it costs: one more SAM encoding per image, one more decode per <SEG>).
+    # False times the plain decode of a checkpoint whose config turns the mirror on: masks
+    # (one more SAM encoding per image, one more decode per <SEG>) and left/right answers (one
+    # more CLIP encoding and four teacher-forced passes per checked answer).
     mirror_tta: bool = True
+    side_questions: bool = False  # closed questions ask left or right instead of presence
 
 
 QUICK = PredictBenchSettings(questions=2, warmup=0, image_size_px=64, max_new_tokens=8)
@@ -61,6 +65,9 @@ def questions(settings: PredictBenchSettings) -> list[tuple[np.ndarray, str, str
         name = scene.objects[int(rng.integers(len(scene.objects)))].name
         if i % 2 == 0:
             out.append((scene.image, OFFICIAL_SEGMENT.format(x=name), "grounding"))
+        elif settings.side_questions:
+            question = f"Is the {name} on the left or right side of the image?"
+            out.append((scene.image, question, "side"))
         else:
             out.append((scene.image, f"Is there a {name} in this image?", "closed"))
     return out
@@ -75,6 +82,7 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
     predictor = MedPLIBPredictor.from_pretrained(settings.checkpoint)
     if not settings.mirror_tta:
         predictor.config.flip_tta_min_agreement = None
+        predictor.config.side_tta_max_margin = None
     load_s = time.perf_counter() - started
     rows: list[dict[str, Any]] = []
     for i, (image, question, kind) in enumerate(questions(settings)):
@@ -83,6 +91,7 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
         t1 = time.perf_counter()
         prediction = predictor.ask(question, max_new_tokens=settings.max_new_tokens)
         t2 = time.perf_counter()
+        vote = prediction.side_vote
         if i >= settings.warmup:
             rows.append(
                 {
@@ -92,6 +101,8 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
                     "total_s": t2 - t0,
                     "answer_tokens": len(prediction.answer_token_ids),
                     "masks": len(prediction.masks),
+                    "side_checked": vote is not None,
+                    "side_overturned": vote is not None and vote.answer != vote.plain,
                 }
             )
     by_kind = {
@@ -103,6 +114,7 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
         "settings": asdict(settings),
         "checkpoint_id": predictor.checkpoint_id,
         "flip_tta_min_agreement": predictor.config.flip_tta_min_agreement,
+        "side_tta_max_margin": predictor.config.side_tta_max_margin,
         "load_s": load_s,
         "per_question": _summary([r["total_s"] for r in rows]),
         "encode": _summary([r["encode_s"] for r in rows]),
@@ -110,6 +122,8 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
         "by_kind": by_kind,
         "answer_tokens_mean": float(np.mean([r["answer_tokens"] for r in rows])),
         "answers_with_a_mask": sum(r["masks"] > 0 for r in rows),
+        "side_answers_checked": sum(r["side_checked"] for r in rows),
+        "side_answers_overturned": sum(r["side_overturned"] for r in rows),
         "machine": machine(settings.threads, load_at_start),
     }
 
@@ -126,6 +140,7 @@ def settings_from_args(args: argparse.Namespace) -> PredictBenchSettings:
         threads=args.threads,
         seed=base.seed,
         mirror_tta=not args.no_mirror_tta,
+        side_questions=args.side_questions,
     )
 
 

@@ -2,6 +2,7 @@
 
     python -m medplib.eval.corpus --corpus var/demo-corpus --out var/demo-eval
     python -m medplib.eval.corpus --corpus DIR --out DIR --splits holdout --per-source 50
+    python -m medplib.eval.corpus --corpus DIR --out DIR --from-reports   # summary only
 
 A corpus holds ``TASK/SPLIT.json`` (tasks grounding, vqa, region; splits val, holdout,
 zeroshot). Each pair gets a full `medplib eval` report (``OUT/SPLIT-TASK.json`` and its
@@ -13,6 +14,7 @@ predictions); ``OUT/summary.json`` and ``OUT/summary.md`` hold one row per split
   region accuracy   region questions answered right: closed ones by their answer, open ones
                     by the first structure named (``classes.json`` names), which must be the
                     one the reference names first
+  Both accuracies come with a 95 % interval that resamples whole images, as mDice does.
 
 ``--per-source N`` keeps N evenly spaced records of each source in a file, so one large
 source (most zero-shot records are white-blood-cell microscopy) does not drown the others
@@ -79,12 +81,40 @@ def region_correct(record: dict[str, Any], names: Sequence[str]) -> bool:
 def region_accuracy_by_source(
     records: Sequence[dict[str, Any]], names: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    """Per source: how many region questions, and the share answered right."""
-    tally: dict[str, list[bool]] = {}
+    """Per source: how many region questions, the share answered right and its 95 % interval
+    (``ci95``, resampling images)."""
+    tally: dict[str, tuple[list[float], list[str]]] = {}
     for record in records:
         if record.get("task") == "region":
-            tally.setdefault(str(record.get("source")), []).append(region_correct(record, names))
-    return {s: {"count": len(v), "accuracy": sum(v) / len(v)} for s, v in tally.items()}
+            right, images = tally.setdefault(str(record.get("source")), ([], []))
+            right.append(float(region_correct(record, names)))
+            images.append(_image_of(record))
+    return {
+        s: {"count": len(v), "accuracy": sum(v) / len(v), "ci95": _ci(v, images)}
+        for s, (v, images) in tally.items()
+    }
+
+
+def closed_accuracy_intervals(samples: Sequence[dict[str, Any]]) -> dict[str, list[float] | None]:
+    """Per source: the 95 % interval of closed-question accuracy, resampling images (a VQA
+    report's `samples`). The questions about one image are drawn together: they share the
+    image the model may have misread."""
+    by_source: dict[str, tuple[list[float], list[str]]] = {}
+    for s in samples:
+        if s.get("closed") and s.get("closed_correct") is not None:
+            right, images = by_source.setdefault(str(s.get("source")), ([], []))
+            right.append(float(s["closed_correct"]))
+            images.append(_image_of(s))
+    return {source: _ci(right, images) for source, (right, images) in by_source.items()}
+
+
+def _image_of(record: dict[str, Any]) -> str:
+    return str(record.get("image") or record.get("id"))
+
+
+def _ci(values: Sequence[float], images: Sequence[str]) -> list[float] | None:
+    ci = image_bootstrap_ci(values, images)
+    return list(ci) if ci is not None else None
 
 
 def structure_names(corpus: Path) -> list[str]:
@@ -108,7 +138,7 @@ def _strict_dice_by_source(
             continue
         values, images = by_source.setdefault(str(s.get("source")), ([], []))
         values.append(float(s[key]))
-        images.append(str(s.get("image") or s.get("id")))
+        images.append(_image_of(s))
     return by_source
 
 
@@ -119,10 +149,7 @@ def strict_dice_intervals(
     grounding `samples`; `key` names their Dice at > 0.5). The real sources together, when
     there are two or more, under `REAL_MEAN`: the interval of the mean over them."""
     by_source = _strict_dice_by_source(samples, key)
-    out: dict[str, list[float] | None] = {}
-    for source, (values, images) in by_source.items():
-        ci = image_bootstrap_ci(values, images)
-        out[source] = list(ci) if ci is not None else None
+    out = {source: _ci(values, images) for source, (values, images) in by_source.items()}
     real = {s: g for s, g in by_source.items() if s != "synthetic"}
     if len(real) >= 2:
         ci = mean_of_groups_ci(real)
@@ -166,11 +193,13 @@ def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[st
         else:
             text = (report.get("text") or {}).get("per_source") or {}
             if task == "vqa":
+                closed_ci = closed_accuracy_intervals(report.get("samples") or [])
                 for source, block in text.items():
                     r = row(split, source)
                     r["vqa_n"] = block.get("count")
                     r["closed_n"] = block.get("closed_count")
                     r["closed_accuracy"] = block.get("closed_accuracy")
+                    r["closed_accuracy_ci95"] = closed_ci.get(source)
                     r["vqa_token_f1"] = block.get("token_f1")
             else:
                 region = (report.get("region_accuracy") or {}).get("per_source") or {}
@@ -178,6 +207,7 @@ def summary_rows(reports: dict[tuple[str, str], dict[str, Any]]) -> list[dict[st
                     r = row(split, source)
                     r["region_n"] = block.get("count")
                     r["region_accuracy"] = block.get("accuracy")
+                    r["region_accuracy_ci95"] = block.get("ci95")
     order = {s: i for i, s in enumerate(SPLITS)}
     place = {"synthetic": 0, REAL_MEAN: 2}  # each split: synthetic, its sources, their mean
     return sorted(
@@ -235,16 +265,16 @@ def markdown(rows: Sequence[dict[str, Any]], per_source: int | None) -> str:
 
     lines = [
         "| split | source | grounding n | mDice (>0.1) | mDice (>0.5) | 95 % CI (>0.5) | "
-        "closed n | closed acc. | region n | region acc. |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "closed n | closed acc. | 95 % CI | region n | region acc. | 95 % CI |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['split']} | {r['source']} | {n(r.get('grounding_n'))} | {f(r.get('mDice'))} | "
             f"{f(r.get('mDice_0.5'))} | {interval(r.get('mDice_0.5_ci95'))} | "
-            f"{n(r.get('closed_n'))} | "
-            f"{f(r.get('closed_accuracy'))} | {n(r.get('region_n'))} | "
-            f"{f(r.get('region_accuracy'))} |"
+            f"{n(r.get('closed_n'))} | {f(r.get('closed_accuracy'))} | "
+            f"{interval(r.get('closed_accuracy_ci95'))} | {n(r.get('region_n'))} | "
+            f"{f(r.get('region_accuracy'))} | {interval(r.get('region_accuracy_ci95'))} |"
         )
     if per_source is not None:
         lines.append("")
@@ -286,12 +316,7 @@ def evaluate_corpus(
                     inputs={"file": str(path), "per_source": per_source},
                 )
             if task == "region":
-                result.report["region_accuracy"] = {
-                    "rule": REGION_RULE,
-                    "per_source": region_accuracy_by_source(
-                        [r.record for r in result.scores.results], names
-                    ),
-                }
+                result.report["region_accuracy"] = region_block(result.report, names)
             report_path = out / f"{split}-{task}.json"
             write_report(
                 result,
@@ -302,10 +327,36 @@ def evaluate_corpus(
             print(f"{split}/{task}: {result.scored} scored", file=sys.stderr)
     if not reports:
         raise UserInputError(f"{corpus} holds no TASK/SPLIT.json file for {list(splits)}.")
+    return write_summary(
+        out,
+        reports,
+        checkpoint_id=getattr(predictor, "checkpoint_id", None),
+        corpus=corpus,
+        per_source=per_source,
+        max_new_tokens=max_new_tokens,
+    )
+
+
+def region_block(report: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """A region report's ``region_accuracy``: the rule and the per-source tallies."""
+    samples = report.get("samples") or []
+    return {"rule": REGION_RULE, "per_source": region_accuracy_by_source(samples, names)}
+
+
+def write_summary(
+    out: Path,
+    reports: dict[tuple[str, str], dict[str, Any]],
+    *,
+    checkpoint_id: str | None,
+    corpus: Path,
+    per_source: int | None,
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    """``OUT/summary.json`` and ``OUT/summary.md`` from the reports; returns the summary."""
     rows = summary_rows(reports)
     kinds = closed_kind_rows(reports)
     summary = {
-        "checkpoint_id": getattr(predictor, "checkpoint_id", None),
+        "checkpoint_id": checkpoint_id,
         "corpus": str(corpus),
         "per_source": per_source,
         "max_new_tokens": max_new_tokens,
@@ -320,6 +371,54 @@ def evaluate_corpus(
     return summary
 
 
+def summarise_reports(out: Path, corpus: Path) -> dict[str, Any]:
+    """Rebuild the summary from the reports an earlier run left in `out`, without the model:
+    the per-case records are in the reports, so a new summary column needs no new run.
+
+    The checkpoint, record cap and token limit are read from the reports, which must agree.
+    """
+    reports: dict[tuple[str, str], dict[str, Any]] = {}
+    for split in SPLITS:
+        for task in TASKS:
+            path = out / f"{split}-{task}.json"
+            if not path.is_file():
+                continue
+            try:
+                report = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserInputError(f"{path} is not a readable report: {exc}") from None
+            if not isinstance(report, dict) or not isinstance(report.get("inputs"), dict):
+                raise UserInputError(f"{path} is not a `medplib eval` report (no 'inputs').")
+            reports[(split, task)] = report
+    if not reports:
+        raise UserInputError(
+            f"{out} holds no SPLIT-TASK.json report; run without --from-reports first."
+        )
+    settings = {
+        key: {json.dumps(r["inputs"].get(key)) for r in reports.values()}
+        for key in ("checkpoint_id", "per_source", "max_new_tokens")
+    }
+    mixed = [key for key, values in settings.items() if len(values) > 1]
+    if mixed:
+        raise UserInputError(
+            f"the reports in {out} were made with different {', '.join(mixed)}; "
+            "one summary needs one run's reports."
+        )
+    first = next(iter(reports.values()))["inputs"]
+    names = structure_names(corpus)
+    for (_, task), report in reports.items():
+        if task == "region":
+            report["region_accuracy"] = region_block(report, names)
+    return write_summary(
+        out,
+        reports,
+        checkpoint_id=first.get("checkpoint_id"),
+        corpus=corpus,
+        per_source=first.get("per_source"),
+        max_new_tokens=first.get("max_new_tokens"),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -331,7 +430,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--per-source", type=int, default=None, help="records per source and file")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument(
+        "--from-reports",
+        action="store_true",
+        help="rebuild summary.{json,md} from the reports already in --out; runs no model",
+    )
     args = p.parse_args(argv)
+    if args.from_reports:
+        try:
+            summary = summarise_reports(args.out, args.corpus)
+        except UserInputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(markdown(summary["rows"], summary["per_source"]))
+        return 0
     from medplib.predictor import MedPLIBPredictor
 
     try:

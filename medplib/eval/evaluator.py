@@ -217,6 +217,8 @@ def evaluate_model(
         "checkpoint_trained": trained,
         # Changes the masks but not the checkpoint id (a config setting, not a weight).
         "flip_tta_min_agreement": getattr(predictor.config, "flip_tta_min_agreement", None),
+        # Changes some left/right answers, not the checkpoint id (`medplib.side_tta`).
+        "side_tta_max_margin": getattr(predictor.config, "side_tta_max_margin", None),
         "data": str(data_path),
         "images": str(image_root),
         "limit": config.limit,

@@ -400,6 +400,10 @@ class MedPLIBConfig:
     # swaps left and right, so a "left kidney" answer disagrees with its mirror and keeps the
     # plain mask. None: off.
     flip_tta_min_agreement: float | None = None
+    # Mirror check of closed left/right answers (not in the official model, so off by default;
+    # `medplib.side_tta`): where log p(answer) - log p(other side) on the image is under this
+    # margin, the answer is weighed on the mirrored image too. None: off.
+    side_tta_max_margin: float | None = None
     # Image tokens are wrapped as <im_start><image><im_end> (LLaVA `use_mm_start_end`).
     use_im_start_end: bool = True
     format_version: int = 1  # bump when the checkpoint layout changes
@@ -420,6 +424,7 @@ class MedPLIBConfig:
             "seg_token_id": self.seg_token_id,
             "mask_threshold": self.mask_threshold,
             "flip_tta_min_agreement": self.flip_tta_min_agreement,
+            "side_tta_max_margin": self.side_tta_max_margin,
             "use_im_start_end": self.use_im_start_end,
             "format_version": self.format_version,
         }
@@ -478,6 +483,7 @@ class MedPLIBConfig:
             )
         check_mask_threshold(self.mask_threshold)
         check_flip_tta_min_agreement(self.flip_tta_min_agreement)
+        check_side_tta_max_margin(self.side_tta_max_margin)
 
 
 def _is_number(value: Any) -> bool:
@@ -494,3 +500,9 @@ def check_flip_tta_min_agreement(value: Any) -> None:
     """ValueError unless `value` is None (mirror TTA off) or a Dice gate in [0, 1]."""
     if value is not None and not (_is_number(value) and 0.0 <= value <= 1.0):
         raise ValueError(f"flip_tta_min_agreement must be in [0, 1] or null, got {value!r}")
+
+
+def check_side_tta_max_margin(value: Any) -> None:
+    """ValueError unless `value` is None (the left/right mirror check off) or a margin > 0."""
+    if value is not None and not (_is_number(value) and 0.0 < value < float("inf")):
+        raise ValueError(f"side_tta_max_margin must be a positive number or null, got {value!r}")

@@ -31,6 +31,7 @@ from medplib.modeling.configuration import (
     MoEConfig,
     check_flip_tta_min_agreement,
     check_mask_threshold,
+    check_side_tta_max_margin,
 )
 from medplib.modeling.presets import PRESETS
 
@@ -61,6 +62,9 @@ class ModelSection:
     mask_threshold: float | None = None
     # and the mirror test-time augmentation gate (MedPLIBConfig.flip_tta_min_agreement).
     flip_tta_min_agreement: float | None = None
+    # and the margin under which left/right answers are checked on the mirrored image
+    # (MedPLIBConfig.side_tta_max_margin).
+    side_tta_max_margin: float | None = None
 
 
 @dataclass
@@ -269,6 +273,7 @@ class TrainConfig:
             if c.model.mask_threshold is not None:
                 check_mask_threshold(c.model.mask_threshold)
             check_flip_tta_min_agreement(c.model.flip_tta_min_agreement)
+            check_side_tta_max_margin(c.model.side_tta_max_margin)
         except ValueError as exc:
             raise UserInputError(f"model.{exc}.") from None
         if c.model.vocab_size < 259:

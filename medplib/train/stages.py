@@ -72,6 +72,8 @@ def build_stage_model(
         model.config.mask_threshold = config.model.mask_threshold
     if config.model.flip_tta_min_agreement is not None:
         model.config.flip_tta_min_agreement = config.model.flip_tta_min_agreement
+    if config.model.side_tta_max_margin is not None:
+        model.config.side_tta_max_margin = config.model.side_tta_max_margin
     return model.train(), tokenizer
 
 

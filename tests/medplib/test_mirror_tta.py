@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from medplib.mirror_tta import mask_agreement, merge_mirrored, mirror_sam_input, unmirror
+from medplib.mirror_tta import (
+    mask_agreement,
+    merge_mirrored,
+    mirror_clip_input,
+    mirror_sam_input,
+    unmirror,
+)
 from medplib.modeling import build_config
 from medplib.modeling.batching import clip_and_sam_inputs
 
@@ -97,3 +103,17 @@ def test_an_image_one_column_wide_after_the_resize_is_its_own_mirror(hw):
     got, got_hw = mirror_sam_input(plain, plain_hw), plain_hw
     assert got_hw == plain_hw and got_hw[1] == 1
     assert torch.equal(got, plain)
+
+
+@pytest.mark.parametrize("hw", [(300, 500), (90, 41), (64, 64), (7, 300)])
+def test_the_mirrored_clip_input_is_that_of_the_mirrored_image(hw):
+    """The left/right check reads the mirrored image through CLIP: the image region of the
+    preprocessed input flipped in place is what preprocessing the mirror gives."""
+    config = build_config("tiny")
+    image = np.random.default_rng(3).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    plain, geometry, _, _ = clip_and_sam_inputs(image, config)
+    want, want_geometry, _, _ = clip_and_sam_inputs(np.ascontiguousarray(image[:, ::-1]), config)
+    got = mirror_clip_input(plain, geometry)
+    assert want_geometry == geometry
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, plain)

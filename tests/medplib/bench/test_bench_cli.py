@@ -107,6 +107,26 @@ def test_predict_quick_times_every_question_of_the_demo_checkpoint(capsys):
     assert doc["flip_tta_min_agreement"] == 0.7 and doc["settings"]["mirror_tta"] is True
     plain = _bench(capsys, "predict", "--json", "--quick", "--questions", "2", "--no-mirror-tta")
     assert plain["flip_tta_min_agreement"] is None and plain["settings"]["mirror_tta"] is False
+    assert plain["side_tta_max_margin"] is None
+
+
+def test_predict_times_the_left_right_check_on_side_questions(capsys):
+    doc = _bench(capsys, "predict", "--json", "--quick", "--questions", "4", "--side-questions")
+    assert set(doc["by_kind"]) == {"grounding", "side"} and doc["side_tta_max_margin"] == 2.0
+    # Every bare left/right answer to a side question is checked (overturned or not).
+    assert doc["side_answers_checked"] == 2
+    assert 0 <= doc["side_answers_overturned"] <= doc["side_answers_checked"]
+    plain = _bench(
+        capsys,
+        "predict",
+        "--json",
+        "--quick",
+        "--questions",
+        "4",
+        "--side-questions",
+        "--no-mirror-tta",
+    )
+    assert plain["side_answers_checked"] == 0
 
 
 def test_predict_refuses_zero_questions(capsys):

@@ -10,6 +10,7 @@ from eval_helpers import grounding, rect, vqa, write_image, write_json, write_pn
 
 from medplib.eval.corpus import (
     capped_records,
+    closed_accuracy_intervals,
     closed_kind_rows,
     evaluate_corpus,
     evenly_spaced,
@@ -18,6 +19,7 @@ from medplib.eval.corpus import (
     markdown,
     region_accuracy_by_source,
     region_correct,
+    summarise_reports,
     summary_rows,
 )
 
@@ -68,9 +70,27 @@ def test_region_answers_are_judged_by_answer_or_by_the_structure_named_first():
     assert region_correct(rows[2], names) and not region_correct(rows[3], names)
     by_source = region_accuracy_by_source(rows, names)
     assert by_source == {
-        "s": {"count": 3, "accuracy": pytest.approx(2 / 3)},
-        "t": {"count": 1, "accuracy": 0.0},
+        # No image named: the three are one draw, so the interval cannot move.
+        "s": {"count": 3, "accuracy": pytest.approx(2 / 3), "ci95": pytest.approx([2 / 3] * 2)},
+        "t": {"count": 1, "accuracy": 0.0, "ci95": [0.0, 0.0]},
     }
+
+
+def test_region_intervals_draw_the_questions_of_one_image_together():
+    def closed(image, right):
+        return {
+            "task": "region",
+            "source": "s",
+            "image": image,
+            "closed": True,
+            "closed_correct": float(right),
+        }
+
+    # Image p: 3 right of 3; image q: 0 of 1. Drawn as images, a resample holds pp, pq or qq:
+    # 1, 3/4 or 0. Drawn as questions, 4 of 4 wrong would be (1/4)^4, far under 2.5 %.
+    rows = [closed("p", 1), closed("p", 1), closed("p", 1), closed("q", 0)]
+    block = region_accuracy_by_source(rows, [])["s"]
+    assert block["accuracy"] == 0.75 and block["ci95"] == [0.0, 1.0]
 
 
 def test_summary_has_one_row_per_split_and_source_synthetic_first():
@@ -111,7 +131,7 @@ def test_summary_has_one_row_per_split_and_source_synthetic_first():
     assert holdout["closed_accuracy"] == 0.75 and holdout["closed_n"] == 4
     assert rows[2]["mDice_0.5"] is None and rows[0]["region_accuracy"] == 1.0
     table = markdown(rows, per_source=None)
-    assert "| holdout | synthetic | 9 | 0.900 | 0.850 | – | 4 | 0.750 | – | – |" in table
+    assert "| holdout | synthetic | 9 | 0.900 | 0.850 | – | 4 | 0.750 | – | – | – | – |" in table
 
 
 def test_the_strict_mdice_interval_resamples_images_per_source():
@@ -138,7 +158,42 @@ def test_the_strict_mdice_interval_resamples_images_per_source():
     assert rows["a"]["mDice_0.5_ci95"] == [0.0, 1.0]
     assert rows["b"]["mDice_0.5_ci95"] == [0.7, 0.7]
     table = markdown(list(rows.values()), per_source=None)
-    assert "| holdout | a | 3 | 0.600 | 0.667 | 0.00–1.00 | – |" in table
+    assert "| holdout | a | 3 | 0.600 | 0.667 | 0.00–1.00 | – | – | – | – | – | – |" in table
+
+
+def test_closed_accuracy_gets_an_interval_per_source_that_resamples_images():
+    def asked(source, image, right=None):
+        closed = right is not None
+        return {
+            "task": "vqa",
+            "source": source,
+            "image": image,
+            "closed": closed,
+            "closed_correct": float(right) if closed else None,
+        }
+
+    samples = [
+        asked("a", "p.png", 1),
+        asked("a", "p.png", 1),
+        asked("a", "q.png", 0),
+        asked("a", "q.png"),  # open: not a closed question, not counted
+        asked("b", "r.png", 1),
+    ]
+    assert closed_accuracy_intervals(samples) == {"a": [0.0, 1.0], "b": [1.0, 1.0]}
+    report = {
+        "text": {
+            "per_source": {
+                "a": {"count": 4, "closed_count": 3, "closed_accuracy": 2 / 3},
+                "b": {"count": 1, "closed_count": 1, "closed_accuracy": 1.0},
+            }
+        },
+        "samples": samples,
+    }
+    rows = {r["source"]: r for r in summary_rows({("val", "vqa"): report})}
+    assert rows["a"]["closed_accuracy_ci95"] == [0.0, 1.0]
+    assert "| val | b | – | – | – | – | 1 | 1.000 | 1.00–1.00 | – | – | – |" in markdown(
+        list(rows.values()), per_source=None
+    )
 
 
 def test_two_or_more_real_sources_get_a_mean_row_last_with_its_interval():
@@ -279,6 +334,37 @@ def test_every_file_of_the_corpus_gets_a_report_and_the_summary_its_rows(
     )
     assert kind["closed_accuracy"] == rows["synthetic"]["closed_accuracy"]
     assert "| holdout | vqa | modality | 1 |" in (out / "summary.md").read_text()
+
+
+def test_the_summary_is_rebuilt_from_the_reports_alone(corpus, tmp_path, untrained_default, capsys):
+    from medplib.predictor import MedPLIBPredictor
+
+    out = tmp_path / "eval"
+    predictor = MedPLIBPredictor.from_pretrained(None)
+    made = evaluate_corpus(predictor, corpus, out, per_source=1, max_new_tokens=4)
+    first_md = (out / "summary.md").read_text()
+    (out / "summary.json").unlink()
+    (out / "summary.md").unlink()
+    assert main(["--corpus", str(corpus), "--out", str(out), "--from-reports"]) == 0
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(made))
+    assert (out / "summary.md").read_text() == first_md
+    assert "| holdout | synthetic |" in capsys.readouterr().out
+    # Reports of two different runs do not make one summary.
+    vqa_path = out / "holdout-vqa.json"
+    report = json.loads(vqa_path.read_text())
+    report["inputs"]["per_source"] = 5
+    vqa_path.write_text(json.dumps(report))
+    assert main(["--corpus", str(corpus), "--out", str(out), "--from-reports"]) == 2
+    assert "different per_source" in capsys.readouterr().err
+
+
+def test_rebuilding_a_summary_needs_reports(tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    assert main(["--corpus", str(tmp_path), "--out", str(tmp_path / "o"), "--from-reports"]) == 2
+    assert "holds no SPLIT-TASK.json report" in capsys.readouterr().err
+    (tmp_path / "o" / "val-vqa.json").write_text("[1, 2]")
+    with pytest.raises(Exception, match="not a `medplib eval` report"):
+        summarise_reports(tmp_path / "o", tmp_path)
 
 
 def test_a_directory_without_corpus_files_is_refused(tmp_path, capsys):

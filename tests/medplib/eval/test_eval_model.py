@@ -72,6 +72,7 @@ def test_default_checkpoint_run_writes_a_valid_report(fixture: Path, capsys):
     report = json.loads((fixture / "out" / "report.json").read_text())
     assert report["format"] == REPORT_FORMAT and report["inputs"]["mode"] == "model"
     assert report["inputs"]["flip_tta_min_agreement"] is None  # the untrained config's: off
+    assert report["inputs"]["side_tta_max_margin"] is None
     assert report["counts"]["scored"] == 3 and report["problems"] == []
     assert {s["task"] for s in report["samples"]} == {"grounding", "vqa", "region"}
     g = report["grounding"]

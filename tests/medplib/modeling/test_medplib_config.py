@@ -55,6 +55,7 @@ def test_config_without_parity_options_keeps_todays_behaviour():
     assert config.vision.pad_color == "mean"
     assert config.moe.router_dtype == "fp32"
     assert "flip_tta_min_agreement" not in data and config.flip_tta_min_agreement is None
+    assert "side_tta_max_margin" not in data and config.side_tta_max_margin is None
 
 
 @pytest.mark.parametrize("gate", [-0.1, 1.5, "0.7", True])
@@ -63,6 +64,22 @@ def test_mirror_tta_gate_is_validated(gate):
     config.flip_tta_min_agreement = gate
     with pytest.raises(ValueError, match="flip_tta_min_agreement must be in"):
         config.validate()
+
+
+@pytest.mark.parametrize("margin", [0.0, -1.0, float("inf"), float("nan"), "2", True])
+def test_side_check_margin_is_validated(margin):
+    config = build_config("tiny")
+    config.side_tta_max_margin = margin
+    with pytest.raises(ValueError, match="side_tta_max_margin must be a positive number"):
+        config.validate()
+
+
+@pytest.mark.parametrize("margin", [None, 0.5, 2])
+def test_side_check_margin_round_trips(margin):
+    config = build_config("tiny")
+    config.side_tta_max_margin = margin
+    config.validate()
+    assert MedPLIBConfig.from_dict(config.to_dict()).side_tta_max_margin == margin
 
 
 @pytest.mark.parametrize("gate", [None, 0.0, 0.7, 1])

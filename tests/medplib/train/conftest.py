@@ -57,7 +57,14 @@ def stages(
     )
     run_stage(
         config_from_dict(
-            stage_dict("moe", model={"mask_threshold": 0.5, "flip_tta_min_agreement": 0.7})
+            stage_dict(
+                "moe",
+                model={
+                    "mask_threshold": 0.5,
+                    "flip_tta_min_agreement": 0.7,
+                    "side_tta_max_margin": 2.0,
+                },
+            )
         ),
         corpus,
         out["moe"],

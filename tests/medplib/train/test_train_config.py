@@ -102,6 +102,7 @@ def _base(**changes):
         ({"model": {"preset": "huge"}}, "model.preset 'huge' is unknown"),
         ({"model": {"sam_patch_size": 0}}, "model.sam_patch_size must be a positive"),
         ({"model": {"flip_tta_min_agreement": 1.2}}, "model.flip_tta_min_agreement must be"),
+        ({"model": {"side_tta_max_margin": 0.0}}, "model.side_tta_max_margin must be a positive"),
         ({"model": {"mask_threshold": 1.0}}, "model.mask_threshold must be a number in"),
         (
             {"model": {"flip_tta_min_agreement": "high"}},
