@@ -1,7 +1,7 @@
 """Mirror check for closed left/right answers, as pure functions on answer log-probabilities.
 
 Asked on which side of the image a structure lies, a small model can lean towards one side
-whatever it sees (the demo checkpoint said "Left" for most ultrasound cysts on the right). On the
+whatever it sees (the demo checkpoint said "Left" for many ultrasound cysts on the right). On the
 left-right mirrored image the right answer swaps, but such a lean does not, so weighing the two
 answers on both views cancels it:
 
@@ -11,7 +11,8 @@ answers on both views cancels it:
 evidence for "Right" on the image itself). The vote only decides where the model is unsure,
 |margin| < `max_margin`: structures found by where they usually lie ("the liver", "the left
 lung") are answered confidently and stay on their side in the mirror, so a vote there would
-flip right answers (on the demo's val questions every such flip had a margin above 4).
+flip right answers (on the demo's val side questions, 49 of the 53 right answers an
+unconditional vote flipped had a margin above 4).
 """
 
 from __future__ import annotations
