@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,12 +83,10 @@ def region_accuracy_by_source(
 ) -> dict[str, dict[str, Any]]:
     """Per source: how many region questions, the share answered right and its 95 % interval
     (``ci95``, resampling images)."""
-    tally: dict[str, tuple[list[float], list[str]]] = {}
-    for record in records:
-        if record.get("task") == "region":
-            right, images = tally.setdefault(str(record.get("source")), ([], []))
-            right.append(float(region_correct(record, names)))
-            images.append(_image_of(record))
+    tally = _by_source(
+        records,
+        lambda r: float(region_correct(r, names)) if r.get("task") == "region" else None,
+    )
     return {
         s: {"count": len(v), "accuracy": sum(v) / len(v), "ci95": _ci(v, images)}
         for s, (v, images) in tally.items()
@@ -99,17 +97,30 @@ def closed_accuracy_intervals(samples: Sequence[dict[str, Any]]) -> dict[str, li
     """Per source: the 95 % interval of closed-question accuracy, resampling images (a VQA
     report's `samples`). The questions about one image are drawn together: they share the
     image the model may have misread."""
-    by_source: dict[str, tuple[list[float], list[str]]] = {}
-    for s in samples:
-        if s.get("closed") and s.get("closed_correct") is not None:
-            right, images = by_source.setdefault(str(s.get("source")), ([], []))
-            right.append(float(s["closed_correct"]))
-            images.append(_image_of(s))
+    by_source = _by_source(
+        samples,
+        lambda s: (
+            float(s["closed_correct"])
+            if s.get("closed") and s.get("closed_correct") is not None
+            else None
+        ),
+    )
     return {source: _ci(right, images) for source, (right, images) in by_source.items()}
 
 
-def _image_of(record: dict[str, Any]) -> str:
-    return str(record.get("image") or record.get("id"))
+def _by_source(
+    records: Sequence[dict[str, Any]], value: Callable[[dict[str, Any]], float | None]
+) -> dict[str, tuple[list[float], list[str]]]:
+    """Per source: (value, image) of each record `value` gives a number for (None: skipped)."""
+    out: dict[str, tuple[list[float], list[str]]] = {}
+    for record in records:
+        got = value(record)
+        if got is None:
+            continue
+        values, images = out.setdefault(str(record.get("source")), ([], []))
+        values.append(got)
+        images.append(str(record.get("image") or record.get("id")))
+    return out
 
 
 def _ci(values: Sequence[float], images: Sequence[str]) -> list[float] | None:
@@ -132,14 +143,14 @@ def _strict_dice_by_source(
     samples: Sequence[dict[str, Any]], key: str
 ) -> dict[str, tuple[list[float], list[str]]]:
     """Per source: (Dice at > 0.5, image) of each grounding sample; `key` names the Dice."""
-    by_source: dict[str, tuple[list[float], list[str]]] = {}
-    for s in samples:
-        if s.get("task", "grounding") != "grounding" or s.get(key) is None:
-            continue
-        values, images = by_source.setdefault(str(s.get("source")), ([], []))
-        values.append(float(s[key]))
-        images.append(_image_of(s))
-    return by_source
+    return _by_source(
+        samples,
+        lambda s: (
+            float(s[key])
+            if s.get("task", "grounding") == "grounding" and s.get(key) is not None
+            else None
+        ),
+    )
 
 
 def strict_dice_intervals(
