@@ -25,6 +25,10 @@ from medplib.tokenization import (
     tokenize_with_sentinels,
 )
 
+# The grounding question of MeCoVQA-G itself: evaluation items are asked in exactly this form,
+# and the predictor asks it to check presence answers against a mask.
+OFFICIAL_SEGMENT = "Please generate a mask that segments the {x} in this image."
+
 SYSTEM_PROMPT = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."

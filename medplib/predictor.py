@@ -27,7 +27,12 @@ from medplib.checkpoint import (
     read_fingerprint,
     weights_fingerprint,
 )
-from medplib.conversation import count_region_tags, encode_conversation, normalize_region_tags
+from medplib.conversation import (
+    OFFICIAL_SEGMENT,
+    count_region_tags,
+    encode_conversation,
+    normalize_region_tags,
+)
 from medplib.errors import UserInputError
 from medplib.generation import GenerationResult, fit_to_context, generate
 from medplib.masks import mask_bbox_xyxy_px
@@ -36,11 +41,24 @@ from medplib.modeling.batching import clip_and_sam_inputs
 from medplib.modeling.image_processing import ImageGeometry, region_grid_weights, to_rgb_uint8
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.outputs import LayerRouting
+from medplib.presence_check import (
+    PresenceVote,
+    mask_score,
+    needs_mask,
+    other_answer,
+    presence_target,
+    presence_vote,
+)
+from medplib.region_check import MASK_THRESHOLD as REGION_MASK_THRESHOLD
+from medplib.region_check import RegionVote, region_coverage, region_target, region_vote
 from medplib.side_tta import SideVote, asks_for_a_side, other_side, side_vote
 from medplib.tokenization import IMAGE_SENTINEL, REGION_END, REGION_START, SpecialTokenIds
 
 Progress = Callable[[str, float], None]
 MAX_NEW_TOKENS_LIMIT = 4096  # hard cap on one answer (the official worker caps at 1024)
+# Budget of the grounding answer drawn for the presence check: the demo's are "Sure, it is
+# <SEG>." and the like, a dozen tokens; a <SEG> any later is not a plain grounding answer.
+_GROUNDING_ANSWER_TOKENS = 32
 _REGION_ANY = re.compile(
     f"{re.escape(REGION_START)}.*?{re.escape(REGION_END)}|{re.escape(REGION_START)}|{re.escape(REGION_END)}",
     re.DOTALL,
@@ -122,6 +140,12 @@ class Prediction:
     answer_token_ids: list[int] = field(default_factory=list)
     # How a left/right answer was checked on the mirrored image (None: not checked).
     side_vote: SideVote | None = None
+    # How a yes/no answer to a presence question was checked against the structure's mask
+    # (None: not checked).
+    presence_vote: PresenceVote | None = None
+    # How a yes/no answer about one marked region was checked against the structure's mask
+    # (None: not checked).
+    region_vote: RegionVote | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +159,10 @@ class Prediction:
             "finish_reason": self.finish_reason,
             "num_prompt_tokens": self.num_prompt_tokens,
             "side_vote": self.side_vote.to_dict() if self.side_vote is not None else None,
+            "presence_vote": (
+                self.presence_vote.to_dict() if self.presence_vote is not None else None
+            ),
+            "region_vote": self.region_vote.to_dict() if self.region_vote is not None else None,
         }
 
 
@@ -188,6 +216,32 @@ class GenerationOptions:
     def stop_strings(self) -> list[str]:
         # An empty stop string would be found in every answer and end it at once.
         return [s for s in self.stop if s]
+
+
+def _presence_note(vote: PresenceVote, min_mask_score: float) -> str:
+    """Why an overturned presence answer says what it says, for the user."""
+    assert vote.mask_score is not None
+    found = (
+        f"draws a confident mask (mean probability {vote.mask_score:.2f})"
+        if vote.mask_score >= min_mask_score
+        else f"finds no confident mask (mean probability {vote.mask_score:.2f}, under "
+        f"{min_mask_score:.2f})"
+    )
+    return (
+        f"The model leaned to {vote.plain!r}; asked to outline the {vote.structure}, it {found}, "
+        f"so the answer is {vote.answer!r}."
+    )
+
+
+def _region_note(vote: RegionVote, min_coverage: float) -> str:
+    """Why an overturned answer about a region says what it says, for the user."""
+    assert vote.coverage is not None
+    relation = "at least" if vote.coverage >= min_coverage else "under"
+    return (
+        f"The model leaned to {vote.plain!r}; the {vote.structure} it outlines covers "
+        f"{vote.coverage:.0%} of the region ({relation} {min_coverage:.0%}), so the answer is "
+        f"{vote.answer!r}."
+    )
 
 
 def _check_region(mask: Any, hw: tuple[int, int], i: int) -> np.ndarray:
@@ -445,10 +499,17 @@ class MedPLIBPredictor:
         embeds, token_ids = self._embed(enc, ids, masks)  # (1, L, D), (1, L)
         result = self._generate(embeds, options, max_new, report, on_text)
         tokens, raw, readable = self._answer_text(result, options.stop_strings)
-        vote = None
-        # A region or an earlier turn would have to be mirrored with the image; a sampled
-        # answer is meant to vary.
-        plain_greedy = not regions and not history and options.temperature == 0
+        vote = presence = region = None
+        # An earlier turn would change what is asked about (and a region would have to be
+        # mirrored with the image); a sampled answer is meant to vary.
+        single_greedy = not history and options.temperature == 0
+        plain_greedy = single_greedy and not regions
+        structure = self._presence_structure(question, result, readable) if plain_greedy else None
+        region_structure = (
+            self._region_structure(turns[-1][0], result, readable)
+            if single_greedy and len(masks) == 1
+            else None
+        )
         if plain_greedy and self._checks_side(enc, question, result, readable):
             vote = self._side_vote(enc, turns, readable)
             if vote.answer != vote.plain:
@@ -458,6 +519,18 @@ class MedPLIBPredictor:
                     f"The model leaned to {vote.plain!r}; weighed with the left-right mirrored "
                     f"image, where the sides swap, the answer is {vote.answer!r}."
                 )
+        elif structure is not None:
+            presence = self._presence_vote(enc, turns, readable, structure)
+            if presence.answer != presence.plain:
+                tokens = self._answer_ids(turns, presence.answer)
+                raw = readable = presence.answer
+                notes.append(_presence_note(presence, self.config.presence_check_min_mask_score))
+        elif region_structure is not None:
+            region = self._region_vote(enc, turns, masks, readable, region_structure)
+            if region.answer != region.plain:
+                tokens = self._answer_ids(turns, region.answer)
+                raw = readable = region.answer
+                notes.append(_region_note(region, self.config.region_check_min_coverage))
         t_masks = time.perf_counter()
         report("masks", 0.0)
         pred_masks = self._masks(enc, tokens, result, report, extra_thresholds)
@@ -484,6 +557,8 @@ class MedPLIBPredictor:
             num_prompt_tokens=int(embeds.shape[1]),
             answer_token_ids=tokens,
             side_vote=vote,
+            presence_vote=presence,
+            region_vote=region,
         )
 
     def _checks_side(
@@ -524,12 +599,112 @@ class MedPLIBPredictor:
             max_margin=self.config.side_tta_max_margin,
         )
 
-    def _answer_logprob(
-        self, enc: _EncodedImage, turns: list[tuple[str, str | None]], answer: str
-    ) -> float:
-        """log p(answer and its </s> | prompt), teacher-forced on the encoded image."""
-        ids, labels = self._conversation(turns, answer)
+    def _presence_structure(
+        self, question: str, result: GenerationResult, readable: str
+    ) -> str | None:
+        """The structure a finished, bare yes/no answer to a presence question is checked
+        against (`medplib.presence_check`); None when the check is off or does not apply."""
+        if self.config.presence_check_max_margin is None or result.finish_reason != "stop":
+            return None
+        if other_answer(clean_answer(readable)) is None:
+            return None
+        return presence_target(question)
+
+    @torch.no_grad()
+    def _presence_vote(
+        self, enc: _EncodedImage, turns: list[tuple[str, str | None]], readable: str, structure: str
+    ) -> PresenceVote:
+        """Weigh yes against no; where that is close, ask the grounding expert for the mask."""
+        max_margin = self.config.presence_check_max_margin
+        assert max_margin is not None
+        plain = clean_answer(readable)
+        other = other_answer(plain)
+        assert other is not None
+        margin = self._answer_logprob(enc, turns, plain) - self._answer_logprob(enc, turns, other)
+        score = None
+        if needs_mask(margin, max_margin=max_margin):
+            prob = self._structure_prob(enc, structure)
+            score = mask_score(prob) if prob is not None else 0.0
+        return presence_vote(
+            plain,
+            other,
+            structure,
+            margin=margin,
+            mask_score=score,
+            max_margin=max_margin,
+            min_mask_score=self.config.presence_check_min_mask_score,
+        )
+
+    def _region_structure(
+        self, question: str, result: GenerationResult, readable: str
+    ) -> str | None:
+        """The structure a finished, bare yes/no answer about one marked region is checked
+        against (`medplib.region_check`); None when the check is off or does not apply."""
+        if self.config.region_check_max_margin is None or result.finish_reason != "stop":
+            return None
+        if other_answer(clean_answer(readable)) is None:
+            return None
+        return region_target(question)
+
+    @torch.no_grad()
+    def _region_vote(
+        self,
+        enc: _EncodedImage,
+        turns: list[tuple[str, str | None]],
+        masks: list[np.ndarray],
+        readable: str,
+        structure: str,
+    ) -> RegionVote:
+        """Weigh yes against no about the region; where that is close, outline the structure
+        and see how much of the region it covers."""
+        max_margin = self.config.region_check_max_margin
+        assert max_margin is not None and len(masks) == 1
+        plain = clean_answer(readable)
+        other = other_answer(plain)
+        assert other is not None
+        margin = self._answer_logprob(enc, turns, plain, masks) - self._answer_logprob(
+            enc, turns, other, masks
+        )
+        coverage = None
+        if needs_mask(margin, max_margin=max_margin):
+            prob = self._structure_prob(enc, structure)
+            drawn = (prob > REGION_MASK_THRESHOLD).cpu().numpy() if prob is not None else None
+            coverage = region_coverage(drawn, masks[0]) if drawn is not None else 0.0
+        return region_vote(
+            plain,
+            other,
+            structure,
+            margin=margin,
+            coverage=coverage,
+            max_margin=max_margin,
+            min_coverage=self.config.region_check_min_coverage,
+        )
+
+    def _structure_prob(self, enc: _EncodedImage, structure: str) -> torch.Tensor | None:
+        """Sigmoid probabilities (H, W) of the mask of the first <SEG> answered to the official
+        grounding question about `structure` (greedy); None when the answer draws none."""
+        question = OFFICIAL_SEGMENT.format(x=structure)
+        turns, _ = self._build_turns(question, [], [], enc.original_hw, lambda _: None)
+        ids, _, max_new = self._fit(turns, [], _GROUNDING_ANSWER_TOKENS, [])
         embeds, _ = self._embed(enc, ids, [])  # (1, L, D)
+        result = self._generate(embeds, GenerationOptions(), max_new, lambda phase, frac: None)
+        seg = [k for k, t in enumerate(result.token_ids) if t == self.special.seg]
+        if not seg:
+            return None
+        prob, _, _ = self._mask_prob(enc, result.predicting_hidden[seg[0] : seg[0] + 1])
+        return prob
+
+    def _answer_logprob(
+        self,
+        enc: _EncodedImage,
+        turns: list[tuple[str, str | None]],
+        answer: str,
+        masks: Sequence[np.ndarray] = (),
+    ) -> float:
+        """log p(answer and its </s> | prompt), teacher-forced on the encoded image with the
+        prompt's region `masks`."""
+        ids, labels = self._conversation(turns, answer)
+        embeds, _ = self._embed(enc, ids, list(masks))  # (1, L, D)
         lm = self.model.language_model
         hidden = lm.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]  # (L, D)
         logp = lm.lm_head(hidden).float().log_softmax(-1)  # (L, V)
@@ -683,26 +858,8 @@ class MedPLIBPredictor:
         seg_steps = [k for k, t in enumerate(tokens) if t == self.special.seg]
         out: list[PredictedMask] = []
         threshold = self.config.mask_threshold
-        gate = self.config.flip_tta_min_agreement
-        mirrored = enc.sam_embedding_mirrored if gate is not None else None
-        embeddings = (
-            enc.sam_embedding if mirrored is None else torch.cat([enc.sam_embedding, mirrored])
-        )
-        views = embeddings.shape[0]  # 1, or 2 with the mirror
         for n, k in enumerate(seg_steps):
-            logits, iou = self.model.decode_masks(
-                result.predicting_hidden[k : k + 1].expand(views, -1),
-                embeddings,
-                torch.arange(views),
-                [enc.sam_input_hw] * views,
-                [enc.original_hw] * views,
-            )
-            prob = logits[0].float().sigmoid()  # (H, W)
-            agreement = None
-            if views == 2 and gate is not None:
-                prob, agreement, _ = merge_mirrored(
-                    prob, logits[1].float().sigmoid(), min_agreement=gate
-                )
+            prob, iou, agreement = self._mask_prob(enc, result.predicting_hidden[k : k + 1])
             binary = prob > threshold
             area = int(binary.sum())
             score = float(prob[binary].mean()) if area else 0.0
@@ -712,6 +869,33 @@ class MedPLIBPredictor:
             out.append(PredictedMask(mask, score, float(iou[0]), area, bbox, n, extra, agreement))
             report("masks", (n + 1) / len(seg_steps))
         return out
+
+    def _mask_prob(
+        self, enc: _EncodedImage, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float | None]:
+        """(sigmoid probabilities (H, W) at the original size, the IoU head's estimate,
+        mirror agreement or None) for one <SEG> hidden state (1, D); averaged with the decode on
+        the mirrored image where the config's mirror TTA gate lets it."""
+        gate = self.config.flip_tta_min_agreement
+        mirrored = enc.sam_embedding_mirrored if gate is not None else None
+        embeddings = (
+            enc.sam_embedding if mirrored is None else torch.cat([enc.sam_embedding, mirrored])
+        )
+        views = embeddings.shape[0]  # 1, or 2 with the mirror
+        logits, iou = self.model.decode_masks(
+            hidden.expand(views, -1),
+            embeddings,
+            torch.arange(views),
+            [enc.sam_input_hw] * views,
+            [enc.original_hw] * views,
+        )
+        prob = logits[0].float().sigmoid()  # (H, W)
+        agreement = None
+        if views == 2 and gate is not None:
+            prob, agreement, _ = merge_mirrored(
+                prob, logits[1].float().sigmoid(), min_agreement=gate
+            )
+        return prob, iou, agreement
 
     @staticmethod
     def _routing(result: GenerationResult, token_ids: torch.Tensor) -> RoutingStats:

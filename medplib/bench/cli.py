@@ -49,6 +49,17 @@ def register(bsub: Any) -> None:
         action="store_true",
         help="ask on which side a structure lies instead of whether it is there",
     )
+    pred.add_argument(
+        "--region-questions",
+        action="store_true",
+        help="mark a structure's region and ask whether it is a named structure instead",
+    )
+    pred.add_argument(
+        "--no-presence-check",
+        action="store_true",
+        help="answer presence and region questions without checking unsure ones against the "
+        "structure's mask",
+    )
     pred.set_defaults(func=_run_predict)
 
 
@@ -61,6 +72,10 @@ def _check(args: argparse.Namespace) -> None:
     ):
         if value is not None and value < least:
             raise UserInputError(f"{flag} must be at least {least}, got {value}.")
+    if getattr(args, "side_questions", False) and getattr(args, "region_questions", False):
+        raise UserInputError(
+            "--side-questions and --region-questions ask different closed questions; choose one."
+        )
 
 
 def _run_moe(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ one pays for the image encoding, as the first question on an upload does; the en
 the answer are timed apart. Questions alternate between the official MeCoVQA-G grounding
 phrasing (answers with a mask) and a closed presence question (text only); with
 `side_questions` the closed ones ask on which side a structure lies, so every left/right answer
-the checkpoint's config has checked on the mirrored image pays for that check.
+the checkpoint's config has checked on the mirrored image pays for that check. The presence
+questions pay for theirs where the config checks them: an unsure yes/no answer draws the
+structure's mask first (`medplib.presence_check`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ class PredictBenchSettings:
     # more CLIP encoding and four teacher-forced passes per checked answer).
     mirror_tta: bool = True
     side_questions: bool = False  # closed questions ask left or right instead of presence
+    # Closed questions mark a structure's region and ask whether it is a structure of the scene
+    # (its own or another, in turn), so each pays for the region check where the config has it.
+    region_questions: bool = False
+    # False times presence and region answers without their grounding checks (two
+    # teacher-forced passes per answer, and a grounding answer and its mask where the answer is
+    # unsure).
+    presence_check: bool = True
 
 
 QUICK = PredictBenchSettings(questions=2, warmup=0, image_size_px=64, max_new_tokens=8)
@@ -57,19 +66,23 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def questions(settings: PredictBenchSettings) -> list[tuple[np.ndarray, str, str]]:
-    """(image, question, kind) per question; the same list for the same seed."""
+    """(image, question, kind, region masks) per question; the same list for the same seed."""
     rng = np.random.default_rng(settings.seed)
     out = []
     for i in range(settings.warmup + settings.questions):
         scene = generate_scene(MODALITIES[i % len(MODALITIES)], rng, size=settings.image_size_px)
         name = scene.objects[int(rng.integers(len(scene.objects)))].name
         if i % 2 == 0:
-            out.append((scene.image, OFFICIAL_SEGMENT.format(x=name), "grounding"))
+            out.append((scene.image, OFFICIAL_SEGMENT.format(x=name), "grounding", ()))
         elif settings.side_questions:
             question = f"Is the {name} on the left or right side of the image?"
-            out.append((scene.image, question, "side"))
+            out.append((scene.image, question, "side", ()))
+        elif settings.region_questions:
+            obj = scene.objects[i % len(scene.objects)]
+            question = f"Is the region <region> the {name}?"
+            out.append((scene.image, question, "region", (obj.mask,)))
         else:
-            out.append((scene.image, f"Is there a {name} in this image?", "closed"))
+            out.append((scene.image, f"Is there a {name} in this image?", "closed", ()))
     return out
 
 
@@ -83,15 +96,22 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
     if not settings.mirror_tta:
         predictor.config.flip_tta_min_agreement = None
         predictor.config.side_tta_max_margin = None
+    if not settings.presence_check:
+        predictor.config.presence_check_max_margin = None
+        predictor.config.region_check_max_margin = None
     load_s = time.perf_counter() - started
     rows: list[dict[str, Any]] = []
-    for i, (image, question, kind) in enumerate(questions(settings)):
+    for i, (image, question, kind, regions) in enumerate(questions(settings)):
         t0 = time.perf_counter()
         predictor.set_image(image)
         t1 = time.perf_counter()
-        prediction = predictor.ask(question, max_new_tokens=settings.max_new_tokens)
+        prediction = predictor.ask(question, regions, max_new_tokens=settings.max_new_tokens)
         t2 = time.perf_counter()
-        vote = prediction.side_vote
+        vote, presence, region = (
+            prediction.side_vote,
+            prediction.presence_vote,
+            prediction.region_vote,
+        )
         if i >= settings.warmup:
             rows.append(
                 {
@@ -103,6 +123,13 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
                     "masks": len(prediction.masks),
                     "side_checked": vote is not None,
                     "side_overturned": vote is not None and vote.answer != vote.plain,
+                    "presence_checked": presence is not None,
+                    "presence_grounded": presence is not None and presence.mask_score is not None,
+                    "presence_overturned": presence is not None
+                    and presence.answer != presence.plain,
+                    "region_checked": region is not None,
+                    "region_grounded": region is not None and region.coverage is not None,
+                    "region_overturned": region is not None and region.answer != region.plain,
                 }
             )
     by_kind = {
@@ -115,6 +142,8 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
         "checkpoint_id": predictor.checkpoint_id,
         "flip_tta_min_agreement": predictor.config.flip_tta_min_agreement,
         "side_tta_max_margin": predictor.config.side_tta_max_margin,
+        "presence_check_max_margin": predictor.config.presence_check_max_margin,
+        "region_check_max_margin": predictor.config.region_check_max_margin,
         "load_s": load_s,
         "per_question": _summary([r["total_s"] for r in rows]),
         "encode": _summary([r["encode_s"] for r in rows]),
@@ -124,6 +153,12 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
         "answers_with_a_mask": sum(r["masks"] > 0 for r in rows),
         "side_answers_checked": sum(r["side_checked"] for r in rows),
         "side_answers_overturned": sum(r["side_overturned"] for r in rows),
+        "presence_answers_checked": sum(r["presence_checked"] for r in rows),
+        "presence_answers_grounded": sum(r["presence_grounded"] for r in rows),
+        "presence_answers_overturned": sum(r["presence_overturned"] for r in rows),
+        "region_answers_checked": sum(r["region_checked"] for r in rows),
+        "region_answers_grounded": sum(r["region_grounded"] for r in rows),
+        "region_answers_overturned": sum(r["region_overturned"] for r in rows),
         "machine": machine(settings.threads, load_at_start),
     }
 
@@ -141,6 +176,8 @@ def settings_from_args(args: argparse.Namespace) -> PredictBenchSettings:
         seed=base.seed,
         mirror_tta=not args.no_mirror_tta,
         side_questions=args.side_questions,
+        region_questions=args.region_questions,
+        presence_check=not args.no_presence_check,
     )
 
 

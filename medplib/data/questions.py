@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medplib.conversation import OFFICIAL_SEGMENT
 from medplib.data.shapes import dilate
 from medplib.data.synthetic import Scene, SceneObject
 
@@ -83,8 +84,6 @@ DESCRIBE_REGION = (
     "Can you describe the visual features of the area {r}?",
     "What does the region {r} look like?",
 )
-# The grounding question of MeCoVQA-G itself: evaluation items are asked in exactly this form.
-OFFICIAL_SEGMENT = "Please generate a mask that segments the {x} in this image."
 SEGMENT = (
     "Please segment the {x}.",
     "Could you segment out the {x} in this image?",

@@ -219,6 +219,14 @@ def evaluate_model(
         "flip_tta_min_agreement": getattr(predictor.config, "flip_tta_min_agreement", None),
         # Changes some left/right answers, not the checkpoint id (`medplib.side_tta`).
         "side_tta_max_margin": getattr(predictor.config, "side_tta_max_margin", None),
+        # Changes some yes/no presence answers (`medplib.presence_check`).
+        "presence_check_max_margin": getattr(predictor.config, "presence_check_max_margin", None),
+        "presence_check_min_mask_score": getattr(
+            predictor.config, "presence_check_min_mask_score", None
+        ),
+        # Changes some yes/no answers about a marked region (`medplib.region_check`).
+        "region_check_max_margin": getattr(predictor.config, "region_check_max_margin", None),
+        "region_check_min_coverage": getattr(predictor.config, "region_check_min_coverage", None),
         "data": str(data_path),
         "images": str(image_root),
         "limit": config.limit,

@@ -38,6 +38,10 @@ def threshold_label(threshold: float) -> str:
     return f"{threshold:g}"
 
 
+def _vote(vote: Any) -> dict | None:
+    return vote.to_dict() if vote is not None else None
+
+
 def _history(eval_set: EvalSet, item: EvalItem) -> list[tuple]:
     turns: list[tuple] = []
     for turn in item.history:
@@ -113,6 +117,11 @@ def run_model(
                         # so they can be read against the Dice they turned out to have.
                         "mask_scores": [m.score for m in pred.masks],
                         "mirror_agreement": [m.mirror_agreement for m in pred.masks],
+                        # How a left/right, presence or region answer was checked (None: not checked),
+                        # so a report can count what the checks changed.
+                        "side_vote": _vote(getattr(pred, "side_vote", None)),
+                        "presence_vote": _vote(getattr(pred, "presence_vote", None)),
+                        "region_vote": _vote(getattr(pred, "region_vote", None)),
                     },
                 )
             )

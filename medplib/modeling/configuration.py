@@ -404,6 +404,19 @@ class MedPLIBConfig:
     # `medplib.side_tta`): where log p(answer) - log p(other side) on the image is under this
     # margin, the answer is weighed on the mirrored image too. None: off.
     side_tta_max_margin: float | None = None
+    # Grounding check of yes/no answers to presence questions (not in the official model, so
+    # off by default; `medplib.presence_check`): where log p(answer) - log p(other) is under
+    # this margin, the structure is segmented and its mask decides. None: off.
+    presence_check_max_margin: float | None = None
+    # The mean probability inside that mask (cut at 0.5) from which the structure counts as
+    # there; only read while the check is on.
+    presence_check_min_mask_score: float = 0.85
+    # Grounding check of yes/no answers about one marked region ("Is the region … the heart?";
+    # `medplib.region_check`): where the answer's log-odds are under this margin, the structure
+    # is segmented and the share of the region its mask (cut at 0.5) covers decides. None: off.
+    region_check_max_margin: float | None = None
+    # The share of the region the mask must cover for "Yes"; only read while the check is on.
+    region_check_min_coverage: float = 0.5
     # Image tokens are wrapped as <im_start><image><im_end> (LLaVA `use_mm_start_end`).
     use_im_start_end: bool = True
     format_version: int = 1  # bump when the checkpoint layout changes
@@ -425,6 +438,10 @@ class MedPLIBConfig:
             "mask_threshold": self.mask_threshold,
             "flip_tta_min_agreement": self.flip_tta_min_agreement,
             "side_tta_max_margin": self.side_tta_max_margin,
+            "presence_check_max_margin": self.presence_check_max_margin,
+            "presence_check_min_mask_score": self.presence_check_min_mask_score,
+            "region_check_max_margin": self.region_check_max_margin,
+            "region_check_min_coverage": self.region_check_min_coverage,
             "use_im_start_end": self.use_im_start_end,
             "format_version": self.format_version,
         }
@@ -484,6 +501,10 @@ class MedPLIBConfig:
         check_mask_threshold(self.mask_threshold)
         check_flip_tta_min_agreement(self.flip_tta_min_agreement)
         check_side_tta_max_margin(self.side_tta_max_margin)
+        check_presence_check_max_margin(self.presence_check_max_margin)
+        check_presence_check_min_mask_score(self.presence_check_min_mask_score)
+        check_region_check_max_margin(self.region_check_max_margin)
+        check_region_check_min_coverage(self.region_check_min_coverage)
 
 
 def _is_number(value: Any) -> bool:
@@ -506,3 +527,31 @@ def check_side_tta_max_margin(value: Any) -> None:
     """ValueError unless `value` is None (the left/right mirror check off) or a margin > 0."""
     if value is not None and not (_is_number(value) and 0.0 < value < float("inf")):
         raise ValueError(f"side_tta_max_margin must be a positive number or null, got {value!r}")
+
+
+def check_presence_check_max_margin(value: Any) -> None:
+    """ValueError unless `value` is None (the presence check off) or a margin > 0."""
+    if value is not None and not (_is_number(value) and 0.0 < value < float("inf")):
+        raise ValueError(
+            f"presence_check_max_margin must be a positive number or null, got {value!r}"
+        )
+
+
+def check_presence_check_min_mask_score(value: Any) -> None:
+    """ValueError unless `value` is a mean mask probability in (0, 1)."""
+    if not (_is_number(value) and 0.0 < value < 1.0):
+        raise ValueError(f"presence_check_min_mask_score must be a number in (0, 1), got {value!r}")
+
+
+def check_region_check_max_margin(value: Any) -> None:
+    """ValueError unless `value` is None (the region check off) or a margin > 0."""
+    if value is not None and not (_is_number(value) and 0.0 < value < float("inf")):
+        raise ValueError(
+            f"region_check_max_margin must be a positive number or null, got {value!r}"
+        )
+
+
+def check_region_check_min_coverage(value: Any) -> None:
+    """ValueError unless `value` is a share of the region in (0, 1]."""
+    if not (_is_number(value) and 0.0 < value <= 1.0):
+        raise ValueError(f"region_check_min_coverage must be a number in (0, 1], got {value!r}")

@@ -31,6 +31,10 @@ from medplib.modeling.configuration import (
     MoEConfig,
     check_flip_tta_min_agreement,
     check_mask_threshold,
+    check_presence_check_max_margin,
+    check_presence_check_min_mask_score,
+    check_region_check_max_margin,
+    check_region_check_min_coverage,
     check_side_tta_max_margin,
 )
 from medplib.modeling.presets import PRESETS
@@ -65,6 +69,14 @@ class ModelSection:
     # and the margin under which left/right answers are checked on the mirrored image
     # (MedPLIBConfig.side_tta_max_margin).
     side_tta_max_margin: float | None = None
+    # and the grounding check of presence answers (MedPLIBConfig.presence_check_max_margin and
+    # presence_check_min_mask_score).
+    presence_check_max_margin: float | None = None
+    presence_check_min_mask_score: float | None = None
+    # and the grounding check of answers about a marked region (MedPLIBConfig.
+    # region_check_max_margin and region_check_min_coverage).
+    region_check_max_margin: float | None = None
+    region_check_min_coverage: float | None = None
 
 
 @dataclass
@@ -274,6 +286,12 @@ class TrainConfig:
                 check_mask_threshold(c.model.mask_threshold)
             check_flip_tta_min_agreement(c.model.flip_tta_min_agreement)
             check_side_tta_max_margin(c.model.side_tta_max_margin)
+            check_presence_check_max_margin(c.model.presence_check_max_margin)
+            if c.model.presence_check_min_mask_score is not None:
+                check_presence_check_min_mask_score(c.model.presence_check_min_mask_score)
+            check_region_check_max_margin(c.model.region_check_max_margin)
+            if c.model.region_check_min_coverage is not None:
+                check_region_check_min_coverage(c.model.region_check_min_coverage)
         except ValueError as exc:
             raise UserInputError(f"model.{exc}.") from None
         if c.model.vocab_size < 259:

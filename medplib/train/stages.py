@@ -74,6 +74,14 @@ def build_stage_model(
         model.config.flip_tta_min_agreement = config.model.flip_tta_min_agreement
     if config.model.side_tta_max_margin is not None:
         model.config.side_tta_max_margin = config.model.side_tta_max_margin
+    if config.model.presence_check_max_margin is not None:
+        model.config.presence_check_max_margin = config.model.presence_check_max_margin
+    if config.model.presence_check_min_mask_score is not None:
+        model.config.presence_check_min_mask_score = config.model.presence_check_min_mask_score
+    if config.model.region_check_max_margin is not None:
+        model.config.region_check_max_margin = config.model.region_check_max_margin
+    if config.model.region_check_min_coverage is not None:
+        model.config.region_check_min_coverage = config.model.region_check_min_coverage
     return model.train(), tokenizer
 
 

@@ -101,7 +101,7 @@ def test_predict_quick_times_every_question_of_the_demo_checkpoint(capsys):
     assert per["mean_s"] == pytest.approx(enc["mean_s"] + ans["mean_s"], rel=1e-6)
     assert set(doc["by_kind"]) == {"grounding", "closed"}
     asked = questions(QUICK.__class__(questions=4, warmup=0, image_size_px=64))
-    assert [q for _, q, _ in asked][0].startswith("Please generate a mask that segments the ")
+    assert [q for _, q, _, _ in asked][0].startswith("Please generate a mask that segments the ")
     assert doc["machine"]["torch_threads"] == 1
     # the shipped config averages each mask with its mirror's; the flag times the plain decode
     assert doc["flip_tta_min_agreement"] == 0.7 and doc["settings"]["mirror_tta"] is True
@@ -127,6 +127,43 @@ def test_predict_times_the_left_right_check_on_side_questions(capsys):
         "--no-mirror-tta",
     )
     assert plain["side_answers_checked"] == 0
+
+
+def test_predict_counts_the_presence_checks_and_can_turn_them_off(capsys):
+    doc = _bench(capsys, "predict", "--json", "--quick", "--questions", "6")
+    assert doc["presence_check_max_margin"] == 0.5 and doc["settings"]["presence_check"]
+    # Every bare yes/no answer to a presence question is weighed; only unsure ones are grounded.
+    assert doc["presence_answers_checked"] == 3
+    assert 0 <= doc["presence_answers_overturned"] <= doc["presence_answers_grounded"] <= 3
+    plain = _bench(
+        capsys, "predict", "--json", "--quick", "--questions", "6", "--no-presence-check"
+    )
+    assert plain["presence_check_max_margin"] is None
+    assert plain["presence_answers_checked"] == 0
+
+
+def test_predict_times_the_region_check_on_region_questions(capsys):
+    doc = _bench(capsys, "predict", "--json", "--quick", "--questions", "4", "--region-questions")
+    assert set(doc["by_kind"]) == {"grounding", "region"} and doc["region_check_max_margin"] == 4.0
+    assert doc["region_answers_checked"] == 2 and doc["presence_answers_checked"] == 0
+    assert 0 <= doc["region_answers_overturned"] <= doc["region_answers_grounded"] <= 2
+    off = _bench(
+        capsys,
+        "predict",
+        "--json",
+        "--quick",
+        "--questions",
+        "4",
+        "--region-questions",
+        "--no-presence-check",
+    )
+    assert off["region_check_max_margin"] is None and off["region_answers_checked"] == 0
+
+
+def test_predict_refuses_two_kinds_of_closed_question(capsys):
+    argv = ["bench", "predict", "--quick", "--side-questions", "--region-questions"]
+    assert main(argv) == 2
+    assert "choose one" in capsys.readouterr().err
 
 
 def test_predict_refuses_zero_questions(capsys):

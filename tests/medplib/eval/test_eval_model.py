@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from medplib.checkpoint import default_checkpoint_dir
 from medplib.cli import main
 from medplib.eval import REPORT_FORMAT, read_predictions
 from medplib.masks import decode_rle
+from medplib.presence_check import PresenceVote
 
 HW = (40, 56)  # (H, W), not square
 
@@ -186,3 +188,29 @@ def test_each_masks_confidence_signals_are_kept_beside_it(fixture: Path, capsys,
     else:
         assert agreements == [m.mirror_agreement for m in pred.masks]
         assert all(0.0 <= a <= 1.0 for a in agreements)
+
+
+def test_how_an_answer_was_checked_is_kept_beside_it(fixture: Path, capsys, monkeypatch):
+    """A presence answer the grounding check overturned keeps its vote in the predictions."""
+    real_loader = eval_cli.load_predictor
+    vote = PresenceVote("No", "Yes", "liver", margin=-0.2, mask_score=0.93, answer="Yes")
+
+    def checked(checkpoint, device):
+        predictor = real_loader(checkpoint, device)
+        real_ask = predictor.ask
+
+        def ask(question, *args, **kwargs):
+            pred = real_ask(question, *args, **kwargs)
+            return replace(pred, presence_vote=vote) if "CT scan" in question else pred
+
+        predictor.ask = ask
+        return predictor
+
+    monkeypatch.setattr(eval_cli, "load_predictor", checked)
+    assert main(_argv(fixture)) == 0, capsys.readouterr().err
+    records, _ = read_predictions(fixture / "out" / "report.predictions.jsonl")
+    by_id = {r.id: r for r in records}
+    assert by_id["ask"].extra["presence_vote"] == vote.to_dict()
+    assert by_id["ask"].extra["side_vote"] is None
+    assert by_id["seg"].extra["presence_vote"] is None
+    assert by_id["reg"].extra["region_vote"] is None  # two turns: not checked

@@ -56,6 +56,7 @@ def test_config_without_parity_options_keeps_todays_behaviour():
     assert config.moe.router_dtype == "fp32"
     assert "flip_tta_min_agreement" not in data and config.flip_tta_min_agreement is None
     assert "side_tta_max_margin" not in data and config.side_tta_max_margin is None
+    assert "presence_check_max_margin" not in data and config.presence_check_max_margin is None
 
 
 @pytest.mark.parametrize("gate", [-0.1, 1.5, "0.7", True])
@@ -80,6 +81,60 @@ def test_side_check_margin_round_trips(margin):
     config.side_tta_max_margin = margin
     config.validate()
     assert MedPLIBConfig.from_dict(config.to_dict()).side_tta_max_margin == margin
+
+
+@pytest.mark.parametrize("margin", [0.0, -1.0, float("inf"), float("nan"), "0.5", False])
+def test_presence_check_margin_is_validated(margin):
+    config = build_config("tiny")
+    config.presence_check_max_margin = margin
+    with pytest.raises(ValueError, match="presence_check_max_margin must be a positive number"):
+        config.validate()
+
+
+@pytest.mark.parametrize("score", [0.0, 1.0, -0.2, None, "0.85"])
+def test_presence_check_mask_score_is_validated(score):
+    config = build_config("tiny")
+    config.presence_check_min_mask_score = score
+    with pytest.raises(ValueError, match="presence_check_min_mask_score must be a number in"):
+        config.validate()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("region_check_max_margin", 0.0, "region_check_max_margin must be a positive number"),
+        ("region_check_max_margin", "4", "region_check_max_margin must be a positive number"),
+        ("region_check_min_coverage", 0.0, "region_check_min_coverage must be a number in"),
+        ("region_check_min_coverage", 1.5, "region_check_min_coverage must be a number in"),
+    ],
+)
+def test_region_check_settings_are_validated(field, value, message):
+    config = build_config("tiny")
+    setattr(config, field, value)
+    with pytest.raises(ValueError, match=message):
+        config.validate()
+
+
+def test_region_check_settings_round_trip():
+    config = build_config("tiny")
+    assert config.region_check_max_margin is None  # off unless a checkpoint turns it on
+    config.region_check_max_margin, config.region_check_min_coverage = 4.0, 1.0
+    config.validate()
+    loaded = MedPLIBConfig.from_dict(config.to_dict())
+    assert (loaded.region_check_max_margin, loaded.region_check_min_coverage) == (4.0, 1.0)
+
+
+@pytest.mark.parametrize(("margin", "score"), [(None, 0.85), (0.5, 0.85), (1, 0.6)])
+def test_presence_check_settings_round_trip(margin, score):
+    config = build_config("tiny")
+    config.presence_check_max_margin = margin
+    config.presence_check_min_mask_score = score
+    config.validate()
+    loaded = MedPLIBConfig.from_dict(config.to_dict())
+    assert (loaded.presence_check_max_margin, loaded.presence_check_min_mask_score) == (
+        margin,
+        score,
+    )
 
 
 @pytest.mark.parametrize("gate", [None, 0.0, 0.7, 1])

@@ -63,6 +63,10 @@ def stages(
                     "mask_threshold": 0.5,
                     "flip_tta_min_agreement": 0.7,
                     "side_tta_max_margin": 2.0,
+                    "presence_check_max_margin": 0.5,
+                    "presence_check_min_mask_score": 0.8,
+                    "region_check_max_margin": 3.0,
+                    "region_check_min_coverage": 0.6,
                 },
             )
         ),

@@ -103,6 +103,22 @@ def _base(**changes):
         ({"model": {"sam_patch_size": 0}}, "model.sam_patch_size must be a positive"),
         ({"model": {"flip_tta_min_agreement": 1.2}}, "model.flip_tta_min_agreement must be"),
         ({"model": {"side_tta_max_margin": 0.0}}, "model.side_tta_max_margin must be a positive"),
+        (
+            {"model": {"presence_check_max_margin": -1}},
+            "model.presence_check_max_margin must be a positive",
+        ),
+        (
+            {"model": {"region_check_max_margin": 0}},
+            "model.region_check_max_margin must be a positive",
+        ),
+        (
+            {"model": {"region_check_min_coverage": -0.5}},
+            "model.region_check_min_coverage must be a number in",
+        ),
+        (
+            {"model": {"presence_check_min_mask_score": 1.5}},
+            "model.presence_check_min_mask_score must be a number in",
+        ),
         ({"model": {"mask_threshold": 1.0}}, "model.mask_threshold must be a number in"),
         (
             {"model": {"flip_tta_min_agreement": "high"}},

@@ -97,9 +97,14 @@ def test_export_is_fp16_and_loads(stages: dict[str, Path]):
     # inference settings named by the stage's config land in the exported checkpoint only
     assert config.mask_threshold == 0.5 and config.flip_tta_min_agreement == 0.7
     assert config.side_tta_max_margin == 2.0
+    assert (config.presence_check_max_margin, config.presence_check_min_mask_score) == (0.5, 0.8)
+    assert (config.region_check_max_margin, config.region_check_min_coverage) == (3.0, 0.6)
     _, _, grounding = load_pretrained(stages["grounding"], dtype=torch.float32)
     assert grounding.mask_threshold == 0.1 and grounding.flip_tta_min_agreement is None
     assert grounding.side_tta_max_margin is None
+    assert grounding.presence_check_max_margin is None
+    assert grounding.presence_check_min_mask_score == 0.85  # the default, unread while off
+    assert grounding.region_check_max_margin is None
     full = load_file(stages["moe"] / "model.safetensors")
     name = "seg_head.net.0.weight"
     assert torch.allclose(weights[name].float(), full[name], atol=1e-3)
