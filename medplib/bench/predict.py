@@ -65,10 +65,12 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def questions(settings: PredictBenchSettings) -> list[tuple[np.ndarray, str, str]]:
+def questions(
+    settings: PredictBenchSettings,
+) -> list[tuple[np.ndarray, str, str, tuple[np.ndarray, ...]]]:
     """(image, question, kind, region masks) per question; the same list for the same seed."""
     rng = np.random.default_rng(settings.seed)
-    out = []
+    out: list[tuple[np.ndarray, str, str, tuple[np.ndarray, ...]]] = []
     for i in range(settings.warmup + settings.questions):
         scene = generate_scene(MODALITIES[i % len(MODALITIES)], rng, size=settings.image_size_px)
         name = scene.objects[int(rng.integers(len(scene.objects)))].name
