@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medplib.answer_check import MASK_THRESHOLD, needs_mask
 from medplib.checkpoint import (
     checkpoint_id as make_checkpoint_id,
 )
@@ -44,12 +45,10 @@ from medplib.modeling.outputs import LayerRouting
 from medplib.presence_check import (
     PresenceVote,
     mask_score,
-    needs_mask,
     other_answer,
     presence_target,
     presence_vote,
 )
-from medplib.region_check import MASK_THRESHOLD as REGION_MASK_THRESHOLD
 from medplib.region_check import RegionVote, region_coverage, region_target, region_vote
 from medplib.side_tta import SideVote, asks_for_a_side, other_side, side_vote
 from medplib.tokenization import IMAGE_SENTINEL, REGION_END, REGION_START, SpecialTokenIds
@@ -504,9 +503,17 @@ class MedPLIBPredictor:
         # mirrored with the image); a sampled answer is meant to vary.
         single_greedy = not history and options.temperature == 0
         plain_greedy = single_greedy and not regions
-        structure = self._presence_structure(question, result, readable) if plain_greedy else None
+        structure = (
+            self._check_target(
+                self.config.presence_check_max_margin, presence_target, question, result, readable
+            )
+            if plain_greedy
+            else None
+        )
         region_structure = (
-            self._region_structure(turns[-1][0], result, readable)
+            self._check_target(
+                self.config.region_check_max_margin, region_target, turns[-1][0], result, readable
+            )
             if single_greedy and len(masks) == 1
             else None
         )
@@ -587,10 +594,7 @@ class MedPLIBPredictor:
         flipped = mirror_clip_input(enc.clip_pixels, enc.clip_geometry)
         patches, visual = self.model.encode_clip(flipped[None].to(self.device))  # (1, N, ·)
         mirrored = replace(enc, patches=patches[0], visual_tokens=visual[0])
-        margins = [
-            self._answer_logprob(view, turns, plain) - self._answer_logprob(view, turns, other)
-            for view in (enc, mirrored)
-        ]
+        margins = [self._margin(view, turns, plain, other) for view in (enc, mirrored)]
         return side_vote(
             plain,
             other,
@@ -599,16 +603,35 @@ class MedPLIBPredictor:
             max_margin=self.config.side_tta_max_margin,
         )
 
-    def _presence_structure(
-        self, question: str, result: GenerationResult, readable: str
+    @staticmethod
+    def _check_target(
+        max_margin: float | None,
+        find: Callable[[str], str | None],
+        question: str,
+        result: GenerationResult,
+        readable: str,
     ) -> str | None:
-        """The structure a finished, bare yes/no answer to a presence question is checked
-        against (`medplib.presence_check`); None when the check is off or does not apply."""
-        if self.config.presence_check_max_margin is None or result.finish_reason != "stop":
+        """The structure a finished, bare yes/no answer is checked against by the check whose
+        margin is `max_margin` and whose questions `find` reads (`medplib.presence_check`,
+        `medplib.region_check`); None when that check is off or does not apply."""
+        if max_margin is None or result.finish_reason != "stop":
             return None
         if other_answer(clean_answer(readable)) is None:
             return None
-        return presence_target(question)
+        return find(question)
+
+    def _margin(
+        self,
+        enc: _EncodedImage,
+        turns: list[tuple[str, str | None]],
+        plain: str,
+        other: str,
+        masks: Sequence[np.ndarray] = (),
+    ) -> float:
+        """log p(plain) - log p(other), both teacher-forced on the encoded image."""
+        return self._answer_logprob(enc, turns, plain, masks) - self._answer_logprob(
+            enc, turns, other, masks
+        )
 
     @torch.no_grad()
     def _presence_vote(
@@ -620,7 +643,7 @@ class MedPLIBPredictor:
         plain = clean_answer(readable)
         other = other_answer(plain)
         assert other is not None
-        margin = self._answer_logprob(enc, turns, plain) - self._answer_logprob(enc, turns, other)
+        margin = self._margin(enc, turns, plain, other)
         score = None
         if needs_mask(margin, max_margin=max_margin):
             prob = self._structure_prob(enc, structure)
@@ -634,17 +657,6 @@ class MedPLIBPredictor:
             max_margin=max_margin,
             min_mask_score=self.config.presence_check_min_mask_score,
         )
-
-    def _region_structure(
-        self, question: str, result: GenerationResult, readable: str
-    ) -> str | None:
-        """The structure a finished, bare yes/no answer about one marked region is checked
-        against (`medplib.region_check`); None when the check is off or does not apply."""
-        if self.config.region_check_max_margin is None or result.finish_reason != "stop":
-            return None
-        if other_answer(clean_answer(readable)) is None:
-            return None
-        return region_target(question)
 
     @torch.no_grad()
     def _region_vote(
@@ -662,13 +674,11 @@ class MedPLIBPredictor:
         plain = clean_answer(readable)
         other = other_answer(plain)
         assert other is not None
-        margin = self._answer_logprob(enc, turns, plain, masks) - self._answer_logprob(
-            enc, turns, other, masks
-        )
+        margin = self._margin(enc, turns, plain, other, masks)
         coverage = None
         if needs_mask(margin, max_margin=max_margin):
             prob = self._structure_prob(enc, structure)
-            drawn = (prob > REGION_MASK_THRESHOLD).cpu().numpy() if prob is not None else None
+            drawn = (prob > MASK_THRESHOLD).cpu().numpy() if prob is not None else None
             coverage = region_coverage(drawn, masks[0]) if drawn is not None else 0.0
         return region_vote(
             plain,

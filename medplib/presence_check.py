@@ -17,16 +17,21 @@ malignant) have no mask to tell them apart.
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-# The mask is cut here to score it, whatever threshold the served masks use: evaluation cuts
-# masks at the official 0.1, which would make the score of the same mask lower.
-MASK_SCORE_THRESHOLD = 0.5
+from medplib.answer_check import (
+    MASK_THRESHOLD,
+    YES_NO,
+    decide_by_mask,
+    structure_name,
+    swap_bare_answer,
+)
+
+MASK_SCORE_THRESHOLD = MASK_THRESHOLD  # where the mask is cut to score it
 
 _ARTICLE = r"(?:(?:a|an|the|any)\s+)?"
 # The question forms of the corpus (`medplib.data.questions`), singular and plural; the
@@ -40,8 +45,6 @@ _PRESENCE = re.compile(
     r")\s*\?\s*",
     re.IGNORECASE,
 )
-_YES_NO = re.compile(r"\s*(yes|no)([.!]?)\s*", re.IGNORECASE)
-_OTHER = {"yes": "no", "no": "yes"}
 
 
 def presence_target(question: str) -> str | None:
@@ -50,32 +53,13 @@ def presence_target(question: str) -> str | None:
     m = _PRESENCE.fullmatch(question)
     if m is None:
         return None
-    name = next(g for g in m.groups() if g is not None).strip()
-    # Region tags, a second question or a choice ("a benign or a malignant tumor") mean this is
-    # not a plain presence question.
-    if not name or "<" in name or "?" in name or re.search(r"\bor\b", name, re.IGNORECASE):
-        return None
-    return name
+    return structure_name(next(g for g in m.groups() if g is not None))
 
 
 def other_answer(answer: str) -> str | None:
     """The opposite of a bare "Yes"/"No" answer, in the same case and with the same final stop;
     None for any other answer."""
-    m = _YES_NO.fullmatch(answer)
-    if m is None:
-        return None
-    word, stop = m.group(1), m.group(2)
-    other = _OTHER[word.lower()]
-    if word.isupper():
-        other = other.upper()
-    elif word[0].isupper():
-        other = other.capitalize()
-    return other + stop
-
-
-def is_yes(answer: str) -> bool:
-    """Whether a bare yes/no answer says yes."""
-    return answer.strip(" .!").lower() == "yes"
+    return swap_bare_answer(answer, YES_NO)
 
 
 def mask_score(prob: torch.Tensor, threshold: float = MASK_SCORE_THRESHOLD) -> float:
@@ -98,21 +82,7 @@ class PresenceVote:
     answer: str  # what is answered: `plain`, or `other` when the mask overturned it
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "plain": self.plain,
-            "other": self.other,
-            "structure": self.structure,
-            "margin": self.margin,
-            "mask_score": self.mask_score,
-            "answer": self.answer,
-        }
-
-
-def needs_mask(margin: float, *, max_margin: float) -> bool:
-    """Whether the model is unsure enough (|margin| < `max_margin`) for the mask to decide."""
-    if not math.isfinite(margin):
-        raise ValueError(f"margin must be finite, got {margin!r}")
-    return abs(margin) < max_margin
+        return asdict(self)
 
 
 def presence_vote(
@@ -127,10 +97,13 @@ def presence_vote(
 ) -> PresenceVote:
     """The checked answer. Where `needs_mask(margin)`, "Yes" when `mask_score` reaches
     `min_mask_score`, else "No" (in the case and stop of `plain`); otherwise `plain`."""
-    if not needs_mask(margin, max_margin=max_margin):
-        return PresenceVote(plain, other, structure, margin, mask_score, plain)
-    if mask_score is None or not (0.0 <= mask_score <= 1.0):
-        raise ValueError(f"an unsure answer needs a mask score in [0, 1], got {mask_score!r}")
-    says_yes = mask_score >= min_mask_score
-    answer = plain if is_yes(plain) == says_yes else other
+    answer = decide_by_mask(
+        plain,
+        other,
+        margin=margin,
+        evidence=mask_score,
+        max_margin=max_margin,
+        min_evidence=min_mask_score,
+        evidence_name="mask score",
+    )
     return PresenceVote(plain, other, structure, margin, mask_score, answer)

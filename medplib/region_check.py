@@ -8,24 +8,22 @@ it where it is, so the mask can tell whether the region lies on it:
     coverage = |region ∩ mask| / |region|
     answer = "Yes" if coverage >= min_coverage else "No",  when |margin| < max_margin
 
-with the mask cut at `MASK_THRESHOLD` (an empty mask, or none drawn, covers nothing). Coverage
-is read from the region's side so that a point, a box around the structure and a drawn
-outline are judged alike: a point on the structure is covered whole, and a box is covered by
+with the mask cut at `medplib.answer_check.MASK_THRESHOLD` (an empty mask, or none drawn,
+covers nothing). Coverage is read from the region's side so that a point, a box around the
+structure and a drawn outline are judged alike: a point on the structure is covered whole, and a box is covered by
 the share of it the structure fills.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from medplib.presence_check import is_yes, needs_mask
+from medplib.answer_check import decide_by_mask, structure_name
 
-MASK_THRESHOLD = 0.5  # the mask is cut here whatever threshold the served masks use
 _TAG = re.compile(r"</?region>", re.IGNORECASE)
 _ARTICLE = r"(?:the|a|an)\s+"
 _VERIFY = re.compile(
@@ -46,11 +44,7 @@ def region_target(question: str) -> str | None:
     m = _VERIFY.fullmatch(re.sub(r"\s+", " ", _TAG.sub(" ", question)))
     if m is None:
         return None
-    name = next(g for g in m.groups() if g is not None).strip()
-    # A choice ("the liver or the spleen") is not a yes/no question.
-    if not name or "<" in name or "?" in name or re.search(r"\bor\b", name, re.IGNORECASE):
-        return None
-    return name
+    return structure_name(next(g for g in m.groups() if g is not None))
 
 
 def region_coverage(mask: np.ndarray, region: np.ndarray) -> float:
@@ -76,14 +70,7 @@ class RegionVote:
     answer: str  # what is answered: `plain`, or `other` when the mask overturned it
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "plain": self.plain,
-            "other": self.other,
-            "structure": self.structure,
-            "margin": self.margin,
-            "coverage": self.coverage,
-            "answer": self.answer,
-        }
+        return asdict(self)
 
 
 def region_vote(
@@ -99,10 +86,13 @@ def region_vote(
     """The checked answer. Where `needs_mask(margin)`, "Yes" when the structure's mask covers
     at least `min_coverage` of the region, else "No" (in the case and stop of `plain`);
     otherwise `plain`."""
-    if not needs_mask(margin, max_margin=max_margin):
-        return RegionVote(plain, other, structure, margin, coverage, plain)
-    if coverage is None or not (0.0 <= coverage <= 1.0) or math.isnan(coverage):
-        raise ValueError(f"an unsure answer needs a coverage in [0, 1], got {coverage!r}")
-    says_yes = coverage >= min_coverage
-    answer = plain if is_yes(plain) == says_yes else other
+    answer = decide_by_mask(
+        plain,
+        other,
+        margin=margin,
+        evidence=coverage,
+        max_margin=max_margin,
+        min_evidence=min_coverage,
+        evidence_name="coverage",
+    )
     return RegionVote(plain, other, structure, margin, coverage, answer)

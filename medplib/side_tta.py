@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from medplib.answer_check import swap_bare_answer
 
 _OTHER_SIDE = {"left": "right", "right": "left"}
 _SIDE_WORD = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-_SIDE_ANSWER = re.compile(r"\s*(left|right)([.!]?)\s*", re.IGNORECASE)
 
 
 def asks_for_a_side(question: str) -> bool:
@@ -35,16 +36,7 @@ def asks_for_a_side(question: str) -> bool:
 def other_side(answer: str) -> str | None:
     """The answer naming the other side, in the same case and with the same final stop; None
     unless the answer is a bare side word ("Left", "right.")."""
-    m = _SIDE_ANSWER.fullmatch(answer)
-    if m is None:
-        return None
-    word, stop = m.group(1), m.group(2)
-    other = _OTHER_SIDE[word.lower()]
-    if word.isupper():
-        other = other.upper()
-    elif word[0].isupper():
-        other = other.capitalize()
-    return other + stop
+    return swap_bare_answer(answer, _OTHER_SIDE)
 
 
 @dataclass(frozen=True)
@@ -58,13 +50,7 @@ class SideVote:
     answer: str  # what is answered: `plain`, or `other` when the vote overturned it
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "plain": self.plain,
-            "other": self.other,
-            "margin": self.margin,
-            "mirror_margin": self.mirror_margin,
-            "answer": self.answer,
-        }
+        return asdict(self)
 
 
 def side_vote(

@@ -26,6 +26,7 @@ from medplib.eval.runner import Progress, run_model, threshold_label
 from medplib.eval.scoring import Scores, score
 from medplib.masks import decode_rle
 from medplib.metrics import EMPTY_MASK_RULE
+from medplib.modeling.configuration import INFERENCE_SETTINGS
 
 REPORT_FORMAT = "medplib-eval/1"
 AS_GIVEN = "as given"  # label of masks whose binarisation threshold is unknown
@@ -215,18 +216,14 @@ def evaluate_model(
         "mode": "model",
         "checkpoint_id": getattr(predictor, "checkpoint_id", None),
         "checkpoint_trained": trained,
-        # Changes the masks but not the checkpoint id (a config setting, not a weight).
-        "flip_tta_min_agreement": getattr(predictor.config, "flip_tta_min_agreement", None),
-        # Changes some left/right answers, not the checkpoint id (`medplib.side_tta`).
-        "side_tta_max_margin": getattr(predictor.config, "side_tta_max_margin", None),
-        # Changes some yes/no presence answers (`medplib.presence_check`).
-        "presence_check_max_margin": getattr(predictor.config, "presence_check_max_margin", None),
-        "presence_check_min_mask_score": getattr(
-            predictor.config, "presence_check_min_mask_score", None
-        ),
-        # Changes some yes/no answers about a marked region (`medplib.region_check`).
-        "region_check_max_margin": getattr(predictor.config, "region_check_max_margin", None),
-        "region_check_min_coverage": getattr(predictor.config, "region_check_min_coverage", None),
+        # Settings that change masks or answers but not the checkpoint id (config, not
+        # weights): the mirror TTA gate and the answer checks. The mask threshold is the
+        # evaluation's own (`thresholds`).
+        **{
+            name: getattr(predictor.config, name, None)
+            for name in INFERENCE_SETTINGS
+            if name != "mask_threshold"
+        },
         "data": str(data_path),
         "images": str(image_root),
         "limit": config.limit,

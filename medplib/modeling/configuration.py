@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -498,60 +499,45 @@ class MedPLIBConfig:
             raise ValueError(
                 f"vision.select_feature must be 'patch', got {self.vision.select_feature!r}"
             )
-        check_mask_threshold(self.mask_threshold)
-        check_flip_tta_min_agreement(self.flip_tta_min_agreement)
-        check_side_tta_max_margin(self.side_tta_max_margin)
-        check_presence_check_max_margin(self.presence_check_max_margin)
-        check_presence_check_min_mask_score(self.presence_check_min_mask_score)
-        check_region_check_max_margin(self.region_check_max_margin)
-        check_region_check_min_coverage(self.region_check_min_coverage)
+        for name in INFERENCE_SETTINGS:
+            check_inference_setting(name, getattr(self, name))
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_mask_threshold(value: Any) -> None:
-    """ValueError unless `value` is a sigmoid cut in (0, 1)."""
-    if not (_is_number(value) and 0.0 < value < 1.0):
-        raise ValueError(f"mask_threshold must be a number in (0, 1), got {value!r}")
+def _margin_or_off(value: Any) -> bool:
+    return value is None or (_is_number(value) and 0.0 < value < float("inf"))
 
 
-def check_flip_tta_min_agreement(value: Any) -> None:
-    """ValueError unless `value` is None (mirror TTA off) or a Dice gate in [0, 1]."""
-    if value is not None and not (_is_number(value) and 0.0 <= value <= 1.0):
-        raise ValueError(f"flip_tta_min_agreement must be in [0, 1] or null, got {value!r}")
+# Inference settings (not part of the weights: a training config may name them, and they are
+# written into the checkpoint's config.json) → (is the value allowed, what is allowed).
+_INFERENCE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    # a sigmoid cut
+    "mask_threshold": (lambda v: _is_number(v) and 0.0 < v < 1.0, "a number in (0, 1)"),
+    # None: mirror TTA off; else a Dice gate
+    "flip_tta_min_agreement": (
+        lambda v: v is None or (_is_number(v) and 0.0 <= v <= 1.0),
+        "in [0, 1] or null",
+    ),
+    # None: that answer check off; else a log-odds margin
+    "side_tta_max_margin": (_margin_or_off, "a positive number or null"),
+    "presence_check_max_margin": (_margin_or_off, "a positive number or null"),
+    "region_check_max_margin": (_margin_or_off, "a positive number or null"),
+    # a mean mask probability
+    "presence_check_min_mask_score": (
+        lambda v: _is_number(v) and 0.0 < v < 1.0,
+        "a number in (0, 1)",
+    ),
+    # a share of the region
+    "region_check_min_coverage": (lambda v: _is_number(v) and 0.0 < v <= 1.0, "a number in (0, 1]"),
+}
+INFERENCE_SETTINGS = tuple(_INFERENCE_CHECKS)
 
 
-def check_side_tta_max_margin(value: Any) -> None:
-    """ValueError unless `value` is None (the left/right mirror check off) or a margin > 0."""
-    if value is not None and not (_is_number(value) and 0.0 < value < float("inf")):
-        raise ValueError(f"side_tta_max_margin must be a positive number or null, got {value!r}")
-
-
-def check_presence_check_max_margin(value: Any) -> None:
-    """ValueError unless `value` is None (the presence check off) or a margin > 0."""
-    if value is not None and not (_is_number(value) and 0.0 < value < float("inf")):
-        raise ValueError(
-            f"presence_check_max_margin must be a positive number or null, got {value!r}"
-        )
-
-
-def check_presence_check_min_mask_score(value: Any) -> None:
-    """ValueError unless `value` is a mean mask probability in (0, 1)."""
-    if not (_is_number(value) and 0.0 < value < 1.0):
-        raise ValueError(f"presence_check_min_mask_score must be a number in (0, 1), got {value!r}")
-
-
-def check_region_check_max_margin(value: Any) -> None:
-    """ValueError unless `value` is None (the region check off) or a margin > 0."""
-    if value is not None and not (_is_number(value) and 0.0 < value < float("inf")):
-        raise ValueError(
-            f"region_check_max_margin must be a positive number or null, got {value!r}"
-        )
-
-
-def check_region_check_min_coverage(value: Any) -> None:
-    """ValueError unless `value` is a share of the region in (0, 1]."""
-    if not (_is_number(value) and 0.0 < value <= 1.0):
-        raise ValueError(f"region_check_min_coverage must be a number in (0, 1], got {value!r}")
+def check_inference_setting(name: str, value: Any) -> None:
+    """ValueError unless `value` is allowed for the inference setting `name`."""
+    allowed, what = _INFERENCE_CHECKS[name]
+    if not allowed(value):
+        raise ValueError(f"{name} must be {what}, got {value!r}")

@@ -27,15 +27,10 @@ import yaml
 
 from medplib.errors import UserInputError
 from medplib.modeling.configuration import (
+    INFERENCE_SETTINGS,
     LossConfig,
     MoEConfig,
-    check_flip_tta_min_agreement,
-    check_mask_threshold,
-    check_presence_check_max_margin,
-    check_presence_check_min_mask_score,
-    check_region_check_max_margin,
-    check_region_check_min_coverage,
-    check_side_tta_max_margin,
+    check_inference_setting,
 )
 from medplib.modeling.presets import PRESETS
 
@@ -282,16 +277,9 @@ class TrainConfig:
         if c.model.sam_patch_size is not None and c.model.sam_patch_size < 1:
             raise UserInputError("model.sam_patch_size must be a positive number of pixels.")
         try:  # unset (None) keeps the input checkpoint's value
-            if c.model.mask_threshold is not None:
-                check_mask_threshold(c.model.mask_threshold)
-            check_flip_tta_min_agreement(c.model.flip_tta_min_agreement)
-            check_side_tta_max_margin(c.model.side_tta_max_margin)
-            check_presence_check_max_margin(c.model.presence_check_max_margin)
-            if c.model.presence_check_min_mask_score is not None:
-                check_presence_check_min_mask_score(c.model.presence_check_min_mask_score)
-            check_region_check_max_margin(c.model.region_check_max_margin)
-            if c.model.region_check_min_coverage is not None:
-                check_region_check_min_coverage(c.model.region_check_min_coverage)
+            for name in INFERENCE_SETTINGS:
+                if getattr(c.model, name) is not None:
+                    check_inference_setting(name, getattr(c.model, name))
         except ValueError as exc:
             raise UserInputError(f"model.{exc}.") from None
         if c.model.vocab_size < 259:

@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from medplib.checkpoint import build_model, load_pretrained
 from medplib.errors import UserInputError
 from medplib.experts import assemble_moe
+from medplib.modeling.configuration import INFERENCE_SETTINGS
 from medplib.modeling.losses import dice_loss, mask_bce_loss
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.presets import build_config, with_sam_patch_size
@@ -68,20 +69,9 @@ def build_stage_model(
             setattr(model.config.moe, key, value)
     model.config.losses = config.losses
     model.config.name = config.model.name or f"{config.model.preset}-{config.stage}"
-    if config.model.mask_threshold is not None:
-        model.config.mask_threshold = config.model.mask_threshold
-    if config.model.flip_tta_min_agreement is not None:
-        model.config.flip_tta_min_agreement = config.model.flip_tta_min_agreement
-    if config.model.side_tta_max_margin is not None:
-        model.config.side_tta_max_margin = config.model.side_tta_max_margin
-    if config.model.presence_check_max_margin is not None:
-        model.config.presence_check_max_margin = config.model.presence_check_max_margin
-    if config.model.presence_check_min_mask_score is not None:
-        model.config.presence_check_min_mask_score = config.model.presence_check_min_mask_score
-    if config.model.region_check_max_margin is not None:
-        model.config.region_check_max_margin = config.model.region_check_max_margin
-    if config.model.region_check_min_coverage is not None:
-        model.config.region_check_min_coverage = config.model.region_check_min_coverage
+    for name in INFERENCE_SETTINGS:  # unset (None) keeps the input checkpoint's value
+        if getattr(config.model, name) is not None:
+            setattr(model.config, name, getattr(config.model, name))
     return model.train(), tokenizer
 
 

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from medplib.data.synthetic import generate_scene
-from medplib.predictor import MedPLIBPredictor
 
 # Dermoscopy scenes where the demo model answers from the name rather than the image: it says
 # "No" to the blue-white veil that seed 6 shows, and "Yes" to the dark globules seed 2 lacks.
 PRESENT = (6, "Is there a blue-white veil in this image?", "blue-white veil")
 ABSENT = (2, "Are there dark globules in this image?", "dark globules")
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return MedPLIBPredictor.from_pretrained()
-
-
-@pytest.fixture()
-def predictor(demo):
-    saved = demo.config.presence_check_max_margin, demo.config.presence_check_min_mask_score
-    yield demo
-    demo.config.presence_check_max_margin, demo.config.presence_check_min_mask_score = saved
 
 
 def _scene(seed: int):

@@ -7,19 +7,6 @@ import numpy as np
 import pytest
 
 from medplib.data.synthetic import generate_scene
-from medplib.predictor import MedPLIBPredictor
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return MedPLIBPredictor.from_pretrained()
-
-
-@pytest.fixture()
-def predictor(demo):
-    saved = demo.config.region_check_max_margin, demo.config.region_check_min_coverage
-    yield demo
-    demo.config.region_check_max_margin, demo.config.region_check_min_coverage = saved
 
 
 @pytest.fixture(scope="module")

@@ -6,24 +6,11 @@ import numpy as np
 import pytest
 
 from medplib.data.synthetic import generate_scene
-from medplib.predictor import MedPLIBPredictor
 
 # An ultrasound scene whose vessel the demo model calls "Left" on the image and on its mirror:
 # it leans to one side (log-odds about 0.4) rather than reading the image.
 SCENE = ("ultrasound", 1)
 QUESTION = "Is the vessel on the left or right side of the image?"
-
-
-@pytest.fixture(scope="module")
-def demo():
-    return MedPLIBPredictor.from_pretrained()
-
-
-@pytest.fixture()
-def predictor(demo):
-    saved = demo.config.side_tta_max_margin
-    yield demo
-    demo.config.side_tta_max_margin = saved
 
 
 def _scene_images():

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from medplib.answer_check import needs_mask
 from medplib.presence_check import (
     MASK_SCORE_THRESHOLD,
     mask_score,
-    needs_mask,
     other_answer,
     presence_target,
     presence_vote,
