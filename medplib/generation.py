@@ -5,6 +5,7 @@ a transformers `DynamicCache`; `use_cache=False` recomputes the whole sequence e
 serves as the reference the cached path is tested against. Besides tokens it returns, for every
 generated token, the last-layer hidden state that predicted it (the `<SEG>` mask prompt) and
 the MoE routing.
+Given a `PromptPrefix` (`medplib.prompt_prefix`), it reads only the rest of the prompt.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from medplib.errors import UserInputError
 from medplib.modeling.language_model import collect_routing
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.outputs import LayerRouting
+from medplib.prompt_prefix import PromptPrefix, join_routing
 
 GREEDY_BELOW = 1e-5  # temperatures below this mean greedy decoding
 
@@ -140,14 +142,19 @@ def generate(
     use_cache: bool = True,
     generator: torch.Generator | None = None,
     on_token: Callable[[int, int], None] | None = None,
+    prefix: PromptPrefix | None = None,
 ) -> GenerationResult:
     """Decode up to `max_new_tokens` after the (1, L, D) prompt embeddings.
 
     Stops after a token in `stop_token_ids` or once `stop_fn(generated_ids)` is true.
     `on_token(step, token_id)` is called after every generated token (progress reporting).
+    With `prefix`, `inputs_embeds` is the rest of the prompt after it; the prompt routing
+    then covers both.
     """
     if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
         raise ValueError(f"inputs_embeds must be (1, L, D), got {tuple(inputs_embeds.shape)}")
+    if prefix is not None and not use_cache:
+        raise ValueError("a prompt prefix needs use_cache=True")
     lm = model.language_model
     embed = lm.get_input_embeddings()
     stops = {int(t) for t in stop_token_ids}
@@ -158,11 +165,14 @@ def generate(
 
     t0 = time.perf_counter()
     # The cache is filled in place by every forward call it is passed to.
-    cache = DynamicCache(config=lm.config) if use_cache else None
+    if prefix is not None:
+        cache: DynamicCache | None = prefix.cache(model)
+    else:
+        cache = DynamicCache(config=lm.config) if use_cache else None
     out = lm.model(inputs_embeds=inputs_embeds, cache=cache, use_cache=use_cache)
-    prompt_routing = collect_routing(lm)
+    step_routing = collect_routing(lm)
+    prompt_routing = join_routing(prefix, step_routing)
     h = out.last_hidden_state[0, -1]  # (D,)
-    step_routing = prompt_routing
     _sync(inputs_embeds.device)
     prefill_s = time.perf_counter() - t0
     t1 = time.perf_counter()

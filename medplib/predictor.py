@@ -49,6 +49,13 @@ from medplib.presence_check import (
     presence_target,
     presence_vote,
 )
+from medplib.prompt_prefix import (
+    PrefixStore,
+    PromptPrefix,
+    encode_prefix,
+    prefix_forward,
+    reusable,
+)
 from medplib.region_check import RegionVote, region_coverage, region_target, region_vote
 from medplib.side_tta import SideVote, asks_for_a_side, other_side, side_vote
 from medplib.tokenization import IMAGE_SENTINEL, REGION_END, REGION_START, SpecialTokenIds
@@ -279,6 +286,9 @@ class MedPLIBPredictor:
             checkpoint_id = make_checkpoint_id(self.config, weights_fingerprint(model.state_dict()))
         self.checkpoint_id = checkpoint_id
         self._image: _EncodedImage | None = None
+        # Every prompt about an image starts with the same system prompt and visual tokens:
+        # run once per image, they serve the answer, its checks and later questions.
+        self._prefixes = PrefixStore()
 
     @classmethod
     def from_pretrained(
@@ -307,6 +317,7 @@ class MedPLIBPredictor:
 
     def reset_image(self) -> None:
         self._image = None
+        self._prefixes.clear()
 
     # ------------------------------------------------------------------------------ encoding
     @torch.no_grad()
@@ -341,6 +352,7 @@ class MedPLIBPredictor:
 
     def set_image(self, image: Any) -> None:
         """Encode (H, W, 3) uint8 RGB (or (H, W) grayscale / any mode `to_rgb_uint8` takes) once."""
+        self._prefixes.clear()
         self._image = self._encode([image])[0]
 
     # ------------------------------------------------------------------------------ asking
@@ -496,7 +508,8 @@ class MedPLIBPredictor:
         ids, masks, max_new = self._fit(turns, masks, options.max_new_tokens, notes)
         report("prefill", 0.0)
         embeds, token_ids = self._embed(enc, ids, masks)  # (1, L, D), (1, L)
-        result = self._generate(embeds, options, max_new, report, on_text)
+        prefix, rest = self._split_prompt(enc, ids, embeds, token_ids)
+        result = self._generate(rest, options, max_new, report, on_text, prefix)
         tokens, raw, readable = self._answer_text(result, options.stop_strings)
         vote = presence = region = None
         # An earlier turn would change what is asked about (and a region would have to be
@@ -696,8 +709,11 @@ class MedPLIBPredictor:
         question = OFFICIAL_SEGMENT.format(x=structure)
         turns, _ = self._build_turns(question, [], [], enc.original_hw, lambda _: None)
         ids, _, max_new = self._fit(turns, [], _GROUNDING_ANSWER_TOKENS, [])
-        embeds, _ = self._embed(enc, ids, [])  # (1, L, D)
-        result = self._generate(embeds, GenerationOptions(), max_new, lambda phase, frac: None)
+        embeds, token_ids = self._embed(enc, ids, [])  # (1, L, D), (1, L)
+        prefix, rest = self._split_prompt(enc, ids, embeds, token_ids)
+        result = self._generate(
+            rest, GenerationOptions(), max_new, lambda phase, frac: None, prefix=prefix
+        )
         seg = [k for k, t in enumerate(result.token_ids) if t == self.special.seg]
         if not seg:
             return None
@@ -714,13 +730,13 @@ class MedPLIBPredictor:
         """log p(answer and its </s> | prompt), teacher-forced on the encoded image with the
         prompt's region `masks`."""
         ids, labels = self._conversation(turns, answer)
-        embeds, _ = self._embed(enc, ids, list(masks))  # (1, L, D)
-        lm = self.model.language_model
-        hidden = lm.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]  # (L, D)
-        logp = lm.lm_head(hidden).float().log_softmax(-1)  # (L, V)
+        embeds, token_ids = self._embed(enc, ids, list(masks))  # (1, L, D), (1, L)
+        prefix, rest = self._split_prompt(enc, ids, embeds, token_ids)
+        hidden = prefix_forward(self.model, rest, prefix)[0]  # (S, D): positions L - S ..
+        logp = self.model.language_model.lm_head(hidden).float().log_softmax(-1)  # (S, V)
         # The answer ends the sequence, so text position i sits at expanded L - (len(ids) - i),
-        # and is predicted from the position before it.
-        length = embeds.shape[1]
+        # row S - (len(ids) - i) here, and is predicted from the row before it.
+        length = rest.shape[1]
         return sum(
             float(logp[length - (len(ids) - i) - 1, t])
             for i, (t, lab) in enumerate(zip(ids, labels, strict=True))
@@ -788,6 +804,24 @@ class MedPLIBPredictor:
         )
         return embeds, token_ids
 
+    def _split_prompt(
+        self, enc: _EncodedImage, ids: list[int], embeds: torch.Tensor, token_ids: torch.Tensor
+    ) -> tuple[PromptPrefix | None, torch.Tensor]:
+        """(the stored prefix up to the image's last visual token, the embeddings (1, S, D)
+        after it); (None, all of `embeds`) where the prompt has no image, nothing follows it,
+        or the model's routing would not give the same answer in two parts."""
+        image = torch.nonzero(token_ids[0] == IMAGE_SENTINEL).flatten()
+        if not reusable(self.config.moe) or image.numel() == 0:
+            return None, embeds
+        length = int(image[-1]) + 1
+        if length >= embeds.shape[1]:
+            return None, embeds
+        head = tuple(ids[: ids.index(IMAGE_SENTINEL) + 1])
+        prefix = self._prefixes.get(
+            enc.visual_tokens, head, lambda: encode_prefix(self.model, embeds[:, :length])
+        )
+        return prefix, embeds[:, length:]
+
     def _generate(
         self,
         embeds: torch.Tensor,
@@ -795,9 +829,10 @@ class MedPLIBPredictor:
         max_new: int,
         report: Progress,
         on_text: Callable[[str], None] | None = None,
+        prefix: PromptPrefix | None = None,
     ) -> GenerationResult:
-        """Decode from the prompt embeddings (1, L, D); `max_new` may be below the option's
-        value when the context is nearly full."""
+        """Decode from the prompt embeddings (1, L, D), or from those after `prefix`; `max_new`
+        may be below the option's value when the context is nearly full."""
         stop_strings = options.stop_strings
 
         def stop_fn(tokens: list[int]) -> bool:
@@ -816,6 +851,7 @@ class MedPLIBPredictor:
             stop_fn=stop_fn if stop_strings else None,
             generator=generator,
             on_token=self._token_sink(report, max_new, on_text),
+            prefix=prefix,
         )
 
     def _token_sink(
