@@ -5,7 +5,8 @@ a transformers `DynamicCache`; `use_cache=False` recomputes the whole sequence e
 serves as the reference the cached path is tested against. Besides tokens it returns, for every
 generated token, the last-layer hidden state that predicted it (the `<SEG>` mask prompt) and
 the MoE routing.
-Given a `PromptPrefix` (`medplib.prompt_prefix`), it reads only the rest of the prompt.
+Given a `PromptPrefix` (`medplib.prompt_prefix`), it reads only the rest of the prompt; asked
+to keep one, it returns the start of the prompt it ran, for the next prompt about the image.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from medplib.errors import UserInputError
 from medplib.modeling.language_model import collect_routing
 from medplib.modeling.medplib import MedPLIBForCausalLM
 from medplib.modeling.outputs import LayerRouting
-from medplib.prompt_prefix import PromptPrefix, join_routing
+from medplib.prompt_prefix import PromptPrefix, join_routing, take_prefix
 
 GREEDY_BELOW = 1e-5  # temperatures below this mean greedy decoding
 
@@ -40,6 +41,8 @@ class GenerationResult:
     )  # [token][moe layer] expert that predicted it
     prefill_s: float = 0.0
     decode_s: float = 0.0
+    # The prompt's first `keep_prefix` positions, where `generate` was asked to keep them.
+    kept_prefix: PromptPrefix | None = None
 
 
 @dataclass
@@ -143,18 +146,25 @@ def generate(
     generator: torch.Generator | None = None,
     on_token: Callable[[int, int], None] | None = None,
     prefix: PromptPrefix | None = None,
+    keep_prefix: int = 0,
 ) -> GenerationResult:
     """Decode up to `max_new_tokens` after the (1, L, D) prompt embeddings.
 
     Stops after a token in `stop_token_ids` or once `stop_fn(generated_ids)` is true.
     `on_token(step, token_id)` is called after every generated token (progress reporting).
     With `prefix`, `inputs_embeds` is the rest of the prompt after it; the prompt routing
-    then covers both.
+    then covers both. With `keep_prefix` > 0, the result's `kept_prefix` holds the prompt's
+    first `keep_prefix` positions as the prefill computed them.
     """
     if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
         raise ValueError(f"inputs_embeds must be (1, L, D), got {tuple(inputs_embeds.shape)}")
-    if prefix is not None and not use_cache:
+    if (prefix is not None or keep_prefix) and not use_cache:
         raise ValueError("a prompt prefix needs use_cache=True")
+    if keep_prefix and (prefix is not None or not 0 < keep_prefix <= inputs_embeds.shape[1]):
+        raise ValueError(
+            f"keep_prefix must be within the prompt's {inputs_embeds.shape[1]} positions and "
+            f"come without a prefix, got {keep_prefix}"
+        )
     lm = model.language_model
     embed = lm.get_input_embeddings()
     stops = {int(t) for t in stop_token_ids}
@@ -172,6 +182,9 @@ def generate(
     out = lm.model(inputs_embeds=inputs_embeds, cache=cache, use_cache=use_cache)
     step_routing = collect_routing(lm)
     prompt_routing = join_routing(prefix, step_routing)
+    kept = (
+        take_prefix(cache, step_routing, keep_prefix) if keep_prefix and cache is not None else None
+    )
     h = out.last_hidden_state[0, -1]  # (D,)
     _sync(inputs_embeds.device)
     prefill_s = time.perf_counter() - t0
@@ -206,7 +219,9 @@ def generate(
     hidden = (
         torch.stack(hiddens) if hiddens else inputs_embeds.new_zeros((0, inputs_embeds.shape[-1]))
     )
-    return GenerationResult(tokens, hidden, finish, prompt_routing, experts, prefill_s, decode_s)
+    return GenerationResult(
+        tokens, hidden, finish, prompt_routing, experts, prefill_s, decode_s, kept
+    )
 
 
 def _sync(device: torch.device) -> None:

@@ -287,7 +287,9 @@ class MedPLIBPredictor:
         self.checkpoint_id = checkpoint_id
         self._image: _EncodedImage | None = None
         # Every prompt about an image starts with the same system prompt and visual tokens:
-        # run once per image, they serve the answer, its checks and later questions.
+        # run once per image, they serve the answer, its checks and later questions. False
+        # runs every prompt whole (the reference the reuse is measured and tested against).
+        self.reuse_prompt_start = True
         self._prefixes = PrefixStore()
 
     @classmethod
@@ -508,8 +510,7 @@ class MedPLIBPredictor:
         ids, masks, max_new = self._fit(turns, masks, options.max_new_tokens, notes)
         report("prefill", 0.0)
         embeds, token_ids = self._embed(enc, ids, masks)  # (1, L, D), (1, L)
-        prefix, rest = self._split_prompt(enc, ids, embeds, token_ids)
-        result = self._generate(rest, options, max_new, report, on_text, prefix)
+        result = self._decode(enc, ids, embeds, token_ids, options, max_new, report, on_text)
         tokens, raw, readable = self._answer_text(result, options.stop_strings)
         vote = presence = region = None
         # An earlier turn would change what is asked about (and a region would have to be
@@ -710,9 +711,8 @@ class MedPLIBPredictor:
         turns, _ = self._build_turns(question, [], [], enc.original_hw, lambda _: None)
         ids, _, max_new = self._fit(turns, [], _GROUNDING_ANSWER_TOKENS, [])
         embeds, token_ids = self._embed(enc, ids, [])  # (1, L, D), (1, L)
-        prefix, rest = self._split_prompt(enc, ids, embeds, token_ids)
-        result = self._generate(
-            rest, GenerationOptions(), max_new, lambda phase, frac: None, prefix=prefix
+        result = self._decode(
+            enc, ids, embeds, token_ids, GenerationOptions(), max_new, lambda phase, frac: None
         )
         seg = [k for k, t in enumerate(result.token_ids) if t == self.special.seg]
         if not seg:
@@ -804,23 +804,58 @@ class MedPLIBPredictor:
         )
         return embeds, token_ids
 
+    def _prefix_place(
+        self, ids: list[int], embeds: torch.Tensor, token_ids: torch.Tensor
+    ) -> tuple[tuple[int, ...], int] | None:
+        """(the ids up to the image, which with the image name the prompt's start; its length
+        P up to the last visual token), or None where the prompt has no image, nothing follows
+        it, or the model's routing would not give the same answer in two parts."""
+        image = torch.nonzero(token_ids[0] == IMAGE_SENTINEL).flatten()
+        if not (self.reuse_prompt_start and reusable(self.config.moe)) or image.numel() == 0:
+            return None
+        length = int(image[-1]) + 1
+        if length >= embeds.shape[1]:
+            return None
+        return tuple(ids[: ids.index(IMAGE_SENTINEL) + 1]), length
+
     def _split_prompt(
         self, enc: _EncodedImage, ids: list[int], embeds: torch.Tensor, token_ids: torch.Tensor
     ) -> tuple[PromptPrefix | None, torch.Tensor]:
-        """(the stored prefix up to the image's last visual token, the embeddings (1, S, D)
-        after it); (None, all of `embeds`) where the prompt has no image, nothing follows it,
-        or the model's routing would not give the same answer in two parts."""
-        image = torch.nonzero(token_ids[0] == IMAGE_SENTINEL).flatten()
-        if not reusable(self.config.moe) or image.numel() == 0:
+        """(the prompt's start, stored or run now, and the embeddings (1, S, D) after it), or
+        (None, all of `embeds`) where it has none (`_prefix_place`)."""
+        place = self._prefix_place(ids, embeds, token_ids)
+        if place is None:
             return None, embeds
-        length = int(image[-1]) + 1
-        if length >= embeds.shape[1]:
-            return None, embeds
-        head = tuple(ids[: ids.index(IMAGE_SENTINEL) + 1])
+        head, length = place
         prefix = self._prefixes.get(
             enc.visual_tokens, head, lambda: encode_prefix(self.model, embeds[:, :length])
         )
         return prefix, embeds[:, length:]
+
+    def _decode(
+        self,
+        enc: _EncodedImage,
+        ids: list[int],
+        embeds: torch.Tensor,
+        token_ids: torch.Tensor,
+        options: GenerationOptions,
+        max_new: int,
+        report: Progress,
+        on_text: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
+        """Decode the prompt (1, L, D) after its stored start; where none is stored yet, decode
+        it whole and store the start its prefill computed, at no extra cost."""
+        place = self._prefix_place(ids, embeds, token_ids)
+        if place is None:
+            return self._generate(embeds, options, max_new, report, on_text)
+        head, length = place
+        prefix = self._prefixes.find(enc.visual_tokens, head)
+        if prefix is not None:
+            return self._generate(embeds[:, length:], options, max_new, report, on_text, prefix)
+        result = self._generate(embeds, options, max_new, report, on_text, keep_prefix=length)
+        assert result.kept_prefix is not None
+        self._prefixes.put(enc.visual_tokens, head, result.kept_prefix)
+        return result
 
     def _generate(
         self,
@@ -830,9 +865,11 @@ class MedPLIBPredictor:
         report: Progress,
         on_text: Callable[[str], None] | None = None,
         prefix: PromptPrefix | None = None,
+        keep_prefix: int = 0,
     ) -> GenerationResult:
-        """Decode from the prompt embeddings (1, L, D), or from those after `prefix`; `max_new`
-        may be below the option's value when the context is nearly full."""
+        """Decode from the prompt embeddings (1, L, D), or from those after `prefix`, keeping the
+        first `keep_prefix` positions where asked; `max_new` may be below the option's value
+        when the context is nearly full."""
         stop_strings = options.stop_strings
 
         def stop_fn(tokens: list[int]) -> bool:
@@ -852,6 +889,7 @@ class MedPLIBPredictor:
             generator=generator,
             on_token=self._token_sink(report, max_new, on_text),
             prefix=prefix,
+            keep_prefix=keep_prefix,
         )
 
     def _token_sink(

@@ -3,8 +3,9 @@
 Every prompt about an image begins with the same positions: the system prompt, then the
 image's visual tokens, which are most of the prompt. A predictor asked several questions about
 one image, or checking one answer with teacher-forced passes and a grounding question, would
-otherwise recompute them each time. `encode_prefix` keeps their keys and values; `generate`
-(`medplib.generation`) and `prefix_forward` then read only the positions after them.
+otherwise recompute them each time. The first answer's prefill keeps their keys and values
+(`take_prefix`, or `encode_prefix` on their own); `generate` (`medplib.generation`) and
+`prefix_forward` then read only the positions after them.
 
 Exact up to float rounding: attention is causal, so the prefix's keys and values do not depend
 on what follows it, and top-1 routing decides per token. The one exception is an MoE that can
@@ -70,6 +71,30 @@ def join_routing(prefix: PromptPrefix | None, rest: list[LayerRouting]) -> list[
     ]
 
 
+def take_prefix(cache: DynamicCache, routing: list[LayerRouting], length: int) -> PromptPrefix:
+    """The first `length` positions of a filled `cache` and of its forward call's `routing`.
+
+    Slices, not copies: a cache's later updates concatenate into new tensors, so these stay
+    as they are.
+    """
+    if length <= 0 or length > cache.get_seq_length():
+        raise ValueError(f"length must be in 1..{cache.get_seq_length()}, got {length}")
+    keys_values = tuple(
+        (k[..., :length, :], v[..., :length, :]) for k, v in map(_keys_values, cache.layers)
+    )
+    heads = tuple(
+        LayerRouting(
+            r.layer,
+            r.expert_index[:, :length],
+            r.router_probs[:, :length],
+            r.kept[:, :length],
+            r.aux_loss,
+        )
+        for r in routing
+    )
+    return PromptPrefix(keys_values, heads, length)
+
+
 @torch.no_grad()
 def encode_prefix(model: MedPLIBForCausalLM, prefix_embeds: torch.Tensor) -> PromptPrefix:
     """Run the language model over the (1, P, D) start of a prompt and keep what later
@@ -81,8 +106,7 @@ def encode_prefix(model: MedPLIBForCausalLM, prefix_embeds: torch.Tensor) -> Pro
     lm = model.language_model
     cache = DynamicCache(config=lm.config)
     lm.model(inputs_embeds=prefix_embeds, cache=cache, use_cache=True)
-    keys_values = tuple(_keys_values(layer) for layer in cache.layers)
-    return PromptPrefix(keys_values, tuple(collect_routing(lm)), int(prefix_embeds.shape[1]))
+    return take_prefix(cache, collect_routing(lm), int(prefix_embeds.shape[1]))
 
 
 def _keys_values(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,18 +146,28 @@ class PrefixStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(
-        self, image: torch.Tensor, ids: tuple[int, ...], make: Callable[[], PromptPrefix]
-    ) -> PromptPrefix:
-        """The prefix stored for (`image`, `ids`), or `make()`'s, stored in place of the
-        oldest."""
+    def find(self, image: torch.Tensor, ids: tuple[int, ...]) -> PromptPrefix | None:
+        """The prefix stored for (`image`, `ids`), or None."""
         for n, (held, held_ids, prefix) in enumerate(self._entries):
             if held is image and held_ids == ids:
                 self._entries.append(self._entries.pop(n))  # most recent last
                 return prefix
-        prefix = make()
-        self._entries = [*self._entries[-(self.size - 1) :], (image, ids, prefix)]
-        return prefix
+        return None
+
+    def put(self, image: torch.Tensor, ids: tuple[int, ...], prefix: PromptPrefix) -> None:
+        """Store `prefix` for (`image`, `ids`) in place of the oldest."""
+        kept = [e for e in self._entries if not (e[0] is image and e[1] == ids)]
+        self._entries = [*kept[max(0, len(kept) - self.size + 1) :], (image, ids, prefix)]
+
+    def get(
+        self, image: torch.Tensor, ids: tuple[int, ...], make: Callable[[], PromptPrefix]
+    ) -> PromptPrefix:
+        """The prefix stored for (`image`, `ids`), or `make()`'s, stored."""
+        found = self.find(image, ids)
+        if found is None:
+            found = make()
+            self.put(image, ids, found)
+        return found
 
     def clear(self) -> None:
         self._entries = []

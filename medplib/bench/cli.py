@@ -60,6 +60,17 @@ def register(bsub: Any) -> None:
         help="answer presence and region questions without checking unsure ones against the "
         "structure's mask",
     )
+    pred.add_argument(
+        "--questions-per-image",
+        type=int,
+        help="questions asked in a row about each image (default 1: a new image each time)",
+    )
+    pred.add_argument(
+        "--no-prompt-reuse",
+        action="store_true",
+        help="run every prompt whole instead of running the system prompt and visual tokens "
+        "once per image",
+    )
     pred.set_defaults(func=_run_predict)
 
 
@@ -69,6 +80,7 @@ def _check(args: argparse.Namespace) -> None:
         ("--repeats", args.repeats, 1),
         ("--new-tokens", args.new_tokens, 2),
         ("--questions", getattr(args, "questions", None), 1),
+        ("--questions-per-image", getattr(args, "questions_per_image", None), 1),
     ):
         if value is not None and value < least:
             raise UserInputError(f"{flag} must be at least {least}, got {value}.")

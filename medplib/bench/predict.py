@@ -47,6 +47,11 @@ class PredictBenchSettings:
     # teacher-forced passes per answer, and a grounding answer and its mask where the answer is
     # unsure).
     presence_check: bool = True
+    # Questions asked in a row about one image, as in a teaching session: the image is encoded,
+    # and the prompt's start run through the language model, once for all of them.
+    questions_per_image: int = 1
+    # False runs every prompt whole, as before the prompt's start was kept per image.
+    reuse_prompt_start: bool = True
 
 
 QUICK = PredictBenchSettings(questions=2, warmup=0, image_size_px=64, max_new_tokens=8)
@@ -71,8 +76,11 @@ def questions(
     """(image, question, kind, region masks) per question; the same list for the same seed."""
     rng = np.random.default_rng(settings.seed)
     out: list[tuple[np.ndarray, str, str, tuple[np.ndarray, ...]]] = []
+    per_image = max(1, settings.questions_per_image)
     for i in range(settings.warmup + settings.questions):
-        scene = generate_scene(MODALITIES[i % len(MODALITIES)], rng, size=settings.image_size_px)
+        if i % per_image == 0:
+            modality = MODALITIES[(i // per_image) % len(MODALITIES)]
+            scene = generate_scene(modality, rng, size=settings.image_size_px)
         name = scene.objects[int(rng.integers(len(scene.objects)))].name
         if i % 2 == 0:
             out.append((scene.image, OFFICIAL_SEGMENT.format(x=name), "grounding", ()))
@@ -98,14 +106,18 @@ def run(settings: PredictBenchSettings) -> dict[str, Any]:
     if not settings.mirror_tta:
         predictor.config.flip_tta_min_agreement = None
         predictor.config.side_tta_max_margin = None
+    predictor.reuse_prompt_start = settings.reuse_prompt_start
     if not settings.presence_check:
         predictor.config.presence_check_max_margin = None
         predictor.config.region_check_max_margin = None
     load_s = time.perf_counter() - started
     rows: list[dict[str, Any]] = []
+    shown = None
     for i, (image, question, kind, regions) in enumerate(questions(settings)):
         t0 = time.perf_counter()
-        predictor.set_image(image)
+        if image is not shown:
+            predictor.set_image(image)
+            shown = image
         t1 = time.perf_counter()
         prediction = predictor.ask(question, regions, max_new_tokens=settings.max_new_tokens)
         t2 = time.perf_counter()
@@ -180,6 +192,8 @@ def settings_from_args(args: argparse.Namespace) -> PredictBenchSettings:
         side_questions=args.side_questions,
         region_questions=args.region_questions,
         presence_check=not args.no_presence_check,
+        questions_per_image=args.questions_per_image or base.questions_per_image,
+        reuse_prompt_start=not args.no_prompt_reuse,
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import medplib.predictor as predictor_module
 from medplib.data.synthetic import generate_scene
 
 
@@ -54,11 +53,14 @@ def _ask(predictor, image, question, regions, history):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_answers_are_those_of_the_whole_prompt(predictor, monkeypatch, case):
+def test_answers_are_those_of_the_whole_prompt(predictor, case):
     _, image, question, regions, history = case
     split = _ask(predictor, image, question, regions, history)
-    monkeypatch.setattr(predictor_module, "reusable", lambda moe: False)
-    whole = _ask(predictor, image, question, regions, history)
+    predictor.reuse_prompt_start = False
+    try:
+        whole = _ask(predictor, image, question, regions, history)
+    finally:
+        predictor.reuse_prompt_start = True
     assert split.answer == whole.answer and split.answer
     assert split.answer_token_ids == whole.answer_token_ids
     assert split.warnings == whole.warnings
@@ -83,34 +85,60 @@ def test_answers_are_those_of_the_whole_prompt(predictor, monkeypatch, case):
     assert split.routing.answer_experts == whole.routing.answer_experts
 
 
-def test_the_prompt_start_runs_once_per_image(predictor, monkeypatch):
+def test_the_image_runs_through_the_language_model_once_per_image(predictor):
+    # Every language-model call long enough to hold the visual tokens, by its length.
     runs: list[int] = []
-    real = predictor_module.encode_prefix
+    patches = predictor.config.vision.num_patches
 
-    def counted(model, embeds):
-        runs.append(int(embeds.shape[1]))
-        return real(model, embeds)
+    def count(module, args, kwargs):
+        length = int(kwargs["inputs_embeds"].shape[1])
+        if length >= patches:
+            runs.append(length)
 
-    monkeypatch.setattr(predictor_module, "encode_prefix", counted)
-    derm = _scene("dermoscopy", 6)
-    predictor.set_image(derm.image)
-    first = predictor.ask("Is there a blue-white veil in this image?", max_new_tokens=8)
-    # The decode, both teacher-forced answers and the grounding question share one start.
-    assert first.presence_vote is not None and first.presence_vote.mask_score is not None
-    assert len(runs) == 1
-    # Its length: the system prompt and the image's visual tokens.
-    assert runs[0] > predictor.config.vision.num_patches
-    predictor.ask("What imaging modality is this?", max_new_tokens=8)
-    assert len(runs) == 1
-    predictor.set_image(derm.image)  # a new encoding, even of the same pixels
-    predictor.ask("What imaging modality is this?", max_new_tokens=8)
-    assert len(runs) == 2
-    xray = _scene("xray", 0)
-    predictor.predict_batch([xray.image, derm.image], ["Is this an X-ray?"] * 2, max_new_tokens=8)
-    assert len(runs) == 4
-    # The batch's two images took both places in the store: the set image's start runs again.
-    predictor.ask("Is there a nodule in this image?", max_new_tokens=8)
-    assert len(runs) == 5
-    predictor.reset_image()
-    predictor.predict_batch([xray.image], ["Is this an X-ray?"], max_new_tokens=8)
-    assert len(runs) == 6
+    assert predictor.reuse_prompt_start
+    handle = predictor.model.language_model.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        derm = _scene("dermoscopy", 6)
+        predictor.set_image(derm.image)
+        first = predictor.ask("Is there a blue-white veil in this image?", max_new_tokens=8)
+        # The decode, both teacher-forced answers and the grounding question share one start:
+        # the decode's prefill ran it, and the checks read only their own questions.
+        assert first.presence_vote is not None and first.presence_vote.mask_score is not None
+        assert runs == [first.num_prompt_tokens]
+        predictor.ask("What imaging modality is this?", max_new_tokens=8)
+        assert len(runs) == 1
+        predictor.set_image(derm.image)  # a new encoding, even of the same pixels
+        predictor.ask("What imaging modality is this?", max_new_tokens=8)
+        assert len(runs) == 2
+        xray = _scene("xray", 0)
+        predictor.predict_batch(
+            [xray.image, derm.image], ["Is this an X-ray?"] * 2, max_new_tokens=8
+        )
+        assert len(runs) == 4
+        # The batch's two images took both places in the store: the set image's start runs
+        # again.
+        predictor.ask("Is there a nodule in this image?", max_new_tokens=8)
+        assert len(runs) == 5
+        predictor.reset_image()
+        predictor.predict_batch([xray.image], ["Is this an X-ray?"], max_new_tokens=8)
+        assert len(runs) == 6
+    finally:
+        handle.remove()
+
+
+def test_a_model_that_can_drop_tokens_runs_every_prompt_whole(predictor, monkeypatch):
+    # An expert capacity below the token count would make a token's fate depend on the others in
+    # its forward call; the prompt is then never split.
+    monkeypatch.setattr(predictor.config.moe, "eval_capacity_factor", 1.5)
+    runs: list[int] = []
+    handle = predictor.model.language_model.model.register_forward_pre_hook(
+        lambda m, a, kw: runs.append(int(kw["inputs_embeds"].shape[1])), with_kwargs=True
+    )
+    try:
+        predictor.set_image(_scene("dermoscopy", 6).image)
+        first = predictor.ask("What imaging modality is this?", max_new_tokens=4)
+        predictor.ask("What imaging modality is this?", max_new_tokens=4)
+    finally:
+        handle.remove()
+    whole = [n for n in runs if n == first.num_prompt_tokens]
+    assert len(whole) == 2

@@ -169,3 +169,33 @@ def test_predict_refuses_two_kinds_of_closed_question(capsys):
 def test_predict_refuses_zero_questions(capsys):
     assert main(["bench", "predict", "--questions", "0", "--quick"]) == 2
     assert "--questions must be at least 1" in capsys.readouterr().err
+
+
+def test_predict_can_ask_several_questions_about_each_image(capsys):
+    from medplib.bench.predict import QUICK, questions
+
+    settings = QUICK.__class__(questions=6, warmup=0, image_size_px=64, questions_per_image=3)
+    asked = questions(settings)
+    images = [image for image, _, _, _ in asked]
+    assert images[0] is images[1] is images[2] and images[3] is not images[2]
+    assert images[3] is images[4] is images[5]
+    # Grounding and closed questions still alternate.
+    assert [kind for _, _, kind, _ in asked] == ["grounding", "closed"] * 3
+    doc = _bench(
+        capsys, "predict", "--json", "--quick", "--questions", "6", "--questions-per-image", "3"
+    )
+    assert doc["settings"]["questions_per_image"] == 3
+    # Only the first question about an image pays for its encoding.
+    assert doc["encode"]["p50_s"] < 1e-3 < doc["encode"]["max_s"]
+    assert main(["bench", "predict", "--json", "--quick", "--questions-per-image", "0"]) == 2
+    assert "--questions-per-image must be at least 1" in capsys.readouterr().err
+
+
+def test_predict_can_run_every_prompt_whole(capsys):
+    doc = _bench(capsys, "predict", "--json", "--quick", "--questions", "4", "--no-prompt-reuse")
+    reused = _bench(capsys, "predict", "--json", "--quick", "--questions", "4")
+    assert doc["settings"]["reuse_prompt_start"] is False
+    assert reused["settings"]["reuse_prompt_start"] is True
+    # The same answers either way: only the time differs.
+    for key in ("answer_tokens_mean", "answers_with_a_mask", "presence_answers_overturned"):
+        assert doc[key] == reused[key]

@@ -144,3 +144,48 @@ def test_the_store_finds_a_prefix_by_image_identity_and_ids():
     assert store.get(c, (1,), make(5)).length == 5
     with pytest.raises(ValueError, match="at least 1"):
         PrefixStore(size=0)
+
+
+@torch.no_grad()
+def test_a_decode_keeps_the_start_it_ran_as_a_prefix(tiny_model, tiny_tokenizer):
+    embeds, p = _prompt(tiny_model, tiny_tokenizer)
+    whole = generate(tiny_model, embeds, max_new_tokens=6, keep_prefix=p)
+    alone = encode_prefix(tiny_model, embeds[:, :p])
+    kept = whole.kept_prefix
+    assert kept is not None and kept.length == p
+    for (k, v), (k2, v2) in zip(kept.keys_values, alone.keys_values, strict=True):
+        assert k.shape[-2] == v.shape[-2] == p  # the decode's own tokens are not in it
+        torch.testing.assert_close(k, k2, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(v, v2, rtol=1e-4, atol=1e-5)
+    for r, r2 in zip(kept.routing, alone.routing, strict=True):
+        assert torch.equal(r.expert_index, r2.expert_index) and r.expert_index.shape == (1, p)
+    # The next prompt about the image reads it as the decode would have.
+    again = generate(tiny_model, embeds[:, p:], max_new_tokens=6, prefix=kept)
+    assert again.token_ids == whole.token_ids
+    assert generate(tiny_model, embeds, max_new_tokens=1).kept_prefix is None
+
+
+def test_keep_prefix_must_lie_within_the_prompt(tiny_model, tiny_tokenizer):
+    embeds, p = _prompt(tiny_model, tiny_tokenizer)
+    for bad in (-1, embeds.shape[1] + 1):
+        with pytest.raises(ValueError, match="keep_prefix"):
+            generate(tiny_model, embeds, max_new_tokens=1, keep_prefix=bad)
+    prefix = encode_prefix(tiny_model, embeds[:, :p])
+    with pytest.raises(ValueError, match="keep_prefix"):
+        generate(tiny_model, embeds[:, p:], max_new_tokens=1, prefix=prefix, keep_prefix=2)
+    with pytest.raises(ValueError, match="use_cache"):
+        generate(tiny_model, embeds, max_new_tokens=1, use_cache=False, keep_prefix=p)
+
+
+def test_the_store_keeps_its_newest_entries():
+    store = PrefixStore(size=3)
+    images = [torch.zeros(1) for _ in range(4)]
+    for n, image in enumerate(images):
+        store.put(image, (n,), _fake_prefix(n))
+    assert len(store) == 3
+    assert store.find(images[0], (0,)) is None  # the oldest went
+    assert [store.find(im, (n,)).length for n, im in enumerate(images) if n] == [1, 2, 3]
+    # Putting an entry again replaces it rather than holding it twice.
+    store.put(images[3], (3,), _fake_prefix(30))
+    assert len(store) == 3 and store.find(images[3], (3,)).length == 30
+    assert store.find(images[3], (4,)) is None
