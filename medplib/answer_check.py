@@ -38,11 +38,26 @@ def is_yes(answer: str) -> bool:
     return answer.strip(" .!").lower() == "yes"
 
 
+# A mask shows where a structure is, not what it is diagnosed as: asked to outline "the
+# malignant tumor", the grounding expert outlines the tumour, benign or not.
+_DIAGNOSIS = re.compile(
+    r"\b(?:benign|malignant|(?:pre|non-?)?cancerous|metastatic)\b", re.IGNORECASE
+)
+
+
+def names_a_diagnosis(name: str) -> bool:
+    """Whether a structure name carries a diagnosis ("benign tumor"), which no mask can check."""
+    return _DIAGNOSIS.search(name) is not None
+
+
 def structure_name(words: str) -> str | None:
-    """`words` as the name of one structure, or None when they are not one: empty, holding a
-    region tag or a second question, or a choice ("a benign or a malignant tumor")."""
+    """`words` as the name of one structure a mask can check, or None when they are not one:
+    empty, holding a region tag or a second question, a choice ("a benign or a malignant
+    tumor"), or a name carrying a diagnosis ("the malignant tumor")."""
     name = words.strip()
     if not name or "<" in name or "?" in name or re.search(r"\bor\b", name, re.IGNORECASE):
+        return None
+    if names_a_diagnosis(name):
         return None
     return name
 

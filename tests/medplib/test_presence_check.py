@@ -25,7 +25,7 @@ from medplib.presence_check import (
         ("<image>\nIs there an ulcer in this image?", "ulcer"),
         ("Is the optic disc visible in this image?", "optic disc"),
         ("Can you see a blue-white veil in this image?", "blue-white veil"),
-        ("Does this image show a malignant tumor?", "malignant tumor"),
+        ("Does this image show a tumor?", "tumor"),
         ("Are there exudates in this image?", "exudates"),
         ("Are the dark globules visible in this image?", "dark globules"),
         ("Can you see nuclei in this image?", "nuclei"),
@@ -44,6 +44,9 @@ def test_presence_questions_name_their_structure(question, structure):
     "question",
     [
         "Does this image show a benign or a malignant tumor?",  # a choice, not yes/no
+        # A diagnosis: the tumour's mask is the same, benign or malignant.
+        "Does this image show a malignant tumor?",
+        "Is there a benign tumor in this image?",
         "Is the spleen on the left or right side of the image?",
         "Is there <region></region> in this image?",
         "What imaging modality is this?",
@@ -126,3 +129,25 @@ def test_an_unsure_answer_without_a_valid_mask_score_is_refused(score):
         presence_vote(
             "No", "Yes", "polyp", margin=0.0, mask_score=score, max_margin=0.5, min_mask_score=0.85
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "diagnosis"),
+    [
+        ("benign tumor", True),
+        ("Malignant tumor", True),
+        ("cancerous lesion", True),
+        ("non-cancerous lesion", True),
+        ("precancerous polyp", True),
+        ("metastatic node", True),
+        ("tumor", False),
+        ("lymph node", False),
+        # Whole words only: no diagnosis hides inside another word.
+        ("benignity-free zone", False),
+    ],
+)
+def test_names_carrying_a_diagnosis_are_not_checked(name, diagnosis):
+    from medplib.answer_check import names_a_diagnosis, structure_name
+
+    assert names_a_diagnosis(name) is diagnosis
+    assert (structure_name(name) is None) is diagnosis

@@ -31,6 +31,8 @@ def test_questions_about_one_region_name_their_structure(question, structure):
     [
         "Is the region <region></region> on the left?",  # no structure named after an article
         "Is the region <region></region> the liver or the spleen?",  # a choice
+        "Is the region <region></region> the malignant tumor?",  # a diagnosis
+        "Does the area <region></region> show the Benign Tumor?",
         "Is the region <region></region> the same as <region></region>?",  # two regions
         "What is <region></region>?",
         "Is this the liver?",  # no region
