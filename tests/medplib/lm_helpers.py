@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -18,3 +19,17 @@ class ScriptedHead(torch.nn.Module):
         logits = torch.full((*hidden.shape[:-1], self.vocab_size), -1e4)
         logits[..., tok] = 1e4
         return logits
+
+
+def prompt_embeds(model, tokenizer, question: str = "Describe the image."):
+    """(embeds (1, L, D), token ids (1, L)) of a one-turn prompt about a fixed random image,
+    visual tokens spliced in (image positions marked in the ids)."""
+    from medplib.conversation import encode_conversation
+    from medplib.modeling.batching import clip_and_sam_inputs
+
+    img = np.random.default_rng(3).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    clip = clip_and_sam_inputs(img, model.config)[0]
+    _, visual = model.encode_clip(clip[None])
+    ids, _ = encode_conversation(tokenizer, [(question, None)])
+    embeds, _, token_ids, _ = model.assemble_embeddings(torch.tensor([ids]), None, visual)
+    return embeds, token_ids

@@ -2,23 +2,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from lm_helpers import ScriptedHead
+from lm_helpers import ScriptedHead, prompt_embeds
 
-from medplib.conversation import encode_conversation
 from medplib.generation import choose_token, generate, top_p_filter
-from medplib.modeling.batching import clip_and_sam_inputs
 
 
 def _prompt_embeds(model, tokenizer, question="Describe the image."):
-    img = np.random.default_rng(3).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-    clip = clip_and_sam_inputs(img, model.config)[0]
-    _, visual = model.encode_clip(clip[None])
-    ids, _ = encode_conversation(tokenizer, [(question, None)])
-    embeds, _, _, _ = model.assemble_embeddings(torch.tensor([ids]), None, visual)
-    return embeds
+    return prompt_embeds(model, tokenizer, question)[0]
 
 
 @torch.no_grad()

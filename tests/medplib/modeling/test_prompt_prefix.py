@@ -3,13 +3,11 @@ whole prompt run at once."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from lm_helpers import prompt_embeds
 
-from medplib.conversation import encode_conversation
 from medplib.generation import generate
-from medplib.modeling.batching import clip_and_sam_inputs
 from medplib.modeling.configuration import MoEConfig
 from medplib.prompt_prefix import (
     PrefixStore,
@@ -21,13 +19,9 @@ from medplib.prompt_prefix import (
 from medplib.tokenization import IMAGE_SENTINEL
 
 
-def _prompt(model, tokenizer, question="Describe the image."):
+def _prompt(model, tokenizer):
     """(embeds (1, L, D), P): the prompt and the length of its start up to the last visual token."""
-    img = np.random.default_rng(3).integers(0, 256, (40, 60, 3), dtype=np.uint8)
-    clip = clip_and_sam_inputs(img, model.config)[0]
-    _, visual = model.encode_clip(clip[None])
-    ids, _ = encode_conversation(tokenizer, [(question, None)])
-    embeds, _, token_ids, _ = model.assemble_embeddings(torch.tensor([ids]), None, visual)
+    embeds, token_ids = prompt_embeds(model, tokenizer)
     image = torch.nonzero(token_ids[0] == IMAGE_SENTINEL).flatten()
     return embeds, int(image[-1]) + 1
 
