@@ -156,8 +156,11 @@ def generate(
     then covers both. With `keep_prefix` > 0, the result's `kept_prefix` holds the prompt's
     first `keep_prefix` positions as the prefill computed them.
     """
-    if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
-        raise ValueError(f"inputs_embeds must be (1, L, D), got {tuple(inputs_embeds.shape)}")
+    if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1 or inputs_embeds.shape[1] == 0:
+        # After a prefix too, the last prompt position must be here: it predicts the first token.
+        raise ValueError(
+            f"inputs_embeds must be (1, L, D), L > 0, got {tuple(inputs_embeds.shape)}"
+        )
     if (prefix is not None or keep_prefix) and not use_cache:
         raise ValueError("a prompt prefix needs use_cache=True")
     if keep_prefix and (prefix is not None or not 0 < keep_prefix <= inputs_embeds.shape[1]):

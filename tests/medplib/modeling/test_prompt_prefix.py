@@ -87,6 +87,10 @@ def test_a_prefix_needs_the_cache(tiny_model, tiny_tokenizer):
         generate(tiny_model, embeds[:, p:], max_new_tokens=2, use_cache=False, prefix=prefix)
     with pytest.raises(ValueError, match=r"\(1, P, D\)"):
         encode_prefix(tiny_model, embeds[:, :0])
+    # The whole prompt as the prefix leaves nothing to predict the first token from.
+    whole = encode_prefix(tiny_model, embeds)
+    with pytest.raises(ValueError, match=r"L > 0"):
+        generate(tiny_model, embeds[:, embeds.shape[1] :], max_new_tokens=2, prefix=whole)
 
 
 def test_join_routing_without_a_prefix_is_the_rest(tiny_model, tiny_tokenizer):
