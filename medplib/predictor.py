@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from medplib.answer_check import MASK_THRESHOLD, needs_mask
 from medplib.checkpoint import (
@@ -643,9 +644,8 @@ class MedPLIBPredictor:
         masks: Sequence[np.ndarray] = (),
     ) -> float:
         """log p(plain) - log p(other), both teacher-forced on the encoded image."""
-        return self._answer_logprob(enc, turns, plain, masks) - self._answer_logprob(
-            enc, turns, other, masks
-        )
+        logp_plain, logp_other = self._answer_logprobs(enc, turns, (plain, other), masks)
+        return logp_plain - logp_other
 
     @torch.no_grad()
     def _presence_vote(
@@ -720,28 +720,43 @@ class MedPLIBPredictor:
         prob, _, _ = self._mask_prob(enc, result.predicting_hidden[seg[0] : seg[0] + 1])
         return prob
 
-    def _answer_logprob(
+    @torch.no_grad()
+    def _answer_logprobs(
         self,
         enc: _EncodedImage,
         turns: list[tuple[str, str | None]],
-        answer: str,
+        answers: Sequence[str],
         masks: Sequence[np.ndarray] = (),
-    ) -> float:
-        """log p(answer and its </s> | prompt), teacher-forced on the encoded image with the
-        prompt's region `masks`."""
-        ids, labels = self._conversation(turns, answer)
-        embeds, token_ids = self._embed(enc, ids, list(masks))  # (1, L, D), (1, L)
-        prefix, rest = self._split_prompt(enc, ids, embeds, token_ids)
-        hidden = prefix_forward(self.model, rest, prefix)[0]  # (S, D): positions L - S ..
-        logp = self.model.language_model.lm_head(hidden).float().log_softmax(-1)  # (S, V)
-        # The answer ends the sequence, so text position i sits at expanded L - (len(ids) - i),
-        # row S - (len(ids) - i) here, and is predicted from the row before it.
-        length = rest.shape[1]
-        return sum(
-            float(logp[length - (len(ids) - i) - 1, t])
-            for i, (t, lab) in enumerate(zip(ids, labels, strict=True))
-            if lab >= 0
-        )
+    ) -> list[float]:
+        """log p(answer and its </s> | prompt) for each of `answers`, teacher-forced on the
+        encoded image with the prompt's region `masks`, all in one batch."""
+        rows, prefixes = [], []
+        for answer in answers:
+            ids, labels = self._conversation(turns, answer)
+            embeds, token_ids = self._embed(enc, ids, list(masks))  # (1, L, D), (1, L)
+            prefix, rest = self._split_prompt(enc, ids, embeds, token_ids)
+            rows.append((ids, labels, rest))
+            prefixes.append(prefix)
+        # One question about one image: every answer reads the same stored start, or none.
+        assert all(p is prefix for p in prefixes)
+        width = max(rest.shape[1] for _, _, rest in rows)
+        # Padding after an answer is never attended to by it (attention is causal).
+        batch = torch.cat([F.pad(rest, (0, 0, 0, width - rest.shape[1])) for _, _, rest in rows])
+        hidden = prefix_forward(self.model, batch, prefix)  # (B, S, D): positions L - S ..
+        logp = self.model.language_model.lm_head(hidden).float().log_softmax(-1)  # (B, S, V)
+        out = []
+        for b, (ids, labels, rest) in enumerate(rows):
+            # The answer ends its sequence, so text position i sits at expanded L - (len(ids) -
+            # i), row S_b - (len(ids) - i) here, and is predicted from the row before it.
+            length = rest.shape[1]
+            out.append(
+                sum(
+                    float(logp[b, length - (len(ids) - i) - 1, t])
+                    for i, (t, lab) in enumerate(zip(ids, labels, strict=True))
+                    if lab >= 0
+                )
+            )
+        return out
 
     def _answer_ids(self, turns: list[tuple[str, str | None]], answer: str) -> list[int]:
         """The ids of `answer` as the model would decode it, without the final </s>."""

@@ -40,11 +40,11 @@ class PromptPrefix:
     routing: tuple[LayerRouting, ...]  # MoE routing over the P positions
     length: int  # P
 
-    def cache(self, model: MedPLIBForCausalLM) -> DynamicCache:
-        """A fresh cache holding this prefix, ready to be extended."""
+    def cache(self, model: MedPLIBForCausalLM, batch: int = 1) -> DynamicCache:
+        """A fresh cache holding this prefix once per row of a `batch`, ready to be extended."""
         cache = DynamicCache(config=model.language_model.config)
         for layer, (k, v) in enumerate(self.keys_values):
-            cache.update(k, v, layer)
+            cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), layer)
         return cache
 
 
@@ -120,12 +120,12 @@ def _keys_values(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
 def prefix_forward(
     model: MedPLIBForCausalLM, rest_embeds: torch.Tensor, prefix: PromptPrefix | None = None
 ) -> torch.Tensor:
-    """Last-layer hidden states (1, S, D) of the (1, S, D) positions after `prefix` (of the
-    whole prompt, without one)."""
+    """Last-layer hidden states (B, S, D) of the (B, S, D) positions after `prefix` (of the
+    whole prompts, without one); every row continues the same prefix."""
     lm = model.language_model
     if prefix is None:
         return lm.model(inputs_embeds=rest_embeds, use_cache=False).last_hidden_state
-    cache = prefix.cache(model)
+    cache = prefix.cache(model, batch=rest_embeds.shape[0])
     return lm.model(inputs_embeds=rest_embeds, cache=cache, use_cache=True).last_hidden_state
 
 

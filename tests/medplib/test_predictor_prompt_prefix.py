@@ -142,3 +142,21 @@ def test_a_model_that_can_drop_tokens_runs_every_prompt_whole(predictor, monkeyp
         handle.remove()
     whole = [n for n in runs if n == first.num_prompt_tokens]
     assert len(whole) == 2
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_answers_weighed_together_score_as_weighed_alone(predictor, reuse):
+    # Answers of different lengths share one batch, padded after the shorter ones.
+    predictor.reuse_prompt_start = reuse
+    try:
+        derm = _scene("dermoscopy", 6)
+        predictor.set_image(derm.image)
+        enc = predictor._image
+        turns = [("Is there a blue-white veil in this image?", None)]
+        answers = ("Yes", "No, there is no blue-white veil in this image.", "No")
+        together = predictor._answer_logprobs(enc, turns, answers)
+        alone = [predictor._answer_logprobs(enc, turns, (a,))[0] for a in answers]
+    finally:
+        predictor.reuse_prompt_start = True
+    assert together == pytest.approx(alone, abs=1e-3)
+    assert all(v < 0 for v in together)  # log-probabilities of whole answers
