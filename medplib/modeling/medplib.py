@@ -284,9 +284,17 @@ class MedPLIBForCausalLM(nn.Module):
                 else:
                     assert original_hw is not None
                     out_hw = [_hw(original_hw[int(b)]) for b in sample_idx.tolist()]
-                sam_emb = self.encode_sam(sam_pixels)
+                # Only the images that hold a <SEG> go through the SAM encoder: in a batch
+                # mixing VQA and grounding most samples have none, and their embeddings
+                # (and, when SAM trains, their backward pass) would be computed for nothing.
+                with_seg = torch.unique(sample_idx)  # (U,) sorted sample numbers
+                sam_emb = self.encode_sam(sam_pixels[with_seg.to(sam_pixels.device)])
                 masks, iou = self.decode_masks(
-                    hidden[pos[:, 0], pos[:, 1]], sam_emb, sample_idx, in_hw, out_hw
+                    hidden[pos[:, 0], pos[:, 1]],
+                    sam_emb,
+                    torch.searchsorted(with_seg, sample_idx),  # (M,) rows of sam_emb
+                    in_hw,
+                    out_hw,
                 )
                 out.pred_mask_logits = masks
                 out.pred_mask_sample_index = sample_idx.tolist()

@@ -96,6 +96,54 @@ def test_each_seg_token_yields_a_mask_from_the_preceding_state(tiny_model, tiny_
         assert out.bce_loss is not None and out.bce_loss.item() == 0.0
 
 
+def test_only_images_with_a_seg_are_encoded_and_masks_match_the_whole_batch(
+    tiny_model, tiny_tokenizer
+):
+    tiny_model.eval()
+    samples = [
+        Sample(
+            _image(40, 40, 3),
+            [("Segment both kidneys", "Left <SEG> and right <SEG>.")],
+            (),
+            [_mask(40, 40, (5, 30, 2, 15)), _mask(40, 40, (5, 30, 25, 38))],
+        ),
+        Sample(_image(50, 30, 4), [("What is this?", "A lesion.")]),
+        Sample(
+            _image(36, 60, 5),
+            [("Segment the liver", "Liver: <SEG>")],
+            (),
+            [_mask(36, 60, (2, 20, 5, 50))],
+        ),
+    ]
+    batch = collate(samples, tiny_tokenizer, tiny_model.config)
+    seen: list[int] = []
+    hook = tiny_model.sam.image_encoder.register_forward_hook(
+        lambda _m, args, _out: seen.append(int(args[0].shape[0]))
+    )
+    try:
+        with torch.no_grad():
+            out = tiny_model(**batch.model_inputs())
+    finally:
+        hook.remove()
+    assert seen == [2]  # samples 0 and 2; the VQA sample in between is not encoded
+    assert out.pred_mask_sample_index == [0, 0, 2]
+
+    with torch.no_grad():
+        all_emb = tiny_model.encode_sam(batch.sam_pixels)  # every image, (3, C, h, w)
+        seg_pos = torch.nonzero(out.token_ids == tiny_model.seg_token_id)
+        index = seg_pos[:, 0]
+        expected, _ = tiny_model.decode_masks(
+            out.last_hidden_state[index, seg_pos[:, 1] - 1],
+            all_emb,
+            index,
+            [batch.sam_input_hw[int(b)] for b in index],
+            [tuple(t.shape) for s in samples for t in s.target_masks],
+        )
+    assert [tuple(m.shape) for m in out.pred_mask_logits] == [(40, 40), (40, 40), (36, 60)]
+    for got, want in zip(out.pred_mask_logits, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_training_loss_is_the_weighted_sum_and_reaches_every_trained_part(
     tiny_model, tiny_tokenizer
 ):
