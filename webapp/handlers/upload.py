@@ -9,6 +9,7 @@ import gradio as gr
 
 from medplib.errors import UserInputError
 from medplib.imageio import detect_format, nifti_file_header
+from serving.services.examples import example_case, example_png
 from serving.services.images import original_bytes
 from serving.services.uploads import show_image_as, upload_image
 from serving.services.validation import volume_choice
@@ -106,15 +107,33 @@ def upload(
     except UserFacingError as exc:
         warn(str(exc))
         return {"status": f"⚠ {render.escape_text(str(exc))}", "file": None}
+    return _shown(web, image, view, drawn, new_file=new_file, slices=slices, index=index)
+
+
+def _shown(
+    web: Web,
+    image: Any,
+    view: ViewState,
+    drawn: list[dict[str, Any]] | None,
+    *,
+    new_file: bool,
+    slices: int | None,
+    index: int | None,
+    what: str = "image",
+) -> dict[str, Any]:
+    """The screen for a freshly ingested image: both canvases show it, a new case starts.
+
+    `what` names the image in the status line ("image", "synthetic example").
+    """
     dropped = len(drawn or [])
-    message = "Image loaded. Draw regions if you like, then ask a question."
+    message = f"{what.capitalize()} loaded. Draw regions if you like, then ask a question."
     if not new_file and view.get("session_id"):
         message = (
             "The image is shown with the new window or slice: a new conversation starts on "
             "it (the earlier one stays in My sessions)."
         )
     elif view.get("image_id") or view.get("session_id"):
-        message = "New image loaded: a new conversation starts."
+        message = f"New {what} loaded: a new conversation starts."
         if dropped == 1:
             message += " The region drawn on the previous image was cleared."
         elif dropped:
@@ -142,4 +161,29 @@ def upload(
         out["nifti_slice"] = gr.update(maximum=max(slices - 1, 0), value=middle)
         if new_file:
             out["nifti_axis"] = gr.update(value=2)
+    return out
+
+
+def example(
+    web: Web, index: int, view: ViewState, drawn: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """Load example `index` (`serving.services.examples`) as if its PNG had been uploaded,
+    with its question in the question box, ready to ask."""
+    case = example_case(index)
+    try:
+        with user_errors():
+            image = web.call(
+                upload_image,
+                store=web.platform.store,
+                settings=web.settings,
+                data=example_png(index),
+                filename=case.filename,
+            )
+    except UserFacingError as exc:
+        warn(str(exc))
+        return {"status": f"⚠ {render.escape_text(str(exc))}"}
+    out = _shown(
+        web, image, view, drawn, new_file=True, slices=None, index=None, what="synthetic example"
+    )
+    out["question"] = gr.update(value=case.question, interactive=True)
     return out

@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 
+from serving.services.examples import EXAMPLES
 from webapp.handlers import upload as handlers
 from webapp.handlers.common import Web
 from webapp.state import ViewState
@@ -32,6 +33,13 @@ def build(c: dict[str, Any]) -> None:
         c["nifti_axis"] = gr.Radio(choices=handlers.AXIS_CHOICES, value=2, label="Slice axis")
         c["nifti_slice"] = gr.Slider(minimum=0, maximum=1, step=1, value=0, label="Slice")
     c["image_info"] = gr.Markdown(elem_id="medplib-image-info")
+    with gr.Group(elem_id="medplib-examples"):
+        gr.Markdown("No image at hand? Try a synthetic example (drawn here, not a patient's):")
+        with gr.Row():
+            for i, case in enumerate(EXAMPLES):
+                c[f"example_{i}"] = gr.Button(
+                    case.label, size="sm", variant="secondary", elem_id=f"medplib-example-{i}"
+                )
 
 
 def wire(c: dict[str, Any], web: Web) -> None:
@@ -60,3 +68,15 @@ def wire(c: dict[str, Any], web: Web) -> None:
     fill_after(c, web, c["window"].input(same_file, inputs, outputs, **options))
     fill_after(c, web, c["nifti_axis"].input(same_file, inputs, outputs, **options))
     fill_after(c, web, c["nifti_slice"].release(same_file, inputs, outputs, **options))
+
+    def example_loader(index: int):
+        def load(view: ViewState, drawn: list) -> dict:
+            return named(c, handlers.example(web, index, view, drawn))
+
+        return load
+
+    for i in range(len(EXAMPLES)):
+        event = c[f"example_{i}"].click(
+            example_loader(i), [c["view"], c["drawn"]], outputs, **options
+        )
+        fill_after(c, web, event)

@@ -1,0 +1,42 @@
+"""In headless Chromium: a first-time visitor clicks an example, asks its question, sees a mask."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from serving.services.examples import EXAMPLES
+from tests.webapp.browsing import drag, prompter_box, regions_text, wait_for_text
+
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+
+def test_an_example_fills_the_canvas_and_the_question_then_answers(page):
+    case = EXAMPLES[0]
+    page.click("#medplib-example-0")
+    wait_for_text(page, "#medplib-image-info", re.escape(case.filename))
+    box = prompter_box(page)
+    assert box["width"] == pytest.approx(box["height"], abs=1)  # the 128 × 128 scene
+    wait_for_text(page, "#medplib-status", "Synthetic example loaded")
+    assert page.input_value("#medplib-question textarea") == case.question
+
+    # The example is an ordinary image: a box can be drawn on it before asking.
+    drag(
+        page,
+        box,
+        (box["width"] * 0.2, box["height"] * 0.2),
+        (box["width"] * 0.6, box["height"] * 0.7),
+    )
+    regions_text(page, "region 1: box")
+    page.click("#medplib-ask")
+    wait_for_text(page, "#medplib-status", "answered")
+    assert case.question in page.inner_text("#medplib-chat")
+    assert "mask 1" in page.inner_text("#medplib-legend")
+
+    # Another example starts a new case on its own scene and question.
+    page.click("#medplib-example-4")
+    wait_for_text(page, "#medplib-image-info", re.escape(EXAMPLES[4].filename))
+    wait_for_text(page, "#medplib-status", "New synthetic example loaded")
+    assert page.input_value("#medplib-question textarea") == EXAMPLES[4].question
+    wait_for_text(page, "#medplib-regions", "No regions")
