@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from medplib.answer_check import MASK_THRESHOLD, needs_mask
+from medplib.answer_text import clean_answer
 from medplib.checkpoint import (
     checkpoint_id as make_checkpoint_id,
 )
@@ -186,12 +187,6 @@ class _EncodedImage:
     sam_embedding_mirrored: torch.Tensor | None = None
     # (3, S, S) CLIP input, kept when left/right answers are checked on the mirrored image.
     clip_pixels: torch.Tensor | None = None
-
-
-def clean_answer(text: str) -> str:
-    """Collapse whitespace and drop spaces before punctuation left by removed tokens."""
-    text = re.sub(r"\s+", " ", text).strip()
-    return re.sub(r"\s+([.,;:!?])", r"\1", text)
 
 
 @dataclass(frozen=True)

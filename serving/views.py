@@ -40,6 +40,7 @@ class TurnData:
     job_status: str | None
     job_error: str | None
     answered_at: datetime | None = None
+    raw_answer: str | None = None  # as decoded, <SEG> tokens kept (None: not stored)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def turn_data(turn: Turn) -> TurnData:
         job_status=job.status.value if job is not None else None,
         job_error=job.error if job is not None else None,
         answered_at=turn.answered_at,
+        raw_answer=turn.raw_answer,
     )
 
 

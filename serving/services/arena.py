@@ -62,6 +62,7 @@ class SideView:
     masks: list[MaskData]
     error: str | None
     progress: float
+    raw_answer: str | None = None  # as decoded, <SEG> tokens kept
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ def _side(label: str, turn: Turn) -> SideView:
         masks=data.masks,
         error=job.error,
         progress=job.progress,
+        raw_answer=data.raw_answer,
     )
 
 

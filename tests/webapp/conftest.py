@@ -73,8 +73,10 @@ class FakePredictor:
         answer: str | None = None,
         delay_s: float = 0.0,
         mask_fn: Callable[[int, int], np.ndarray] = quarter_mask,
+        raw_answer: str | None = None,
     ) -> None:
         self.answer = answer
+        self.raw_answer = raw_answer  # None: the question (any text without <SEG>)
         self.delay_s = delay_s
         self.mask_fn = mask_fn
         self.shape: tuple[int, int] = (0, 0)
@@ -105,7 +107,7 @@ class FakePredictor:
         masks += [EchoMask(mask=np.asarray(r, dtype=bool)) for r in regions]
         return Prediction(
             answer=answer,
-            raw_answer=question,
+            raw_answer=self.raw_answer if self.raw_answer is not None else question,
             masks=masks,
             routing=Routing([0.2, 0.6, 0.9]),
         )

@@ -39,7 +39,11 @@ def web(tmp_path) -> Iterator[Web]:
     )
     holders = {
         "good": PredictorHolder(lambda: FakePredictor(answer="left upper quarter")),
-        "bad": PredictorHolder(lambda: FakePredictor(answer="the corner", mask_fn=_corner)),
+        "bad": PredictorHolder(
+            lambda: FakePredictor(
+                answer="the corner", raw_answer="the corner <SEG>", mask_fn=_corner
+            )
+        ),
     }
     platform = build_platform(settings, holders=holders)
     platform.runner.start()
@@ -72,7 +76,8 @@ def test_answers_side_by_side_without_names_then_one_vote_reveals_them(web, tmp_
     )
     assert all(final[name]["interactive"] for name in arena.VOTE_BUTTONS)
     answers = {final["arena_answer_a"].split("\n")[0], final["arena_answer_b"].split("\n")[0]}
-    assert answers == {"left upper quarter", "the corner"}
+    # Where a side's answer produced its mask is marked in the text, as on the Ask page.
+    assert answers == {"left upper quarter", "the corner &#91;mask 1&#93;"}
     shown = " ".join(str(final[k]) for k in ("arena_answer_a", "arena_answer_b", "arena_status"))
     assert "good" not in shown and "bad" not in shown and "tiny-untrained" not in shown
     image_a, image_b = final["arena_image_a"], final["arena_image_b"]

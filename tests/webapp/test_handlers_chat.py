@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from medplib.masks import decode_rle, png_bytes_to_mask
 from serving.models import ChatSession, Image, Turn
 from serving.views import MaskData
-from tests.webapp.conftest import write_png
+from tests.webapp.conftest import FakePredictor, write_png
 from tests.webapp.helpers import ask_box, browser, run_ask, settled, uploaded
 from webapp import render
 from webapp.handlers import chat, sessions
@@ -114,6 +114,19 @@ def test_ask_streams_status_then_shows_answer_overlay_and_downloads(make_platfor
     assert np.array_equal(decode_rle(doc["rle"]), box) and doc["area_px"] == 320
     assert doc["mirror_agreement"] is None
     assert json.load(open(files[1]))["mirror_agreement"] == 0.92
+
+
+def test_the_answer_marks_where_its_mask_was_produced(make_platform, tmp_path):
+    fake = FakePredictor(answer="It is the liver.", raw_answer="It is the liver <SEG>.")
+    web = Web(make_platform(predictor=fake))
+    actor = browser(web, "m" * 32)["actor"]
+    screen = uploaded(web, write_png(tmp_path / "scan.png", 60, 40))
+    final = settled(run_ask(web, "Segment the liver.", None, None, screen["view"], actor))
+    assert final["status"] == "answered"
+    assert final["chat"][-1]["content"] == "It is the liver &#91;mask 1&#93;."
+    # Stored as the model gave it: the mark is only how the page shows it.
+    stored = web.call(lambda db: db.scalar(select(Turn.answer)))
+    assert stored == "It is the liver."
 
 
 def _mask(index: int, *, score: float | None, mirror_agreement: float | None) -> MaskData:

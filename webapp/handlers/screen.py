@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
+from medplib.answer_text import answer_with_mask_marks
 from medplib.masks import decode_rle, resize_mask_nearest
 from serving.views import ImageData, MaskData, SessionData, TurnData
 from webapp import render
@@ -98,7 +99,9 @@ def chat_for(session: SessionData, pending: dict[str, str] | None = None) -> lis
         turns.append(
             render.ChatTurn(
                 question=question_for_display(turn.question, turn.regions),
-                answer=turn.answer,
+                answer=None
+                if turn.answer is None
+                else answer_with_mask_marks(turn.answer, turn.raw_answer),
                 status=status,
             )
         )
