@@ -29,6 +29,8 @@ class ExampleCase:
     question: str
     # The structure the question asks about; it must be in the scene (checked by a test).
     structure: str | None = None
+    # A structure whose bounding box comes drawn as region 1, for a question about a region.
+    box_around: str | None = None
 
     @property
     def filename(self) -> str:
@@ -64,6 +66,14 @@ EXAMPLES: tuple[ExampleCase, ...] = (
         "polyp",
     ),
     ExampleCase("Fundus: which modality?", "fundus", 0, "What imaging modality is this?"),
+    ExampleCase("CT: what is in region 1?", "ct", 0, "What is in region 1?", box_around="spleen"),
+    ExampleCase(
+        "X-ray: describe region 1",
+        "xray",
+        0,
+        "Can you describe the visual features of region 1?",
+        box_around="nodule",
+    ),
 )
 
 
@@ -81,6 +91,20 @@ def example_scene(index: int) -> Scene:
     case = example_case(index)
     rng = np.random.default_rng([_EXAMPLE_SEED, MODALITIES.index(case.modality), case.seed])
     return generate_scene(case.modality, rng)
+
+
+def example_box_xyxy_px(index: int) -> tuple[int, int, int, int] | None:
+    """Half-open (x0, y0, x1, y1) pixel box of the structure example `index` boxes, or None."""
+    case = example_case(index)
+    if case.box_around is None:
+        return None
+    names = {o.name: o for o in example_scene(index).objects}
+    if case.box_around not in names:
+        raise ValueError(
+            f"{case.label}: the scene has no {case.box_around}; it has {sorted(names)}."
+        )
+    ys, xs = np.nonzero(names[case.box_around].mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 @lru_cache(maxsize=len(EXAMPLES))

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from serving.services.examples import EXAMPLES
-from tests.webapp.browsing import drag, prompter_box, regions_text, wait_for_text
+from serving.services.examples import EXAMPLES, example_box_xyxy_px
+from tests.webapp.browsing import drag, numbers, prompter_box, regions_text, wait_for_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -40,3 +40,20 @@ def test_an_example_fills_the_canvas_and_the_question_then_answers(page):
     wait_for_text(page, "#medplib-status", "New synthetic example loaded")
     assert page.input_value("#medplib-question textarea") == EXAMPLES[4].question
     wait_for_text(page, "#medplib-regions", "No regions")
+
+
+def test_a_region_example_shows_its_box_and_asks_about_it(page):
+    index = next(i for i, c in enumerate(EXAMPLES) if c.box_around)
+    page.click(f"#medplib-example-{index}")
+    wait_for_text(page, "#medplib-image-info", re.escape(EXAMPLES[index].filename))
+    prompter_box(page)
+    text = regions_text(page, "region 1: box")
+    x0, y0, x1, y1 = example_box_xyxy_px(index)
+    assert numbers(text, "box") == pytest.approx([x0, y0, x1, y1], abs=1)
+    # The box is on the canvas, numbered as in the list, and can be edited like a drawn one.
+    assert page.locator("#medplib-prompter text.mp-tag").all_text_contents() == ["1"]
+    assert page.input_value("#medplib-question textarea") == EXAMPLES[index].question
+    page.click("#medplib-ask")
+    wait_for_text(page, "#medplib-status", "answered")
+    assert "What is in [region 1]?" in page.inner_text("#medplib-chat")
+    assert "mask 2" in page.inner_text("#medplib-legend")  # the test model echoes the region

@@ -9,10 +9,10 @@ import gradio as gr
 
 from medplib.errors import UserInputError
 from medplib.imageio import detect_format, nifti_file_header
-from serving.services.examples import example_case, example_png
 from serving.services.images import original_bytes
 from serving.services.uploads import show_image_as, upload_image
 from serving.services.validation import volume_choice
+from serving.views import ImageData
 from webapp import render
 from webapp.handlers.common import UserFacingError, Web, uploaded_path, user_errors, warn
 from webapp.handlers.screen import EMPTY_CANVASES, blank_details, image_info, view_for_image
@@ -107,12 +107,12 @@ def upload(
     except UserFacingError as exc:
         warn(str(exc))
         return {"status": f"⚠ {render.escape_text(str(exc))}", "file": None}
-    return _shown(web, image, view, drawn, new_file=new_file, slices=slices, index=index)
+    return new_image_screen(web, image, view, drawn, new_file=new_file, slices=slices, index=index)
 
 
-def _shown(
+def new_image_screen(
     web: Web,
-    image: Any,
+    image: ImageData,
     view: ViewState,
     drawn: list[dict[str, Any]] | None,
     *,
@@ -161,29 +161,4 @@ def _shown(
         out["nifti_slice"] = gr.update(maximum=max(slices - 1, 0), value=middle)
         if new_file:
             out["nifti_axis"] = gr.update(value=2)
-    return out
-
-
-def example(
-    web: Web, index: int, view: ViewState, drawn: list[dict[str, Any]] | None
-) -> dict[str, Any]:
-    """Load example `index` (`serving.services.examples`) as if its PNG had been uploaded,
-    with its question in the question box, ready to ask."""
-    case = example_case(index)
-    try:
-        with user_errors():
-            image = web.call(
-                upload_image,
-                store=web.platform.store,
-                settings=web.settings,
-                data=example_png(index),
-                filename=case.filename,
-            )
-    except UserFacingError as exc:
-        warn(str(exc))
-        return {"status": f"⚠ {render.escape_text(str(exc))}"}
-    out = _shown(
-        web, image, view, drawn, new_file=True, slices=None, index=None, what="synthetic example"
-    )
-    out["question"] = gr.update(value=case.question, interactive=True)
     return out

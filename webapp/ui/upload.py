@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from serving.services.examples import EXAMPLES
+from webapp.handlers import examples as example_handlers
 from webapp.handlers import upload as handlers
 from webapp.handlers.common import Web
 from webapp.state import ViewState
@@ -69,14 +70,20 @@ def wire(c: dict[str, Any], web: Web) -> None:
     fill_after(c, web, c["nifti_axis"].input(same_file, inputs, outputs, **options))
     fill_after(c, web, c["nifti_slice"].release(same_file, inputs, outputs, **options))
 
-    def example_loader(index: int):
+    def example_steps(index: int):
         def load(view: ViewState, drawn: list) -> dict:
-            return named(c, handlers.example(web, index, view, drawn))
+            return named(c, example_handlers.load(web, index, view, drawn))
 
-        return load
+        def fill(view: ViewState, prompter: Any) -> dict:
+            return named(c, example_handlers.canvases(web, index, view, prompter))
 
+        return load, fill
+
+    # Loading resets the canvases as an upload does; the second step fills them (with the
+    # example's region, where it asks about one).
+    filled = outs(c, "prompter", "editor", "drawn", "sketches", "regions_md")
     for i in range(len(EXAMPLES)):
-        event = c[f"example_{i}"].click(
-            example_loader(i), [c["view"], c["drawn"]], outputs, **options
+        load, fill = example_steps(i)
+        c[f"example_{i}"].click(load, [c["view"], c["drawn"]], outputs, **options).then(
+            fill, [c["view"], c["prompter"]], filled, api_visibility="private"
         )
-        fill_after(c, web, event)
