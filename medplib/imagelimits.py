@@ -165,9 +165,14 @@ def check_plane(subject: str, width_px: int, height_px: int, budget: PixelBudget
         raise UserInputError(f"{subject} has no pixels ({width_px}x{height_px}).")
     pixels = width_px * height_px
     if pixels > budget.max_plane_pixels:
+        limit = budget.max_plane_pixels
+        if limit < 100_000:  # in megapixels a small limit would read "0.0"
+            size, limit_text = f"{pixels:,} pixels", f"{limit:,} pixels"
+        else:
+            size, limit_text = f"{pixels / 1e6:.1f} megapixels", f"{limit / 1e6:.1f} megapixels"
         raise UserInputError(
-            f"{subject} is {width_px}x{height_px} pixels ({pixels / 1e6:.1f} megapixels); "
-            f"the limit is {budget.max_plane_pixels / 1e6:.1f} megapixels, so downscale it first."
+            f"{subject} is {width_px}x{height_px} pixels ({size}); "
+            f"the limit is {limit_text}, so downscale it first."
         )
     longest, shortest = max(width_px, height_px), min(width_px, height_px)
     ratio = longest / shortest

@@ -16,8 +16,9 @@ import numpy as np
 from medplib.data.files import png_bytes
 from medplib.data.synthetic import MODALITIES, Scene, generate_scene
 
-# Part of every example's seed, beside the modality's number and the case's own seed; not
-# the corpus's seeds, so the examples are fresh scenes rather than training images.
+# Part of every example's seed, beside the modality's number and the case's own seed. The
+# corpus draws its scenes from four-number seeds, so these three-number ones give fresh scenes,
+# not training images.
 _EXAMPLE_SEED = 2026
 
 

@@ -92,6 +92,11 @@ def test_plane_limits_say_the_size_and_the_limit():
         UserInputError, match=r"^x is 2100x2000 pixels \(4.2 megapixels\); the limit is 4.0 mega"
     ):
         check_plane("x", 2100, 2000, PixelBudget(max_plane_pixels=4_000_000))
+    # A limit under 0.1 megapixels is said in pixels, not as "0.0 megapixels".
+    with pytest.raises(
+        UserInputError, match=r"^x is 60x55 pixels \(3,300 pixels\); the limit is 3,000 pixels,"
+    ):
+        check_plane("x", 60, 55, budget)
     with pytest.raises(UserInputError, match=r"has no pixels \(0x3\)"):
         check_plane("x", 0, 3, budget)
     with pytest.raises(

@@ -16,6 +16,8 @@ from webapp.handlers import examples
 from webapp.handlers.common import Web, empty_view
 from webapp.handlers.screen import canvas_values
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a request
+
 
 def _count(web: Web, model) -> int:
     return web.call(lambda db: db.scalar(select(func.count()).select_from(model)))
@@ -98,6 +100,18 @@ def test_the_example_question_is_asked_like_a_typed_one(web):
     assert final["chat"][0]["content"] == question
     assert final["chat"][-1]["content"] == f"answer to: {question}"
     assert "mask 1" in final["legend"] and _count(web, ChatSession) == 1
+
+
+def test_an_example_over_the_server_limits_is_refused_and_the_screen_kept(make_platform, tmp_path):
+    web = Web(make_platform(max_image_pixels=100 * 100))  # the scenes are 128 × 128
+    first = uploaded(web, write_png(tmp_path / "scan.png", 60, 40))
+    out = examples.load(web, 0, first["view"], [])
+    assert set(out) == {"status"} and out["status"].startswith("⚠")
+    assert "128x128 pixels (16,384 pixels); the limit is 10,000 pixels" in out["status"]
+    # The canvases keep the uploaded image and its prompts: the fill step changes nothing.
+    kept = examples.canvases(web, 0, first["view"], {"image": None, "points": []})
+    assert kept == {"prompter": gr.update(), "editor": gr.update()}
+    assert _count(web, Image) == 1
 
 
 @pytest.mark.parametrize("index", [-1, len(EXAMPLES)])
