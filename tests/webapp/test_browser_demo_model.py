@@ -66,7 +66,9 @@ def test_the_shipped_model_grounds_the_structure_asked_for(chromium, demo_server
         toasts = page.locator(".toast-body")
         assert toasts.count() == 0, toasts.all_inner_texts()
         answer = page.inner_text("#medplib-chat")
-        assert name in answer.split("Please segment")[-1]  # the answer names the target
+        said = answer.split("Please segment")[-1]
+        assert name in said  # the answer names the target
+        assert "[mask 1]" in said  # and says where its mask was produced
         assert "untrained" not in page.inner_text("#medplib-badge")
         # The shipped config checks each mask against its mirror; the legend gives the Dice.
         agreement = re.search(r"mirror agreement (\d\.\d\d)", page.inner_text("#medplib-legend"))
