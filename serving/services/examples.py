@@ -69,7 +69,7 @@ EXAMPLES: tuple[ExampleCase, ...] = (
     ExampleCase("Fundus: which modality?", "fundus", 0, "What imaging modality is this?"),
     ExampleCase("CT: what is in region 1?", "ct", 0, "What is in region 1?", box_around="spleen"),
     ExampleCase(
-        "X-ray: describe region 1",
+        "Chest X-ray: describe region 1",
         "xray",
         0,
         "Can you describe the visual features of region 1?",
