@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 
 from medplib.masks import decode_rle, png_bytes_to_mask
 from serving.models import ChatSession, Image, Turn
-from serving.views import MaskData
+from serving.views import MaskData, turn_data
 from tests.webapp.conftest import FakePredictor, write_png
 from tests.webapp.helpers import ask_box, browser, run_ask, settled, uploaded
 from webapp import render
-from webapp.handlers import chat, sessions
+from webapp.handlers import api, chat, sessions
 from webapp.handlers.common import Web
 from webapp.handlers.screen import MIRROR_NOTE, canvas_values, masks_legend
 
@@ -127,6 +127,10 @@ def test_the_answer_marks_where_its_mask_was_produced(make_platform, tmp_path):
     # Stored as the model gave it: the mark is only how the page shows it.
     stored = web.call(lambda db: db.scalar(select(Turn.answer)))
     assert stored == "It is the liver."
+    # API clients get both.
+    turn = web.call(lambda db: api.turn_json(turn_data(db.scalar(select(Turn)))))
+    assert turn["answer"] == "It is the liver."
+    assert turn["answer_with_marks"] == "It is the liver [mask 1]."
 
 
 def _mask(index: int, *, score: float | None, mirror_agreement: float | None) -> MaskData:
