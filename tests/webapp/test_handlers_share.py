@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from serving.models import ChatSession, Role, ShareLink, utcnow
-from tests.webapp.conftest import write_png
-from tests.webapp.helpers import ask_box, browser, run_ask, user
+from tests.webapp.conftest import FakePredictor, write_png
+from tests.webapp.helpers import ask_box, browser, run_ask, settled, uploaded, user
 from webapp.handlers import sessions, share
+from webapp.handlers.common import Web
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 BASE = "http://medplib.test"
@@ -129,6 +130,21 @@ def test_class_link_gives_each_student_one_copy_and_the_instructor_sees_them(web
     anon_case = ask_box(web, write_png(tmp_path / "mine.png", 60, 40), other["actor"])
     refused = share.create_link(web, "fork", "1 day", True, anon_case["view"], other["actor"], BASE)
     assert "instructor role" in refused["share_status"]
+
+
+def test_the_class_table_shows_each_answer_as_the_chat_does(make_platform, tmp_path):
+    fake = FakePredictor(answer="It is the liver.", raw_answer="It is the liver <SEG>.")
+    web = Web(make_platform(predictor=fake))
+    teacher = user(web, "teacher", Role.instructor)
+    case = uploaded(web, write_png(tmp_path / "case.png", 60, 40))
+    asked = settled(run_ask(web, "Segment the liver.", None, None, case["view"], teacher))
+    made = share.create_link(web, "view", "never", True, asked["view"], teacher, BASE)
+    student = browser(web, "f" * 32, "?class=" + _token(made["share_url"], "class"))
+    run_ask(web, "And the liver?", None, None, student["view"], student["actor"])
+    ((*_, question, answer, _),) = share.class_overview(web, made["links"]["value"], teacher)[
+        "class_table"
+    ]
+    assert (question, answer) == ("And the liver?", "It is the liver [mask 1].")
 
 
 def test_admin_deletes_any_session_and_others_cannot(web, shared):
