@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from medplib.answer_text import answer_with_mask_marks
 from serving.enums import LinkKind, LinkRole
 from serving.models import ChatSession, Image, ShareLink, Turn
 
@@ -41,6 +42,11 @@ class TurnData:
     job_error: str | None
     answered_at: datetime | None = None
     raw_answer: str | None = None  # as decoded, <SEG> tokens kept (None: not stored)
+
+    @property
+    def answer_with_marks(self) -> str | None:
+        """The answer as pages show it: "[mask k]" where the k-th mask was produced."""
+        return None if self.answer is None else answer_with_mask_marks(self.answer, self.raw_answer)
 
 
 @dataclass(frozen=True)

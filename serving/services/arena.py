@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from medplib.answer_text import answer_with_mask_marks
 from serving import arena_scores
 from serving.models import (
     ArenaChoice,
@@ -63,6 +64,11 @@ class SideView:
     error: str | None
     progress: float
     raw_answer: str | None = None  # as decoded, <SEG> tokens kept
+
+    @property
+    def answer_with_marks(self) -> str | None:
+        """The answer as pages show it: "[mask k]" where the k-th mask was produced."""
+        return None if self.answer is None else answer_with_mask_marks(self.answer, self.raw_answer)
 
 
 @dataclass(frozen=True)

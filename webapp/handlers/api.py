@@ -17,7 +17,6 @@ from typing import Any
 
 import gradio as gr
 
-from medplib.answer_text import answer_with_mask_marks
 from serving.enums import LinkKind, LinkRole
 from serving.job_events import changed_within
 from serving.services.arena import MatchView, leaderboard, match_view, vote
@@ -94,10 +93,7 @@ def turn_json(turn: TurnData) -> dict[str, Any]:
         "question": turn.question,
         "regions": turn.regions,
         "answer": turn.answer,
-        # As the page shows it: "[mask k]" where the k-th mask was produced.
-        "answer_with_marks": None
-        if turn.answer is None
-        else answer_with_mask_marks(turn.answer, turn.raw_answer),
+        "answer_with_marks": turn.answer_with_marks,
         "checkpoint_id": turn.checkpoint_id,
         "untrained": bool(turn.checkpoint_id and UNTRAINED_MARKER in turn.checkpoint_id.lower()),
         "masks": [

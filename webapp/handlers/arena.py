@@ -10,7 +10,6 @@ from typing import Any
 
 import gradio as gr
 
-from medplib.answer_text import answer_with_mask_marks
 from medplib.masks import decode_rle, resize_mask_nearest
 from serving.enums import Role
 from serving.services.arena import Leaderboard, MatchView, SideView, leaderboard, match_view, vote
@@ -134,8 +133,7 @@ def _answer_text(side: SideView) -> str:
     if side.answer is None:
         return f"*{render.escape_text(_progress(side))}*"
     count = f"{len(side.masks)} mask(s)" if side.masks else "no mask"
-    answer = answer_with_mask_marks(side.answer, side.raw_answer)
-    return f"{render.escape_text(answer)}\n\n*{count}*"
+    return f"{render.escape_text(side.answer_with_marks)}\n\n*{count}*"
 
 
 def reveal_text(match: MatchView) -> str:

@@ -7,7 +7,6 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from medplib.answer_text import answer_with_mask_marks
 from medplib.masks import decode_rle, encode_rle, fill_holes, resize_mask_nearest
 from serving.services.corrections import (
     MaskVersionData,
@@ -91,10 +90,9 @@ def show_item(web: Web, turn_id: str | None, actor_state: ActorState | None) -> 
     shown = web.shown_image(image.display_key, image.width_px, image.height_px)
     masks = [resize_mask_nearest(decode_rle(m.rle), shown.shape[:2]) for m in turn.masks]
     question = question_for_display(turn.question, turn.regions)
-    answer = turn.answer and answer_with_mask_marks(turn.answer, turn.raw_answer)
     text = (
         f"**Question:** {render.escape_text(question)}\n\n"
-        f"**Answer:** {render.escape_text(answer)}\n\n"
+        f"**Answer:** {render.escape_text(turn.answer_with_marks)}\n\n"
         f"{len(turn.masks)} mask(s)."
     )
     out: dict[str, Any] = {

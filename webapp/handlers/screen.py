@@ -12,7 +12,6 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from medplib.answer_text import answer_with_mask_marks
 from medplib.masks import decode_rle, resize_mask_nearest
 from serving.views import ImageData, MaskData, SessionData, TurnData
 from webapp import render
@@ -99,9 +98,7 @@ def chat_for(session: SessionData, pending: dict[str, str] | None = None) -> lis
         turns.append(
             render.ChatTurn(
                 question=question_for_display(turn.question, turn.regions),
-                answer=None
-                if turn.answer is None
-                else answer_with_mask_marks(turn.answer, turn.raw_answer),
+                answer=turn.answer_with_marks,
                 status=status,
             )
         )

@@ -8,7 +8,6 @@ from urllib.parse import urlencode
 
 import gradio as gr
 
-from medplib.answer_text import answer_with_mask_marks
 from serving.enums import LinkKind, LinkRole
 from serving.services.reading import read_session
 from serving.services.shares import ClassFork, class_forks, list_links, revoke_link, share_session
@@ -142,7 +141,7 @@ def _class_row(fork: ClassFork) -> list[Any]:
         fork.student,
         fork.answers,
         question_for_display(last.question, last.regions) if last else "",
-        answer_with_mask_marks(last.answer, last.raw_answer) if last and last.answer else "",
+        (last.answer_with_marks or "") if last else "",
         fork.id,
     ]
 
